@@ -1,0 +1,8 @@
+"""The design space: a genotype grammar whose fixed points are the classic CNNs."""
+from .errors import GenotypeError
+from .schema import Genotype, digest, dump, load, to_yaml
+from .network import Complexity, build, complexity
+from .graph import export as export_graph, to_graph
+
+__all__ = ["GenotypeError", "Genotype", "load", "dump", "digest", "to_yaml", "build", "complexity", "Complexity",
+           "to_graph", "export_graph"]

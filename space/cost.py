@@ -1,0 +1,64 @@
+"""Analytic cost accounting, in fvcore's conventions. This is the one place they are stated.
+
+FLOPs are multiply-adds (one fused multiply-add = one FLOP), counted as
+fvcore's `FlopCountAnalysis` counts an eval-mode model at batch size 1:
+  - convolution: output elements x (input channels / groups) x kh x kw; biases are free;
+  - linear: inputs x outputs; biases are free;
+  - batch norm (eval): 2 per element, a scale and a shift;
+  - adaptive average pooling: 1 per input element.
+Everything else is free because fvcore ignores it: activations, max and
+average pooling with a fixed kernel, adaptive max pooling, residual adds and
+their scale, concatenation, dropout and zero-padding shortcuts.
+
+Params are the exact `numel()` sum over the module's parameters (norm running
+statistics are buffers, not parameters). Activations are the output elements
+of convolutions and linears (the pycls convention).
+"""
+from __future__ import annotations
+
+import math
+
+
+class Cost:
+    """A running total that each block's complexity() adds into, as in pycls."""
+    __slots__ = ("flops", "params", "acts")
+
+    def __init__(self, flops: int = 0, params: int = 0, acts: int = 0):
+        self.flops, self.params, self.acts = flops, params, acts
+
+    def conv(self, c_in: int, c_out: int, kh: int, kw: int, groups: int, bias: bool, h_out: int, w_out: int) -> None:
+        weights = c_out * (c_in // groups) * kh * kw
+        self.flops += weights * h_out * w_out
+        self.params += weights + (c_out if bias else 0)
+        self.acts += c_out * h_out * w_out
+
+    def linear(self, n_in: int, n_out: int) -> None:
+        self.flops += n_in * n_out
+        self.params += n_in * n_out + n_out
+        self.acts += n_out
+
+    def batch_norm(self, c: int, h: int, w: int) -> None:
+        self.flops += 2 * c * h * w
+        self.params += 2 * c
+
+    def add(self, other: "Cost", times: int = 1) -> None:
+        self.flops += other.flops * times
+        self.params += other.params * times
+        self.acts += other.acts * times
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return self.flops, self.params, self.acts
+
+
+def conv_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_size(size: int, kernel: int, stride: int, padding: int, ceil: bool) -> int:
+    """PyTorch's pooling output size, including its ceil-mode rule."""
+    if not ceil:
+        return conv_size(size, kernel, stride, padding)
+    out = math.ceil((size + 2 * padding - kernel) / stride) + 1
+    if (out - 1) * stride >= size + padding:  # the last window must start inside the input
+        out -= 1
+    return out

@@ -1,0 +1,187 @@
+"""The whole network, stem -> stages -> head, and its analytic complexity.
+
+`build` and `complexity` walk the genotype the same way; `complexity` never
+builds a module, so a search can price thousands of candidates a second.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from . import schema as S
+from .blocks import Stage
+from .cost import Cost
+from .errors import GenotypeError
+from .ops import Branch, Context
+
+
+class Head(nn.Module):
+    """ops -> adaptive pool -> flatten -> [linear, act, dropout] per hidden layer -> dropout -> classifier."""
+
+    def __init__(self, spec: S.Head, shape: tuple[int, int, int], ctx: Context, num_classes: int):
+        super().__init__()
+        self.ops = Branch(spec.ops, shape[0], ctx)
+        c, h, w = Branch.complexity(spec.ops, *shape, ctx, Cost())
+        pool = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}.get(spec.pool)
+        self.pool = pool(spec.size) if pool else nn.Identity()
+        n = c * spec.size * spec.size if pool else c * h * w
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in spec.hidden:
+            layers += [nn.Linear(n, width), ctx.act_layer(), nn.Dropout(spec.dropout)]
+            n = width
+        if not spec.hidden and spec.dropout:
+            layers.append(nn.Dropout(spec.dropout))
+        layers.append(nn.Linear(n, num_classes))
+        self.classifier = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.ops(x)))
+
+    @staticmethod
+    def complexity(spec: S.Head, c: int, h: int, w: int, ctx: Context, cost: Cost, num_classes: int):
+        try:
+            c, h, w = Branch.complexity(spec.ops, c, h, w, ctx, cost)
+        except GenotypeError as e:
+            raise e.within("ops") from None
+        if spec.pool == "avg":
+            cost.flops += c * h * w
+        n = c * h * w if spec.pool == "none" else c * spec.size * spec.size
+        for width in spec.hidden:
+            cost.linear(n, width)
+            n = width
+        cost.linear(n, num_classes)
+
+
+def _head_params(spec: S.Head, c: int, h: int, w: int, ctx: Context, num_classes: int) -> int:
+    cost = Cost()
+    Head.complexity(spec, c, h, w, ctx, cost, num_classes)
+    return cost.params
+
+
+class Network(nn.Module):
+    def __init__(self, g: S.Genotype, num_classes: int = 1000, in_channels: int = 3, resolution: int | None = None):
+        super().__init__()
+        ctx = Context(g)
+        self.genotype = g
+        self.stem = Branch(g.stem, in_channels, ctx)
+        shape = Branch.complexity(g.stem, in_channels, resolution or g.resolution, resolution or g.resolution,
+                                  ctx, Cost())
+        self.stages = nn.Sequential()
+        for i, spec in enumerate(g.stages):
+            stage = Stage(spec, shape, ctx, num_classes, Head)
+            self.stages.add_module(spec.name or f"stage{i}", stage)
+            shape = stage.shape
+        self.head = Head(g.head, shape, ctx, num_classes)
+
+    def forward(self, x: torch.Tensor):
+        x = self.stem(x)
+        aux = []
+        for stage in self.stages:
+            for block in stage:
+                x = block(x)
+                if block.aux is not None and self.training:
+                    aux.append(block.aux(x))
+        logits = self.head(x)
+        return (logits, aux) if aux else logits
+
+
+@dataclass
+class Part:
+    """One row of a complexity breakdown: the stem, a stage or the head."""
+    name: str
+    blocks: int
+    channels: int
+    size: tuple[int, int]
+    flops: int
+    params: int
+    acts: int
+
+
+@dataclass
+class Complexity:
+    flops: int  # multiply-adds, fvcore convention
+    params: int
+    acts: int
+    resolution: int
+    parts: list[Part] = field(default_factory=list)
+
+
+def complexity(g: S.Genotype, resolution: int | None = None, num_classes: int | None = None,
+               in_channels: int = 3, breakdown: bool = True) -> Complexity:
+    """FLOPs (multiply-adds), params and activations from the genotype alone.
+
+    Resolution and classes default to the genotype's canonical ones."""
+    g = S.load(g)
+    resolution = resolution or g.resolution
+    num_classes = num_classes or g.classes
+    ctx = Context(g)
+    cost = Cost()
+    parts: list[Part] = []
+    c, h, w = in_channels, resolution, resolution
+    mark = (0, 0, 0)
+
+    def close(name: str, blocks: int) -> None:
+        nonlocal mark
+        if breakdown:
+            f, p, a = cost.as_tuple()
+            parts.append(Part(name, blocks, c, (h, w), f - mark[0], p - mark[1], a - mark[2]))
+            mark = (f, p, a)
+
+    try:
+        c, h, w = Branch.complexity(g.stem, c, h, w, ctx, cost)
+    except GenotypeError as e:
+        raise _vanish(e.within("stem"), resolution) from None
+    close("stem", 0)
+    for i, stage in enumerate(g.stages):
+        try:
+            c, h, w = Stage.complexity(stage, c, h, w, ctx, cost,
+                                       lambda spec, c, h, w, ctx: _head_params(spec, c, h, w, ctx, num_classes))
+        except GenotypeError as e:
+            raise _vanish(e.within(f"stages[{i}]"), resolution) from None
+        close(stage.name or f"stage{i}", sum(b.repeat for b in stage.blocks))
+    try:
+        Head.complexity(g.head, c, h, w, ctx, cost, num_classes)
+    except GenotypeError as e:
+        raise _vanish(e.within("head"), resolution) from None
+    close("head", 0)
+    return Complexity(cost.flops, cost.params, cost.acts, resolution, parts)
+
+
+def _vanish(e: GenotypeError, resolution: int) -> GenotypeError:
+    if "doesn't fit" in e.reason:
+        return GenotypeError(e.path, f"{e.reason}: the feature map vanishes at input resolution {resolution}; "
+                             "use a larger resolution or fewer strides")
+    return e
+
+
+def build(g, num_classes: int | None = None, in_channels: int = 3, resolution: int | None = None) -> Network:
+    """A plain nn.Module whose module tree reads like the genotype.
+
+    `resolution` matters only to heads that flatten without pooling."""
+    g = S.load(g)
+    complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
+    return Network(g, num_classes or g.classes, in_channels, resolution)
+
+
+def residual_blocks(model: nn.Module) -> list:
+    """The residual Block modules of a built network, input to output."""
+    from .blocks import Block
+    return [m for m in model.modules() if isinstance(m, Block) and m.skip == "residual"]
+
+
+def stochastic_depth(model: nn.Module, p_last: float | None) -> list[float]:
+    """Stochastic depth (Huang et al. 2016) with the paper's linear decay rule: residual block l of L
+    survives with p_l = 1 - l/L (1 - p_L), so the last one survives with p_L (0.5 in the paper).
+
+    Sets each residual block's `survival` and returns the probabilities; None or 1 turns it off.
+    Blocks without a residual skip are never dropped (there is no path around them)."""
+    blocks = residual_blocks(model)
+    p_last = 1.0 if p_last is None else float(p_last)
+    if not 0 < p_last <= 1:
+        raise ValueError(f"stochastic depth: p_L must be in (0, 1], got {p_last}")
+    survival = [1 - (l / len(blocks)) * (1 - p_last) for l in range(1, len(blocks) + 1)]
+    for block, p in zip(blocks, survival):
+        block.survival = p
+    return survival

@@ -1,0 +1,297 @@
+"""Ops, the leaves of a genotype: each module's complexity() sits beside its
+constructor and mirrors it call for call (the pycls discipline).
+
+complexity(spec, c, h, w, ctx, cost, first) takes the input shape, adds the
+op's cost into `cost` and returns the output shape. `first` is False for the
+repetitions of a block after its first, where strides become 1.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import schema as S
+from .cost import Cost, conv_size, pool_size
+from .errors import GenotypeError, join
+
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "gelu": nn.GELU, "hardswish": nn.Hardswish}
+
+
+class Context:
+    """Genotype-wide settings every op needs: width multiplier, norm and activation."""
+    __slots__ = ("width", "norm", "eps", "act")
+
+    def __init__(self, g: S.Genotype):
+        self.width, self.norm, self.eps, self.act = g.width, g.norm, g.norm_eps, g.act
+
+    def channels(self, out: int | float, c_in: int) -> int:
+        """An op's output channels: a fraction of the input (DenseNet transitions),
+        or a count scaled by the width multiplier and kept a multiple of 8."""
+        if isinstance(out, float):
+            return max(1, int(c_in * out))
+        if self.width == 1.0:
+            return out
+        return max(8, int(out * self.width + 4) // 8 * 8)
+
+    def norm_layer(self, c: int) -> nn.Module:
+        return nn.BatchNorm2d(c, eps=self.eps) if self.norm == "batch" else nn.Identity()
+
+    def act_layer(self) -> nn.Module:
+        return ACTIVATIONS[self.act]()
+
+    def has_norm(self, order: str) -> bool:
+        return "n" in order and self.norm == "batch"
+
+
+def _hw(value) -> tuple[int, int]:
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def _padding(spec) -> tuple[int, int]:
+    if spec.padding is None:
+        kh, kw = _hw(spec.kernel)
+        return kh // 2, kw // 2
+    return _hw(spec.padding)
+
+
+def _bias(spec, ctx: Context) -> bool:
+    return (not ctx.has_norm(spec.order)) if spec.bias is None else spec.bias
+
+
+def _stride(spec, first: bool) -> int:
+    return spec.stride if first else 1
+
+
+def _check_fits(h: int, w: int, h_out: int, w_out: int, stride: int, window: str) -> None:
+    """A map has vanished when a window no longer fits, or a stride steps over all of it."""
+    if h_out < 1 or w_out < 1:
+        raise GenotypeError("kernel", f"a {window} window doesn't fit the {h}x{w} feature map")
+    if min(h, w) < stride:
+        raise GenotypeError("stride", f"a stride of {stride} doesn't fit the {h}x{w} feature map")
+
+
+def _wrap(order: str, core: list[tuple[str, nn.Module]], c_in: int, c_out: int, ctx: Context):
+    """Place norm and activation around a conv core in the order `order` says."""
+    layers, seen_conv = [], False
+    for letter in order:
+        if letter == "c":
+            layers += core
+            seen_conv = True
+        elif letter == "n":
+            layers.append(("norm", ctx.norm_layer(c_out if seen_conv else c_in)))
+        else:
+            layers.append(("act", ctx.act_layer()))
+    return layers
+
+
+def _named_sequential(module: nn.Sequential, layers: list[tuple[str, nn.Module]]) -> None:
+    for name, layer in layers:
+        module.add_module(name, layer)
+
+
+class Conv(nn.Sequential):
+    def __init__(self, spec: S.Conv, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.c_out = ctx.channels(spec.out, c_in)
+        conv = nn.Conv2d(c_in, self.c_out, _hw(spec.kernel), _stride(spec, first), _padding(spec),
+                         groups=spec.groups, bias=_bias(spec, ctx))
+        _named_sequential(self, _wrap(spec.order, [("conv", conv)], c_in, self.c_out, ctx))
+
+    @staticmethod
+    def complexity(spec: S.Conv, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        # The hot path of every search (thousands of calls a second): helpers inlined, same rules.
+        out, groups, kernel, pad = spec.out, spec.groups, spec.kernel, spec.padding
+        c_out = out if (ctx.width == 1.0 and out.__class__ is int) else ctx.channels(out, c)
+        if groups != 1 and (c % groups or c_out % groups):
+            raise GenotypeError("groups", f"{groups} groups don't divide {c if c % groups else c_out} channels")
+        kh, kw = (kernel, kernel) if kernel.__class__ is int else kernel
+        ph, pw = (kh // 2, kw // 2) if pad is None else ((pad, pad) if pad.__class__ is int else pad)
+        s = spec.stride if first else 1
+        h_out, w_out = (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1
+        if h_out < 1 or w_out < 1 or h < s or w < s:
+            _check_fits(h, w, h_out, w_out, s, f"{kh}x{kw}")
+        order = spec.order
+        norm = ctx.norm == "batch" and "n" in order
+        if norm:
+            cost.batch_norm(*((c, h, w) if order.index("n") < order.index("c") else (c_out, h_out, w_out)))
+        cost.conv(c, c_out, kh, kw, groups, (not norm) if spec.bias is None else spec.bias, h_out, w_out)
+        return c_out, h_out, w_out
+
+
+class Sep(nn.Sequential):
+    def __init__(self, spec: S.Sep, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.c_out = ctx.channels(spec.out, c_in)
+        core = [("depthwise", nn.Conv2d(c_in, c_in, _hw(spec.kernel), _stride(spec, first), _padding(spec),
+                                        groups=c_in, bias=False))]
+        for letter in spec.mid:
+            core.append(("mid_norm", ctx.norm_layer(c_in)) if letter == "n" else ("mid_act", ctx.act_layer()))
+        core.append(("pointwise", nn.Conv2d(c_in, self.c_out, 1, bias=_bias(spec, ctx))))
+        _named_sequential(self, _wrap(spec.order, core, c_in, self.c_out, ctx))
+
+    @staticmethod
+    def complexity(spec: S.Sep, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        c_out = ctx.channels(spec.out, c)
+        (kh, kw), (ph, pw), s = _hw(spec.kernel), _padding(spec), _stride(spec, first)
+        h_out, w_out = conv_size(h, kh, s, ph), conv_size(w, kw, s, pw)
+        _check_fits(h, w, h_out, w_out, s, f"{kh}x{kw}")
+        if ctx.has_norm(spec.order) and spec.order.index("n") < spec.order.index("c"):
+            cost.batch_norm(c, h, w)
+        cost.conv(c, c, kh, kw, c, False, h_out, w_out)
+        if "n" in spec.mid and ctx.norm == "batch":
+            cost.batch_norm(c, h_out, w_out)
+        cost.conv(c, c_out, 1, 1, 1, _bias(spec, ctx), h_out, w_out)
+        if ctx.has_norm(spec.order) and spec.order.index("n") > spec.order.index("c"):
+            cost.batch_norm(c_out, h_out, w_out)
+        return c_out, h_out, w_out
+
+
+def _pool_padding(spec: S.Pool) -> int:
+    return (spec.kernel - 1) // 2 if spec.padding is None else spec.padding
+
+
+class Pool(nn.Sequential):
+    def __init__(self, spec: S.Pool, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.c_out = c_in
+        args = (spec.kernel, _stride(spec, first), _pool_padding(spec))
+        pool = (nn.MaxPool2d(*args, ceil_mode=spec.ceil) if spec.type == "max" else
+                nn.AvgPool2d(*args, ceil_mode=spec.ceil, count_include_pad=spec.count_include_pad))
+        self.add_module("pool", pool)
+
+    @staticmethod
+    def complexity(spec: S.Pool, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        args = (spec.kernel, _stride(spec, first), _pool_padding(spec), spec.ceil)
+        h_out, w_out = pool_size(h, *args), pool_size(w, *args)
+        _check_fits(h, w, h_out, w_out, args[1], f"{spec.kernel}x{spec.kernel} pool")
+        return c, h_out, w_out  # fvcore counts no pooling FLOPs
+
+
+class AdaptivePool(nn.Sequential):
+    def __init__(self, spec: S.AdaptivePool, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.c_out = c_in
+        cls = nn.AdaptiveAvgPool2d if spec.type == "avg" else nn.AdaptiveMaxPool2d
+        self.add_module("pool", cls(spec.output))
+
+    @staticmethod
+    def complexity(spec: S.AdaptivePool, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        if spec.type == "avg":
+            cost.flops += c * h * w
+        return c, spec.output, spec.output
+
+
+class Norm(nn.Sequential):
+    def __init__(self, spec: S.Norm, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.c_out = c_in
+        self.add_module("norm", ctx.norm_layer(c_in))
+
+    @staticmethod
+    def complexity(spec: S.Norm, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        if ctx.norm == "batch":
+            cost.batch_norm(c, h, w)
+        return c, h, w
+
+
+class Act(nn.Sequential):
+    def __init__(self, spec: S.Act, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.c_out = c_in
+        self.add_module("act", ctx.act_layer())
+
+    @staticmethod
+    def complexity(spec: S.Act, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        return c, h, w
+
+
+class Dropout(nn.Sequential):
+    def __init__(self, spec: S.Dropout, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.c_out = c_in
+        self.add_module("dropout", nn.Dropout(spec.p))
+
+    @staticmethod
+    def complexity(spec: S.Dropout, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        return c, h, w
+
+
+class Branches(nn.Module):
+    """Parallel branches merged by concat or sum; also the body of every block."""
+
+    def __init__(self, spec: S.Branches, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.concat = spec.merge == "concat"
+        self.branches = nn.ModuleList(Branch(ops, c_in, ctx, first) for ops in spec.branches)
+        outs = [b.c_out for b in self.branches]
+        self.c_out = sum(outs) if self.concat else outs[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.branches) == 1:
+            return self.branches[0](x)
+        ys = [branch(x) for branch in self.branches]
+        return torch.cat(ys, dim=1) if self.concat else torch.stack(ys).sum(0)
+
+    @staticmethod
+    def complexity(spec: S.Branches, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        if len(spec.branches) == 1:
+            try:
+                return Branch.complexity(spec.branches[0], c, h, w, ctx, cost, first)
+            except GenotypeError as e:
+                raise e.within("branches[0]") from None
+        shapes = []
+        for i, ops in enumerate(spec.branches):
+            try:
+                shapes.append(Branch.complexity(ops, c, h, w, ctx, cost, first))
+            except GenotypeError as e:
+                raise e.within(f"branches[{i}]") from None
+        return merge_shapes(shapes, spec.merge, "branches")
+
+
+def merge_shapes(shapes: list[tuple[int, int, int]], merge: str, field: str) -> tuple[int, int, int]:
+    c0, h0, w0 = shapes[0]
+    for i, (c, h, w) in enumerate(shapes[1:], 1):
+        if (h, w) != (h0, w0):
+            raise GenotypeError(f"{field}[{i}]", f"gives a {h}x{w} map but {field}[0] gives {h0}x{w0}; "
+                                "branches must agree in size to merge")
+        if merge == "sum" and c != c0:
+            raise GenotypeError(f"{field}[{i}]", f"gives {c} channels but {field}[0] gives {c0}; "
+                                "a sum merge needs equal channels (or use merge: concat)")
+    return (sum(s[0] for s in shapes) if merge == "concat" else c0), h0, w0
+
+
+class Branch(nn.Sequential):
+    """A sequence of ops; its modules are named by op type and position."""
+
+    def __init__(self, ops: list, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        c = c_in
+        for i, spec in enumerate(ops):
+            op = OPS[type(spec)](spec, c, ctx, first)
+            self.add_module(f"{i}_{spec.op}", op)
+            c = op.c_out
+        self.c_out = c
+
+    @staticmethod
+    def complexity(ops: list, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+        for i, spec in enumerate(ops):
+            try:
+                c, h, w = OPS[type(spec)].complexity(spec, c, h, w, ctx, cost, first)
+            except GenotypeError as e:
+                raise e.within(f"[{i}]") from None
+        return c, h, w
+
+
+def stride_of(ops: list, first: bool = True) -> int:
+    """The product of the strides along a branch (for a residual shortcut)."""
+    stride = 1
+    for spec in ops:
+        if isinstance(spec, S.Branches):
+            stride *= stride_of(spec.branches[0], first)
+        elif first and hasattr(spec, "stride"):
+            stride *= spec.stride
+    return stride
+
+
+OPS = {S.Conv: Conv, S.Sep: Sep, S.Pool: Pool, S.AdaptivePool: AdaptivePool, S.Norm: Norm,
+       S.Act: Act, S.Dropout: Dropout, S.Branches: Branches}

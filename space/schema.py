@@ -1,0 +1,350 @@
+"""The genotype grammar: stem -> stages -> head, every design axis a field.
+
+A genotype is a document (YAML, JSON or the equivalent Python dicts). These
+pydantic models validate it on load; `dump` gives its canonical form (schema
+order, defaults omitted, square kernels as one int) so equal genotypes
+serialise, hash and compare identically.
+
+Ops are the leaves. Blocks hold parallel branches of ops, merged by concat or
+sum, optionally followed by `post` ops and wrapped in a residual (add) or dense
+(concat) skip. A block's `repeat` is its depth; strides in its ops apply to
+its first repetition only, as in every staged CNN.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag,
+                      ValidationError, field_validator, model_validator)
+
+from .errors import GenotypeError, join
+
+ACTIVATIONS = ("relu", "relu6", "silu", "gelu", "hardswish")
+NORMS = ("batch", "none")
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __hash__(self) -> int:
+        return hash(canonical_json(self))
+
+
+def _pair(value: Any, what: str) -> Any:
+    """Accept n or [h, w]; store a square pair as one int (canonical form)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"{list(value)} must be one int or [height, width]")
+        value = tuple(value)
+        if value[0] == value[1]:
+            return value[0]
+    return value
+
+
+def _odd_kernel(value: Any) -> Any:
+    for k in value if isinstance(value, tuple) else (value,):
+        if k < 1:
+            raise ValueError(f"{k} must be at least 1")
+        if k % 2 == 0:
+            raise ValueError(f"{k} is even; kernels must be odd")
+    return value
+
+
+Kernel = Union[int, tuple[int, int]]
+
+
+def _default_padding(spec):
+    """Padding spelled out as its default (kernel // 2) is stored as the default, so it hashes the same."""
+    if spec.padding is not None:
+        kh, kw = spec.kernel if isinstance(spec.kernel, tuple) else (spec.kernel, spec.kernel)
+        ph, pw = spec.padding if isinstance(spec.padding, tuple) else (spec.padding, spec.padding)
+        if (ph, pw) == (kh // 2, kw // 2):
+            object.__setattr__(spec, "padding", None)
+    return spec
+
+
+def _check_order(order: str, letters: str, need: str) -> str:
+    if sorted(order) != sorted(set(order)) or not set(order) <= set(letters) or need not in order:
+        raise ValueError(
+            f"'{order}' must arrange the letters {', '.join(letters)} at most once each and include '{need}' "
+            "(c = conv, n = norm, a = activation; e.g. 'cna' post-activation, 'nac' pre-activation)")
+    return order
+
+
+class Conv(Spec):
+    """A convolution with its norm and activation, in the order `order` gives."""
+    op: Literal["conv"]
+    out: Union[int, float] = Field(description="channels (int) or a fraction of the input channels (float)")
+    kernel: Kernel = 3
+    stride: int = Field(1, ge=1)
+    padding: Union[int, tuple[int, int], None] = None  # None: kernel // 2 on each side
+    groups: int = Field(1, ge=1)
+    order: str = "cna"
+    bias: bool | None = None  # None: a bias only where no norm follows
+
+    _pairs = field_validator("kernel", "padding", mode="before")(lambda v: _pair(v, "kernel"))
+    _odd = field_validator("kernel")(lambda v: _odd_kernel(v))
+    _order = field_validator("order")(lambda v: _check_order(v, "cna", "c"))
+    _same = model_validator(mode="after")(lambda self: _default_padding(self))
+
+    @field_validator("out")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{v} must be a positive channel count or fraction")
+        if isinstance(v, float) and v > 8:
+            raise ValueError(f"{v} is a fraction of the input channels and must be at most 8; write an int for a channel count")
+        return v
+
+
+class Sep(Spec):
+    """Depthwise-separable conv: depthwise k x k then pointwise 1 x 1.
+
+    `mid` lists what sits between the two: '' as in Xception, 'na' as in MobileNet.
+    """
+    op: Literal["sep"]
+    out: int = Field(ge=1)
+    kernel: Kernel = 3
+    stride: int = Field(1, ge=1)
+    padding: Union[int, tuple[int, int], None] = None
+    order: str = "cna"
+    mid: str = ""
+    bias: bool | None = None
+
+    _pairs = field_validator("kernel", "padding", mode="before")(lambda v: _pair(v, "kernel"))
+    _odd = field_validator("kernel")(lambda v: _odd_kernel(v))
+    _order = field_validator("order")(lambda v: _check_order(v, "cna", "c"))
+    _same = model_validator(mode="after")(lambda self: _default_padding(self))
+
+    @field_validator("mid")
+    @classmethod
+    def _mid(cls, v):
+        if v not in ("", "n", "a", "na", "an"):
+            raise ValueError(f"'{v}' must be one of '', 'n', 'a', 'na', 'an' (norm/activation between depthwise and pointwise)")
+        return v
+
+
+class Pool(Spec):
+    op: Literal["pool"]
+    type: Literal["max", "avg"] = "max"
+    kernel: int = Field(3, ge=1)
+    stride: int = Field(1, ge=1)
+    padding: int | None = Field(None, ge=0)  # None: (kernel - 1) // 2
+    ceil: bool = False
+    count_include_pad: bool = True
+
+    @model_validator(mode="after")
+    def _padding_fits(self):
+        if self.padding is not None and self.padding > self.kernel // 2:
+            raise ValueError(f"padding {self.padding} must be at most half the kernel ({self.kernel})")
+        if self.padding == (self.kernel - 1) // 2:
+            object.__setattr__(self, "padding", None)  # the default, spelled out
+        return self
+
+
+class AdaptivePool(Spec):
+    """Pool to a fixed output size, whatever the input size (GoogLeNet's aux head)."""
+    op: Literal["adaptive_pool"]
+    type: Literal["max", "avg"] = "avg"
+    output: int = Field(1, ge=1)
+
+
+class Norm(Spec):
+    op: Literal["norm"]
+
+
+class Act(Spec):
+    op: Literal["act"]
+
+
+class Dropout(Spec):
+    op: Literal["dropout"]
+    p: float = Field(ge=0, lt=1)
+
+
+class Branches(Spec):
+    """Parallel branches inside a branch (Inception v3's split 1x3 / 3x1 heads)."""
+    op: Literal["branches"]
+    branches: list[list["Op"]] = Field(min_length=1)
+    merge: Literal["concat", "sum"] = "concat"
+
+    _nonempty = field_validator("branches")(lambda v: _nonempty_branches(v))
+
+
+def _nonempty_branches(branches):
+    for i, branch in enumerate(branches):
+        if not branch:
+            raise ValueError(f"branch {i} is empty; a branch needs at least one op")
+    return branches
+
+
+OP_TYPES = {cls.model_fields["op"].annotation.__args__[0]: cls
+            for cls in (Conv, Sep, Pool, AdaptivePool, Norm, Act, Dropout, Branches)}
+
+
+def _op_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        tag = value.get("op")
+    else:
+        tag = getattr(value, "op", None)
+    return f"op={tag}" if tag in OP_TYPES else None
+
+
+Op = Annotated[Union[tuple(Annotated[cls, Tag(f"op={name}")] for name, cls in OP_TYPES.items())],
+               Discriminator(_op_tag)]
+Branches.model_rebuild()
+
+
+class Head(Spec):
+    """ops -> adaptive pool to size x size -> flatten -> hidden FC stack -> classifier.
+
+    Dropout sits before the classifier and after each hidden layer's activation.
+    `pool: none` flattens whatever the ops leave (for heads that pool in `ops`).
+    """
+    ops: list[Op] = []
+    pool: Literal["avg", "max", "none"] = "avg"
+    size: int = Field(1, ge=1)
+    hidden: list[Annotated[int, Field(ge=1)]] = []
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class Block(Spec):
+    repeat: int = Field(1, ge=1, description="depth: how many times the block is stacked")
+    branches: list[list[Op]] = Field(min_length=1)
+    merge: Literal["concat", "sum"] = "concat"
+    post: list[Op] = []
+    skip: Literal["none", "residual", "dense"] = "none"
+    shortcut: Literal["conv-norm", "conv", "pad"] = "conv-norm"  # residual shortcut when shapes differ
+    scale: float = Field(1.0, gt=0)  # residual scale (Inception-ResNet: 0.1-0.3)
+    act: bool = False  # activation after merge / residual add (post-activation)
+    aux: Head | None = None  # auxiliary classifier on this block's output (training only)
+
+    _nonempty = field_validator("branches")(lambda v: _nonempty_branches(v))
+
+    @model_validator(mode="after")
+    def _skip_fields(self):
+        if self.skip != "residual" and self.scale != 1.0:
+            raise ValueError("scale is a residual scale; set skip: residual or drop it")
+        return self
+
+
+class Stage(Spec):
+    name: str | None = None
+    blocks: list[Block] = Field(min_length=1)
+
+
+class Genotype(Spec):
+    name: str | None = None
+    family: str | None = None
+    resolution: int = Field(224, ge=1, description="canonical input resolution")
+    classes: int = Field(1000, ge=1, description="canonical number of classes (10 for the CIFAR nets)")
+    width: float = Field(1.0, gt=0, description="width multiplier, as in MobileNet")
+    norm: Literal[NORMS] = "batch"
+    norm_eps: float = Field(1e-5, gt=0)
+    act: Literal[ACTIVATIONS] = "relu"
+    stem: list[Op] = []
+    stages: list[Stage] = Field(min_length=1)
+    head: Head = Head()
+
+
+# --------------------------------------------------------------------------- documents
+
+def load(doc: Any, path: str = "") -> Genotype:
+    """Validate a genotype document (dict, YAML/JSON text) into a Genotype."""
+    if isinstance(doc, Genotype):
+        return doc
+    if isinstance(doc, str):
+        doc = parse_text(doc)
+    if not isinstance(doc, dict):
+        raise GenotypeError(path, f"a genotype is a mapping with stem, stages and head, not {type(doc).__name__}")
+    try:
+        return Genotype.model_validate(doc)
+    except ValidationError as e:
+        raise _first_error(e).within(path) from None
+
+
+def parse_text(text: str) -> Any:
+    """YAML (a superset of JSON) text to Python data, with a one-line error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise GenotypeError(where, f"not valid YAML/JSON: {problem}") from None
+
+
+def dump(g: Genotype) -> dict:
+    """The canonical document: schema order, defaults omitted."""
+    return g.model_dump(mode="json", exclude_defaults=True)
+
+
+def canonical_json(g: Spec) -> str:
+    return json.dumps(g.model_dump(mode="json", exclude_defaults=True), separators=(",", ":"))
+
+
+def digest(g: Genotype) -> str:
+    """A stable short hash of the architecture: the canonical form less its `name` label."""
+    doc = g.model_dump(mode="json", exclude_defaults=True, exclude={"name"})
+    return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def to_yaml(g: Genotype) -> str:
+    return yaml.dump(dump(g), sort_keys=False, default_flow_style=None, width=100)
+
+
+_TYPE_NAMES = {"int", "float", "bool", "str", "none"}
+
+
+def _first_error(e: ValidationError) -> GenotypeError:
+    err = e.errors(include_url=False)[0]
+    path = ""
+    for key in err["loc"]:
+        if isinstance(key, str) and (key.startswith("op=") or key in _TYPE_NAMES or "[" in key):
+            continue  # a union member pydantic names in the location, not a field
+        path = join(path, key)
+    kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        field = path.rsplit(".", 1)[-1]
+        model = _model_at(err["loc"][:-1])
+        near = difflib.get_close_matches(field, list(model.model_fields) if model else [], n=1)
+        hint = f"did you mean '{near[0]}'?" if near else (
+            f"known fields: {', '.join(model.model_fields)}" if model else "remove it")
+        return GenotypeError(path, f"unknown field; {hint}")
+    if kind == "missing":
+        return GenotypeError(path, "required field is missing")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        got = err["input"].get("op") if isinstance(err["input"], dict) else None
+        known = ", ".join(OP_TYPES)
+        if got is None:
+            return GenotypeError(path, f"an op needs 'op:' naming its type, one of {known}")
+        near = difflib.get_close_matches(str(got), list(OP_TYPES), n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        return GenotypeError(join(path, "op"), f"unknown op '{got}'{hint}; known ops: {known}")
+    if kind == "value_error":
+        msg = str(ctx.get("error", msg))
+    elif kind == "literal_error":
+        msg = f"{err['input']!r} is not allowed; expected {ctx.get('expected')}"
+    else:
+        msg = f"{err['input']!r}: {msg[0].lower()}{msg[1:]}" if not isinstance(err["input"], (dict, list)) else msg
+    return GenotypeError(path, msg)
+
+
+def _model_at(loc) -> type[BaseModel] | None:
+    """The model class that a pydantic error location points into."""
+    model: Any = Genotype
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        if key.startswith("op="):
+            model = OP_TYPES[key[3:]]
+            continue
+        field = model.model_fields.get(key) if isinstance(model, type) else None
+        if field is None:
+            return None
+        model = {"stages": Stage, "blocks": Block, "head": Head, "aux": Head}.get(key, model)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None

@@ -1,0 +1,196 @@
+"""The grammar: validation with field paths, canonical form, round trips, the builder's module tree."""
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+import space
+from space import GenotypeError
+from space.named import named
+
+
+def conv(out, kernel=3, stride=1, **kw):
+    return dict(op="conv", out=out, kernel=kernel, stride=stride, **kw)
+
+
+def base() -> dict:
+    """A small valid genotype that touches most fields."""
+    return dict(
+        name="tiny", family="test", resolution=32, classes=10,
+        stem=[conv(16)],
+        stages=[
+            dict(name="a", blocks=[dict(repeat=2, skip="residual", act=True,
+                                        branches=[[conv(16), conv(16, order="cn")]])]),
+            dict(name="b", blocks=[dict(branches=[[conv(16, 1)], [conv(8, 1), conv(16, [1, 3]), conv(16, [3, 1])],
+                                                  [dict(op="pool", kernel=3), conv(8, 1)]]),
+                                   dict(branches=[[conv(32, 3, 2, groups=4)]])]),
+            dict(name="c", blocks=[dict(repeat=2, skip="dense", branches=[[conv(16, 1, order="nac"), conv(8, order="nac")]])]),
+        ],
+        head=dict(hidden=[32], dropout=0.1),
+    )
+
+
+def edit(path, value):
+    """A copy of base() with the field at `path` (a list of keys) set to value (None deletes)."""
+    doc = base()
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return doc
+
+
+DELETE = object()
+BLOCK = ["stages", 1, "blocks", 0]
+
+# (document, expected path, a phrase of the reason)
+MALFORMED = [
+    (edit(BLOCK + ["branches", 1, 1, "kernel"], 4), "stages[1].blocks[0].branches[1][1].kernel", "4 is even; kernels must be odd"),
+    (edit(BLOCK + ["branches", 1, 1, "kernel"], [1, 4]), "stages[1].blocks[0].branches[1][1].kernel", "4 is even"),
+    (edit(BLOCK + ["branches", 1, 1, "kernel"], [1, 3, 3]), "stages[1].blocks[0].branches[1][1].kernel", "one int or [height, width]"),
+    (edit(BLOCK + ["branches", 1, 1, "kernel"], 0), "stages[1].blocks[0].branches[1][1].kernel", "at least 1"),
+    (edit(BLOCK + ["branches", 1, 1, "kernal"], 3), "stages[1].blocks[0].branches[1][1].kernal", "did you mean 'kernel'"),
+    (edit(BLOCK + ["branches", 1, 1, "op"], "cnov"), "stages[1].blocks[0].branches[1][1].op", "did you mean 'conv'"),
+    (edit(BLOCK + ["branches", 1, 1, "op"], DELETE), "stages[1].blocks[0].branches[1][1]", "needs 'op:'"),
+    (edit(BLOCK + ["branches", 1, 1, "out"], DELETE), "stages[1].blocks[0].branches[1][1].out", "required"),
+    (edit(BLOCK + ["branches", 1, 1, "out"], -8), "stages[1].blocks[0].branches[1][1].out", "positive"),
+    (edit(BLOCK + ["branches", 1, 1, "out"], 12.5), "stages[1].blocks[0].branches[1][1].out", "at most 8"),
+    (edit(BLOCK + ["branches", 1, 1, "out"], "wide"), "stages[1].blocks[0].branches[1][1].out", "wide"),
+    (edit(BLOCK + ["branches", 1, 1, "stride"], 0), "stages[1].blocks[0].branches[1][1].stride", "greater than or equal to 1"),
+    (edit(BLOCK + ["branches", 1, 1, "order"], "cnn"), "stages[1].blocks[0].branches[1][1].order", "at most once"),
+    (edit(BLOCK + ["branches", 1, 1, "order"], "na"), "stages[1].blocks[0].branches[1][1].order", "include 'c'"),
+    (edit(BLOCK + ["branches", 1, 1, "order"], "cnx"), "stages[1].blocks[0].branches[1][1].order", "letters"),
+    (edit(BLOCK + ["branches", 1], []), "stages[1].blocks[0].branches", "branch 1 is empty"),
+    (edit(BLOCK + ["branches"], []), "stages[1].blocks[0].branches", "at least 1"),
+    (edit(BLOCK + ["merge"], "mean"), "stages[1].blocks[0].merge", "expected 'concat' or 'sum'"),
+    (edit(BLOCK + ["merge"], "sum"), "stages[1].blocks[0].branches[2]", "sum merge needs equal channels"),
+    (edit(["stages", 1, "blocks", 1, "branches", 0, 0, "groups"], 3), "stages[1].blocks[1].branches[0][0].groups", "3 groups don't divide"),
+    (edit(["stages", 1, "blocks", 1, "branches", 0, 0, "groups"], 0), "stages[1].blocks[1].branches[0][0].groups", "greater than or equal to 1"),
+    (edit(["stages", 0, "blocks", 0, "repeat"], -2), "stages[0].blocks[0].repeat", "greater than or equal to 1"),
+    (edit(["stages", 0, "blocks", 0, "repeat"], 1.5), "stages[0].blocks[0].repeat", "integer"),
+    (edit(["stages", 0, "blocks", 0, "skip"], "resid"), "stages[0].blocks[0].skip", "expected"),
+    (edit(["stages", 0, "blocks", 0, "scale"], 0.2) | {}, None, None),  # valid: residual scale
+    (edit(["stages", 2, "blocks", 0, "scale"], 0.2), "stages[2].blocks[0]", "scale is a residual scale"),
+    (edit(["stages", 0, "blocks", 0, "shortcut"], "pad") | {}, None, None),  # valid: nothing to pad
+    (edit(["stages", 0, "blocks", 0, "branches", 0, 1, "padding"], 0), "stages[0].blocks[0].skip", "can't follow"),
+    (edit(["stages", 2, "blocks", 0, "branches", 0, 1, "stride"], 2), "stages[2].blocks[0].skip", "dense block must keep"),
+    (edit(["stages"], []), "stages", "at least 1"),
+    (edit(["stages"], DELETE), "stages", "required"),
+    (edit(["stages", 0, "blocks"], DELETE), "stages[0].blocks", "required"),
+    (edit(["stages", 0, "colour"], "red"), "stages[0].colour", "unknown field"),
+    (edit(["act"], "tanhh"), "act", "expected"),
+    (edit(["norm"], "layer"), "norm", "expected"),
+    (edit(["width"], 0), "width", "greater than 0"),
+    (edit(["resolution"], 0), "resolution", "greater than or equal to 1"),
+    (edit(["resolution"], 1), "stages[1].blocks[1].branches[0][0].stride", "vanishes at input resolution 1"),
+    (edit(["stem", 0, "stride"], 64), "stem[0].stride", "vanishes"),
+    (edit(["stem", 0, "padding"], 0) | {"resolution": 2}, "stem[0].kernel", "3x3 window doesn't fit the 2x2"),
+    (edit(["head", "hidden"], [0]), "head.hidden[0]", "greater than or equal to 1"),
+    (edit(["head", "dropout"], 1.0), "head.dropout", "less than 1"),
+    (edit(["head", "pool"], "median"), "head.pool", "expected"),
+    (edit(["stem", 0], dict(op="pool", kernel=3, padding=2)), "stem[0]", "padding 2 must be at most half"),
+    (edit(["stem", 0], dict(op="sep", out=16, mid="x")), "stem[0].mid", "must be one of"),
+    (edit(["stem", 0], dict(op="dropout", p=2)), "stem[0].p", "less than 1"),
+    (edit(["stem", 0], dict(op="branches", branches=[[conv(8)], [conv(8, stride=2)]])), "stem[0].branches[1]", "must agree in size"),
+    (edit(["stem"], "conv"), "stem", "valid list"),
+]
+
+
+@pytest.mark.parametrize("doc,path,reason", MALFORMED, ids=[str(i) for i in range(len(MALFORMED))])
+def test_malformed_documents_name_the_field(doc, path, reason):
+    if path is None:  # a control: the document is fine
+        space.complexity(doc)
+        return
+    with pytest.raises(GenotypeError) as info:
+        space.complexity(doc)
+    message = str(info.value)
+    assert info.value.path == path, message
+    assert reason in message, message
+    assert "\n" not in message
+
+
+def test_at_least_thirty_malformed_documents():
+    assert sum(path is not None for _, path, _ in MALFORMED) >= 30
+
+
+def test_base_genotype_builds_and_runs():
+    g = space.load(base())
+    model = space.build(g)
+    logits = model.eval()(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) == space.complexity(g).params
+
+
+def test_canonical_form_round_trips_and_hashes_stably():
+    g = space.load(base())
+    doc = space.dump(g)
+    assert space.load(doc) == g
+    assert space.load(json.loads(json.dumps(doc))) == g
+    assert space.load(yaml.safe_load(space.to_yaml(g))) == g
+    # the same genotype written differently: defaults spelled out, square kernels as pairs, keys reordered
+    verbose = copy.deepcopy(base())
+    verbose["stem"][0].update(kernel=[3, 3], groups=1, order="cna")
+    verbose["width"] = 1.0
+    verbose = dict(reversed(list(verbose.items())))
+    assert space.dump(space.load(verbose)) == doc
+    assert space.digest(space.load(verbose)) == space.digest(g)
+    assert hash(space.load(verbose)) == hash(g)
+    other = edit(["stem", 0, "out"], 24)
+    assert space.digest(space.load(other)) != space.digest(g)
+
+
+def test_module_tree_mirrors_the_genotype():
+    model = space.build(space.load(base()))
+    names = dict(model.named_modules())
+    assert "stages.a.block0_0.branches.0.0_conv.conv" in names
+    assert "stages.b.block0.branches.1.2_conv.conv" in names
+    assert "stages.c.block0_1.branches.0.1_conv.norm" in names
+    assert isinstance(names["stages.b.block1.branches.0.0_conv.conv"], torch.nn.Conv2d)
+    assert names["stages.b.block1.branches.0.0_conv.conv"].groups == 4
+
+
+def test_explicit_padding_is_never_same():
+    model = space.build(space.load(base()))
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            assert not isinstance(m.padding, str)
+
+
+def test_yaml_text_errors_are_one_line():
+    with pytest.raises(GenotypeError, match="not valid YAML"):
+        space.load("stages: [1, 2\n  - x: :")
+
+
+def test_width_multiplier_scales_channels():
+    g = space.load(base() | {"width": 0.5})
+    model = space.build(g)
+    assert model.stem[0].conv.out_channels == 8
+    assert sum(p.numel() for p in model.parameters()) == space.complexity(g).params
+
+
+def test_cli_errors_exit_2_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.dump(edit(BLOCK + ["branches", 1, 1, "kernel"], 4)))
+    for args in (["show", str(bad)], ["show", "resnet5O"], ["show", "missing.yaml"]):
+        run = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True)
+        assert run.returncode == 2, run
+        assert "Traceback" not in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    run = subprocess.run([sys.executable, "-m", "cli", "show", str(bad)], capture_output=True, text=True)
+    assert "stages[1].blocks[0].branches[1][1].kernel: 4 is even; kernels must be odd" in run.stderr
+
+
+def test_show_json_is_machine_readable():
+    run = subprocess.run([sys.executable, "-m", "cli", "show", "resnet50", "--json"], capture_output=True, text=True)
+    data = json.loads(run.stdout)
+    assert data["params"] == 25_557_032
+    assert data["flops"] == space.complexity(named("resnet50")).flops
+    assert data["resolution"] == 224 and data["name"] == "resnet50"
+    assert space.load(data["genotype"]) == named("resnet50")
