@@ -1,0 +1,317 @@
+"""Spaces: genotype documents in which any field may be a choice.
+
+    {choice: [a, b, c]}                  one of the options (options may be whole sub-documents)
+    {range: [lo, hi], step: s}           an int (or float) on a grid
+    {range: [lo, hi], log: true}         log-uniform
+    {space: residual}                    a shipped space, inlined
+
+A choice may carry `name:`; choices sharing a name are tied (sampled once).
+Otherwise its parameter name is its path in the document, so Optuna sees
+stable names such as `residual.stages[2].blocks[0].repeat`. A genotype is a
+space with every choice fixed. `sample` draws from a seeded `random.Random`
+or an Optuna trial; `match` finds the parameters that give a genotype, so the
+classics can be enqueued into a study as reference points.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import random
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import GenotypeError, join
+from .schema import Genotype, digest, load, parse_text
+
+PRIMITIVE = (type(None), bool, int, float, str)
+
+
+def is_choice(node: Any) -> bool:
+    return isinstance(node, dict) and "choice" in node and set(node) <= {"choice", "name", "labels"}
+
+
+def is_range(node: Any) -> bool:
+    return isinstance(node, dict) and "range" in node and set(node) <= {"range", "step", "log", "name"}
+
+
+# --------------------------------------------------------------------------- sources
+
+class RandomSource:
+    """Draws from a seeded generator; tied names return their first draw."""
+
+    def __init__(self, rng: random.Random | int | None = None):
+        self.rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        self.params: dict[str, Any] = {}
+
+    def categorical(self, name: str, options: list) -> Any:
+        if name not in self.params:
+            self.params[name] = self.rng.choice(options)
+        return self.params[name]
+
+    def number(self, name: str, lo, hi, step, log: bool):
+        if name not in self.params:
+            if _integral(lo, hi, step) and step is None and not log:
+                step = 1
+            if log:
+                value = math.exp(self.rng.uniform(math.log(lo), math.log(hi)))
+                value = min(hi, max(lo, round(value))) if isinstance(lo, int) else value
+            elif step is not None:
+                value = lo + step * self.rng.randint(0, int((hi - lo) // step))
+            else:
+                value = self.rng.uniform(lo, hi)
+            self.params[name] = value
+        return self.params[name]
+
+
+def _integral(lo, hi, step) -> bool:
+    return isinstance(lo, int) and isinstance(hi, int) and (step is None or isinstance(step, int))
+
+
+class TrialSource:
+    """Draws through an Optuna trial's suggest API (imported lazily: optuna is optional here)."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def categorical(self, name: str, options: list) -> Any:
+        return self.trial.suggest_categorical(name, options)
+
+    def number(self, name: str, lo, hi, step, log: bool):
+        if _integral(lo, hi, step):
+            return self.trial.suggest_int(name, lo, hi, step=step or 1, log=log)
+        return self.trial.suggest_float(name, float(lo), float(hi), step=step, log=log)
+
+
+class FixedSource:
+    """Replays a parameter dict (what `match` returns)."""
+
+    def __init__(self, params: dict[str, Any]):
+        self.params = params
+
+    def categorical(self, name: str, options: list) -> Any:
+        return self.params[name]
+
+    def number(self, name: str, lo, hi, step, log: bool):
+        return self.params[name]
+
+
+def source_for(rng_or_trial) -> Any:
+    if hasattr(rng_or_trial, "suggest_categorical"):
+        return TrialSource(rng_or_trial)
+    if isinstance(rng_or_trial, (RandomSource, TrialSource, FixedSource)):
+        return rng_or_trial
+    return RandomSource(rng_or_trial)
+
+
+# --------------------------------------------------------------------------- spaces
+
+def _labels(node: dict, path: str) -> list:
+    """Categorical values Optuna can store: the options themselves when
+    primitive, else their labels (given, or the shipped space's name, or the index)."""
+    options = node["choice"]
+    if all(isinstance(o, PRIMITIVE) for o in options):
+        return list(options)
+    if "labels" in node:
+        return list(node["labels"])
+    return [o.get("family") or o.get("name") or i if isinstance(o, dict) else i for i, o in enumerate(options)]
+
+
+def _param_name(node: dict, path: str, prefix: str) -> str:
+    """An explicit name is global (that is what ties choices); a path is relative to its option."""
+    return node["name"] if "name" in node else prefix + (path or "choice")
+
+
+def _walk(node: Any, path: str, src, prefix: str) -> Any:
+    if is_choice(node):
+        labels = _labels(node, path)
+        name = _param_name(node, path, prefix)
+        value = src.categorical(name, labels)
+        option = node["choice"][labels.index(value)]
+        inner = f"{name}={value}." if not isinstance(option, PRIMITIVE) else prefix
+        return _walk(option, "", src, inner) if not isinstance(option, PRIMITIVE) else option
+    if is_range(node):
+        lo, hi = node["range"]
+        return src.number(_param_name(node, path, prefix), lo, hi, node.get("step"), bool(node.get("log")))
+    if isinstance(node, dict):
+        return {k: _walk(v, join(path, k), src, prefix) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_walk(v, join(path, i), src, prefix) for i, v in enumerate(node)]
+    return node
+
+
+def sample_document(space: Any, rng_or_trial) -> dict:
+    """One genotype document drawn from `space` (a dict with choices)."""
+    return _walk(space, "", source_for(rng_or_trial), "")
+
+
+def sample(space: Any, rng_or_trial) -> Genotype:
+    """Draw and validate one genotype; raises GenotypeError if the draw is impossible."""
+    return load(sample_document(space, rng_or_trial))
+
+
+# --------------------------------------------------------------------------- matching
+
+def match(space: Any, genotype: Genotype) -> dict[str, Any] | None:
+    """Parameters that make `space` produce exactly `genotype`'s architecture, or None if it
+    isn't in the space. The canonical resolution is a label here, not architecture."""
+    target = genotype.model_dump(mode="json")
+    want = digest(genotype)
+    for params in _unify(space, target, "", "", {}):
+        try:
+            drawn = sample(space, FixedSource(params))
+        except (GenotypeError, KeyError):
+            continue
+        if digest(drawn.model_copy(update={"resolution": genotype.resolution})) == want:
+            return params
+    return None
+
+
+def _unify(node: Any, value: Any, path: str, prefix: str, params: dict) -> Iterator[dict]:
+    if is_choice(node):
+        name = _param_name(node, path, prefix)
+        for label, option in zip(_labels(node, path), node["choice"]):
+            if name in params and params[name] != label:
+                continue
+            bound = {**params, name: label}
+            inner = prefix if isinstance(option, PRIMITIVE) else f"{name}={label}."
+            yield from _unify(option, value, "" if not isinstance(option, PRIMITIVE) else path, inner, bound)
+        return
+    if is_range(node):
+        name = _param_name(node, path, prefix)
+        lo, hi = node["range"]
+        step = node.get("step")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi
+        if ok and step is not None:
+            ok = abs((value - lo) / step - round((value - lo) / step)) < 1e-9
+        if ok and params.get(name, value) == value:
+            yield {**params, name: value}
+        return
+    if isinstance(node, dict):
+        if not isinstance(value, dict):
+            return
+        yield from _unify_items(list(node.items()), value, path, prefix, params, dict_mode=True)
+        return
+    if isinstance(node, list):
+        if isinstance(value, list) and len(value) == len(node):
+            yield from _unify_items(list(enumerate(node)), value, path, prefix, params, dict_mode=False)
+        return
+    if node == value or (isinstance(node, list) and list(node) == value):
+        yield params
+
+
+def _unify_items(items, value, path, prefix, params, dict_mode: bool) -> Iterator[dict]:
+    if not items:
+        yield params
+        return
+    (key, node), rest = items[0], items[1:]
+    if dict_mode and key not in value:
+        return
+    if dict_mode and key == "resolution" and not path:  # a label, see match()
+        yield from _unify_items(rest, value, path, prefix, params, dict_mode)
+        return
+    for bound in _unify(node, value[key], join(path, key), prefix, params):
+        yield from _unify_items(rest, value, path, prefix, bound, dict_mode)
+
+
+# --------------------------------------------------------------------------- shipped spaces
+
+SPACES_DIR = resources.files("space") / "spaces"
+
+
+def space_names() -> list[str]:
+    return sorted(p.name[:-5] for p in SPACES_DIR.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_space(name_or_path: str | Path) -> Any:
+    """A shipped space by name, or a YAML/JSON file in the grammar's format, with references inlined."""
+    text = str(name_or_path)
+    if text in space_names():
+        return _shipped(text)
+    path = Path(text)
+    if not path.exists():
+        near = difflib.get_close_matches(text, space_names(), n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise GenotypeError("space", f"'{text}' is neither a shipped space nor a file; {hint}"
+                            f"shipped: {', '.join(space_names())}")
+    try:
+        doc = parse_text(path.read_text())
+    except GenotypeError as e:
+        raise GenotypeError(f"{path}: {e.path}", e.reason) from None
+    except OSError as e:
+        raise GenotypeError("space", f"can't read {path}: {e.strerror}") from None
+    return check_space(_inline(doc, ""))
+
+
+@lru_cache(maxsize=None)
+def _shipped(name: str) -> Any:
+    doc = parse_text((SPACES_DIR / f"{name}.yaml").read_text())
+    return check_space(_inline(doc, ""))
+
+
+def _inline(node: Any, path: str) -> Any:
+    if isinstance(node, dict) and set(node) == {"space"}:
+        return load_space(node["space"])
+    if isinstance(node, dict):
+        return {k: _inline(v, join(path, k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, join(path, i)) for i, v in enumerate(node)]
+    return node
+
+
+def check_space(space: Any, path: str = "") -> Any:
+    """Validate choices, then the skeleton: the document with every choice at its first option."""
+    _check_choices(space, path, {})
+    if not isinstance(space, dict):
+        raise GenotypeError(path, "a space is a genotype document, or a {choice: [...]} of them")
+    load(_first_options(space))
+    return space
+
+
+def _check_choices(node: Any, path: str, tied: dict) -> None:
+    if isinstance(node, dict) and ("choice" in node or "range" in node):
+        extra = set(node) - ({"choice", "name", "labels"} if "choice" in node else {"range", "step", "log", "name"})
+        if extra:
+            raise GenotypeError(join(path, sorted(extra)[0]), "unknown key in a choice; use choice/name/labels "
+                                "or range/step/log/name")
+        if "choice" in node:
+            if not isinstance(node["choice"], list) or not node["choice"]:
+                raise GenotypeError(join(path, "choice"), "must be a non-empty list of options")
+            if "labels" in node and (len(node["labels"]) != len(node["choice"])
+                                     or len(set(node["labels"])) != len(node["labels"])):
+                raise GenotypeError(join(path, "labels"), "needs one distinct label per option")
+            for i, option in enumerate(node["choice"]):
+                _check_choices(option, join(join(path, "choice"), i), tied)
+        else:
+            r = node["range"]
+            if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r) and r[0] <= r[1]):
+                raise GenotypeError(join(path, "range"), "must be [low, high] numbers with low <= high")
+            if node.get("log") and (r[0] <= 0 or "step" in node):
+                raise GenotypeError(join(path, "log"), "a log range needs low > 0 and no step")
+            if "step" in node and not (isinstance(node["step"], (int, float)) and node["step"] > 0):
+                raise GenotypeError(join(path, "step"), "must be a positive number")
+        if "name" in node:
+            if node["name"] in tied and tied[node["name"]] != {k: v for k, v in node.items()}:
+                raise GenotypeError(join(path, "name"), f"'{node['name']}' ties choices that differ; "
+                                    "tied choices must be identical")
+            tied[node["name"]] = {k: v for k, v in node.items()}
+        return
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_choices(v, join(path, k), tied)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_choices(v, join(path, i), tied)
+
+
+def _first_options(node: Any) -> Any:
+    if is_choice(node):
+        return _first_options(node["choice"][0])
+    if is_range(node):
+        return node["range"][0]
+    if isinstance(node, dict):
+        return {k: _first_options(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_first_options(v) for v in node]
+    return node
