@@ -1,0 +1,476 @@
+"""A genotype as a graph of ops, and its export to DOT, GraphML, JSON and HTML.
+
+`to_graph` unrolls a genotype into a `networkx.DiGraph`: one node per op of the
+stem, of every repetition of every block (repetitions after the first run with
+stride 1, as in `Stage.complexity`), of residual shortcut projections, branch
+merges, residual adds, dense concatenations, the head and auxiliary heads,
+between one `input` and one `output` node. Edges are data flow.
+
+Each node's FLOPs (multiply-adds, fvcore convention), params and activations
+come from the op class's own `complexity()` run into a fresh `Cost` (or from
+`Cost`'s own conv / batch-norm / linear formulas where `Block.complexity` and
+`Head.complexity` use them directly), so the nodes sum exactly to
+`space.complexity`. Auxiliary heads only run in training: their nodes carry
+their params and zero FLOPs and activations, as `space.complexity` counts them.
+
+The HTML export is a self-contained plotly page rather than a graphviz SVG:
+graphviz's `dot` binary is not a Python dependency and isn't installed on CI,
+while plotly is already a dependency and gives hover, zoom and pan offline.
+"""
+from __future__ import annotations
+
+import html as _html
+import json
+import math
+import re
+from typing import Any
+
+import networkx as nx
+
+from . import schema as S
+from .cost import Cost
+from .network import complexity
+from .ops import OPS, Context, _hw, _stride, merge_shapes, stride_of
+
+FORMATS = ("dot", "graphml", "json", "html")
+
+# Node attributes every node carries (None where they don't apply).
+_COMMON = ("type", "label", "path", "stage", "kernel", "stride", "groups", "in_channels", "out_channels",
+           "shape", "flops", "params", "acts")
+
+
+class _Builder:
+    def __init__(self, g: S.Genotype, ctx: Context, num_classes: int):
+        self.g, self.ctx, self.num_classes = g, ctx, num_classes
+        self.graph = nx.DiGraph()
+        self.count = 0
+
+    # ------------------------------------------------------------------ primitives
+
+    def node(self, type: str, label: str, path: str, stage: str | None, c_in: int | None,
+             shape: tuple[int, int, int], cost: Cost | None = None, aux: bool = False,
+             node_id: str | None = None, **attrs: Any) -> str:
+        if node_id is None:
+            self.count += 1
+            node_id = f"n{self.count}"
+        flops, params, acts = cost.as_tuple() if cost is not None else (0, 0, 0)
+        if aux:  # auxiliary heads only train: params count, FLOPs and activations don't
+            flops, acts = 0, 0
+        data = dict(type=type, label=label, path=path, stage=stage, kernel=None, stride=None, groups=None,
+                    in_channels=c_in, out_channels=shape[0], shape=list(shape),
+                    flops=flops, params=params, acts=acts)
+        data.update(attrs)
+        if aux:
+            data["aux"] = True
+        self.graph.add_node(node_id, **data)
+        return node_id
+
+    def edge(self, u: str, v: str, kind: str = "data") -> None:
+        self.graph.add_edge(u, v, kind=kind)
+
+    # ------------------------------------------------------------------ ops and branches
+
+    def ops(self, ops: list, src: str, shape: tuple, path: str, stage: str | None, first: bool,
+            aux: bool = False, kind: str = "data") -> tuple[str, tuple]:
+        """A sequence of ops from `src`; returns the last node and its shape."""
+        for i, spec in enumerate(ops):
+            p = f"{path}[{i}]"
+            if isinstance(spec, S.Branches):
+                src, shape = self.branches(spec.branches, spec.merge, src, shape, f"{p}.branches", p, stage,
+                                           first, aux, kind)
+            else:
+                cost = Cost()
+                out = OPS[type(spec)].complexity(spec, *shape, self.ctx, cost, first)
+                attrs = _op_attrs(spec, shape[0], first, self.ctx)
+                node = self.node(spec.op, _op_label(spec, attrs, out, self.ctx), p, stage, shape[0], out, cost,
+                                 aux, **attrs)
+                self.edge(src, node, kind)
+                src, shape = node, out
+            kind = "data"
+        return src, shape
+
+    def branches(self, branches: list, merge: str, src: str, shape: tuple, path: str, merge_path: str,
+                 stage: str | None, first: bool, aux: bool = False, kind: str = "data") -> tuple[str, tuple]:
+        outs = [self.ops(ops, src, shape, f"{path}[{i}]", stage, first, aux, kind)
+                for i, ops in enumerate(branches)]
+        if len(outs) == 1:
+            return outs[0]
+        merged = merge_shapes([s for _, s in outs], merge, "branches")
+        node = self.node("concat" if merge == "concat" else "add", merge, merge_path, stage, shape[0], merged,
+                         aux=aux, role="branches", inputs=len(outs))
+        for out, _ in outs:
+            self.edge(out, node)
+        return node, merged
+
+    # ------------------------------------------------------------------ blocks
+
+    def block(self, spec: S.Block, src: str, shape: tuple, path: str, stage: str, first: bool) -> tuple[str, tuple]:
+        """Mirrors Block.complexity: branches, merge, post, then the skip and the activation."""
+        c, h, w = shape
+        y, y_shape = self.branches(spec.branches, spec.merge, src, shape, f"{path}.branches", f"{path}.merge",
+                                   stage, first)
+        y, (c_out, h_out, w_out) = self.ops(spec.post, y, y_shape, f"{path}.post", stage, first)
+        if spec.skip == "dense":
+            out = (c + c_out, h, w)
+            node = self.node("concat", "dense concat", f"{path}.skip", stage, c, out, role="dense", inputs=2)
+            self.edge(src, node, "dense")
+            self.edge(y, node)
+            y, y_shape = node, out
+        elif spec.skip == "residual":
+            out = (c_out, h_out, w_out)
+            stride = stride_of(spec.branches[0] + spec.post, first)
+            short = src
+            if c != c_out or stride != 1:
+                if spec.shortcut == "pad":
+                    short = self.node("shortcut", f"pad shortcut /{stride}" if stride > 1 else "pad shortcut",
+                                      f"{path}.shortcut", stage, c, out, stride=stride, role="shortcut",
+                                      shortcut="pad")
+                    self.edge(src, short, "shortcut")
+                else:  # the same calls, in the same order, as Block.complexity
+                    cost = Cost()
+                    cost.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
+                    short = self.node("conv", f"conv 1x1/{stride} {c_out}" if stride > 1 else f"conv 1x1 {c_out}",
+                                      f"{path}.shortcut", stage, c, out, cost, kernel=1, stride=stride, groups=1,
+                                      role="shortcut", order="c")
+                    self.edge(src, short, "shortcut")
+                    if spec.shortcut == "conv-norm" and self.ctx.norm == "batch":
+                        cost = Cost()
+                        cost.batch_norm(c_out, h_out, w_out)
+                        norm = self.node("norm", "bn", f"{path}.shortcut", stage, c_out, out, cost, role="shortcut",
+                                         norm=self.ctx.norm)
+                        self.edge(short, norm, "shortcut")
+                        short = norm
+            label = "add" if spec.scale == 1.0 else f"add x{spec.scale:g}"
+            node = self.node("add", label, f"{path}.skip", stage, c_out, out, role="residual", inputs=2,
+                             scale=spec.scale)
+            self.edge(short, node, "shortcut")
+            self.edge(y, node)
+            y, y_shape = node, out
+        else:
+            y_shape = (c_out, h_out, w_out)
+        if spec.act:
+            node = self.node("act", self.ctx.act, f"{path}.act", stage, y_shape[0], y_shape, act=self.ctx.act)
+            self.edge(y, node)
+            y = node
+        return y, y_shape
+
+    # ------------------------------------------------------------------ head
+
+    def head(self, spec: S.Head, src: str, shape: tuple, path: str, stage: str, aux: bool = False) -> str:
+        """Mirrors network.Head: ops, adaptive pool, [linear, act, dropout] per hidden layer, dropout, classifier."""
+        kind = "aux" if aux else "data"
+        src, (c, h, w) = self.ops(spec.ops, src, shape, f"{path}.ops", stage, True, aux, kind)
+        kind = kind if not spec.ops else "data"
+        if spec.pool != "none":
+            pool = S.AdaptivePool(op="adaptive_pool", type=spec.pool, output=spec.size)
+            cost = Cost()
+            out = OPS[S.AdaptivePool].complexity(pool, c, h, w, self.ctx, cost)
+            node = self.node("adaptive_pool", f"{spec.pool}pool ->{spec.size}x{spec.size}", f"{path}.pool", stage,
+                             c, out, cost, aux, pool=spec.pool, output=spec.size)
+            self.edge(src, node, kind)
+            src, (c, h, w), kind = node, out, "data"
+        n = c * h * w
+        for k, width in enumerate(spec.hidden):
+            src = self.linear(n, width, src, f"{path}.hidden[{k}]", stage, aux, kind)
+            node = self.node("act", self.ctx.act, f"{path}.hidden[{k}]", stage, width, (width, 1, 1), aux=aux,
+                             act=self.ctx.act)
+            self.edge(src, node)
+            drop = self.node("dropout", f"dropout {spec.dropout:g}", f"{path}.dropout", stage, width, (width, 1, 1),
+                             aux=aux, p=spec.dropout)
+            self.edge(node, drop)
+            src, n, kind = drop, width, "data"
+        if not spec.hidden and spec.dropout:
+            drop = self.node("dropout", f"dropout {spec.dropout:g}", f"{path}.dropout", stage, n, (n, 1, 1),
+                             aux=aux, p=spec.dropout)
+            self.edge(src, drop, kind)
+            src, kind = drop, "data"
+        return self.linear(n, self.num_classes, src, path, stage, aux, kind, role="classifier")
+
+    def linear(self, n_in: int, n_out: int, src: str, path: str, stage: str, aux: bool, kind: str,
+               role: str = "hidden") -> str:
+        cost = Cost()
+        cost.linear(n_in, n_out)
+        node = self.node("linear", f"fc {n_in}->{n_out}", path, stage, n_in, (n_out, 1, 1), cost, aux, role=role)
+        self.edge(src, node, kind)
+        return node
+
+
+def _op_attrs(spec, c_in: int, first: bool, ctx: Context) -> dict:
+    """Display attributes of a leaf op: kernel (int, or [h, w] when not square), effective stride, groups, ..."""
+    attrs: dict[str, Any] = {}
+    if hasattr(spec, "kernel"):
+        kh, kw = _hw(spec.kernel)
+        attrs["kernel"] = kh if kh == kw else [kh, kw]
+    if hasattr(spec, "stride"):
+        attrs["stride"] = _stride(spec, first)
+    if isinstance(spec, S.Conv):
+        attrs.update(groups=spec.groups, order=spec.order)
+    elif isinstance(spec, S.Sep):
+        attrs.update(groups=c_in, order=spec.order, mid=spec.mid)  # groups: the depthwise conv's
+    elif isinstance(spec, (S.Pool, S.AdaptivePool)):
+        attrs["pool"] = spec.type
+        if isinstance(spec, S.AdaptivePool):
+            attrs["output"] = spec.output
+    elif isinstance(spec, S.Dropout):
+        attrs["p"] = spec.p
+    elif isinstance(spec, S.Act):
+        attrs["act"] = ctx.act
+    elif isinstance(spec, S.Norm):
+        attrs["norm"] = ctx.norm
+    return attrs
+
+
+def _kernel_text(kernel) -> str:
+    return f"{kernel}x{kernel}" if isinstance(kernel, int) else f"{kernel[0]}x{kernel[1]}"
+
+
+def _op_label(spec, attrs: dict, out: tuple, ctx: Context) -> str:
+    stride = f"/{attrs['stride']}" if attrs.get("stride", 1) > 1 else ""
+    if isinstance(spec, (S.Conv, S.Sep)):
+        groups = f" g{spec.groups}" if isinstance(spec, S.Conv) and spec.groups > 1 else ""
+        return f"{spec.op} {_kernel_text(attrs['kernel'])}{stride} {out[0]}{groups}"
+    if isinstance(spec, S.Pool):
+        return f"{spec.type}pool {_kernel_text(attrs['kernel'])}{stride}"
+    if isinstance(spec, S.AdaptivePool):
+        return f"{spec.type}pool ->{spec.output}x{spec.output}"
+    if isinstance(spec, S.Norm):
+        return "bn" if ctx.norm == "batch" else "norm (none)"
+    if isinstance(spec, S.Act):
+        return ctx.act
+    if isinstance(spec, S.Dropout):
+        return f"dropout {spec.p:g}"
+    return spec.op
+
+
+def to_graph(genotype, resolution: int | None = None, num_classes: int | None = None,
+             in_channels: int = 3) -> nx.DiGraph:
+    """The genotype unrolled into a DAG of ops, input -> ... -> output.
+
+    Node ids are short strings ('in', 'n1', 'n2', ..., 'out'). Every node has
+    `type`, `label`, `path` (the genotype field; repetitions r >= 1 of a block
+    carry a `#r` suffix, e.g. `stages[1].blocks[0]#2.branches[0][2]`), `stage`,
+    `kernel`, `stride` (effective), `groups`, `in_channels`, `out_channels`,
+    `shape` ([C, H, W]; [n, 1, 1] after the head flattens), `flops`, `params`,
+    `acts`; some carry more (`role`, `order`, `pool`, `p`, `scale`, `aux`, ...).
+    Edge `kind` is data, shortcut, dense or aux. Node costs sum exactly to
+    `space.complexity(...)`, whose totals are also in `graph.graph`.
+    Raises `GenotypeError` exactly as `space.complexity` does.
+    """
+    g = S.load(genotype)
+    num_classes = num_classes or g.classes
+    total = complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
+    res = total.resolution
+    ctx = Context(g)
+    b = _Builder(g, ctx, num_classes)
+    b.graph.graph.update(name=g.name or "genotype", resolution=res, num_classes=num_classes,
+                         in_channels=in_channels, flops=total.flops, params=total.params, acts=total.acts)
+    shape = (in_channels, res, res)
+    src = b.node("input", f"input {in_channels}x{res}x{res}", "", None, None, shape, node_id="in")
+    src, shape = b.ops(g.stem, src, shape, "stem", "stem", True)
+    for i, stage in enumerate(g.stages):
+        name = stage.name or f"stage{i}"
+        for j, spec in enumerate(stage.blocks):
+            path = f"stages[{i}].blocks[{j}]"
+            for r in range(spec.repeat):
+                src, shape = b.block(spec, src, shape, path + (f"#{r}" if r else ""), name, r == 0)
+            if spec.aux is not None:
+                logits = b.head(spec.aux, src, shape, f"{path}.aux", name, aux=True)
+                b.graph.graph.setdefault("_aux", []).append(logits)
+    logits = b.head(g.head, src, shape, "head", "head")
+    out = b.node("output", f"output {num_classes}", "", None, num_classes, (num_classes, 1, 1), node_id="out")
+    b.edge(logits, out)
+    for aux_logits in b.graph.graph.pop("_aux", []):
+        b.edge(aux_logits, out, "aux")  # training returns (logits, aux logits)
+
+    sums = tuple(sum(d[k] for _, d in b.graph.nodes(data=True)) for k in ("flops", "params", "acts"))
+    if sums != (total.flops, total.params, total.acts):
+        raise RuntimeError(f"space.graph node costs {sums} drifted from space.complexity "
+                           f"{(total.flops, total.params, total.acts)}; "
+                           "space/graph.py must mirror Block/Head.complexity")
+    return b.graph
+
+
+# ============================================================================ export
+
+def export(graph: nx.DiGraph, fmt: str) -> str:
+    """The graph as text: 'dot' (Graphviz), 'graphml', 'json' (node-link) or 'html' (self-contained plotly)."""
+    if fmt == "dot":
+        return _dot(graph)
+    if fmt == "graphml":
+        return "\n".join(nx.generate_graphml(_scalar_graph(graph))) + "\n"
+    if fmt == "json":
+        try:
+            data = nx.node_link_data(graph, edges="edges")
+        except TypeError:  # networkx < 3.4
+            data = nx.node_link_data(graph)
+        return json.dumps(data, default=str)
+    if fmt == "html":
+        return _html_page(graph)
+    raise ValueError("format must be one of dot, graphml, json, html")
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _scalar_graph(graph: nx.DiGraph) -> nx.DiGraph:
+    """A copy GraphML can hold: scalar values, one type per attribute name, None left out."""
+    out = nx.DiGraph()
+    out.graph.update({k: _scalar(v) for k, v in graph.graph.items() if v is not None})
+    for n, d in graph.nodes(data=True):
+        out.add_node(n, **{k: _scalar(v) for k, v in d.items() if v is not None})
+    for u, v, d in graph.edges(data=True):
+        out.add_edge(u, v, **{k: _scalar(x) for k, x in d.items() if x is not None})
+    for items in (out.nodes.values(), [d for _, _, d in out.edges(data=True)], [out.graph]):
+        types: dict[str, set] = {}
+        for d in items:
+            for k, v in d.items():
+                types.setdefault(k, set()).add(type(v))
+        for k, ts in types.items():
+            if len(ts) == 1:
+                continue
+            cast = float if ts <= {int, float, bool} else str  # e.g. kernel 3 beside kernel "[1, 7]"
+            for d in items:
+                if k in d:
+                    d[k] = cast(d[k])
+    return out
+
+
+def _dot_quote(text: Any) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _dot(graph: nx.DiGraph) -> str:
+    """Graphviz DOT text written directly (no pydot / pygraphviz needed), one cluster per stage."""
+    name = graph.graph.get("name", "genotype")
+    lines = [f"digraph {_dot_quote(name)} {{",
+             "  rankdir=TB;",
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+             '  edge [color="#555555"];']
+    stages: dict[Any, list[str]] = {}
+    for n, d in graph.nodes(data=True):
+        stages.setdefault(d.get("stage"), []).append(n)
+    for k, (stage, nodes) in enumerate(stages.items()):
+        indent = "  "
+        if stage is not None:
+            lines.append(f"  subgraph cluster_{k} {{")
+            lines.append(f"    label={_dot_quote(stage)}; style=rounded; color=\"#bbbbbb\";")
+            indent = "    "
+        for n in nodes:
+            d = graph.nodes[n]
+            tip = f"{d['path'] or d['type']}: {d['flops']:,} FLOPs (multiply-adds), {d['params']:,} params"
+            style = ', style="rounded,filled,dashed"' if d.get("aux") else ""
+            lines.append(f"{indent}{_dot_quote(n)} [label={_dot_quote(d['label'])}, "
+                         f"fillcolor={_dot_quote(_colour(d['type']))}, tooltip={_dot_quote(tip)}{style}];")
+        if stage is not None:
+            lines.append("  }")
+    for u, v, d in graph.edges(data=True):
+        style = {"shortcut": " [style=dashed]", "dense": " [style=dashed, color=\"#1f77b4\"]",
+                 "aux": " [style=dotted]"}.get(d.get("kind"), "")
+        lines.append(f"  {_dot_quote(u)} -> {_dot_quote(v)}{style};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+_PALETTE = {"input": "#cccccc", "output": "#cccccc", "conv": "#8ecae6", "sep": "#90be6d", "pool": "#f9c74f",
+            "adaptive_pool": "#f8961e", "norm": "#e9c46a", "act": "#f4a261", "dropout": "#d9d9d9",
+            "concat": "#cdb4db", "add": "#ffafcc", "shortcut": "#bde0fe", "linear": "#e76f51"}
+
+
+def _colour(op_type: str) -> str:
+    return _PALETTE.get(op_type, "#b0b0b0")
+
+
+def layout(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
+    """Layered positions: y = -depth (longest path from the input, via topological generations),
+    x = place within the layer, ordered by the mean x of each node's predecessors."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    pos: dict[str, tuple[float, float]] = {}
+    for depth, layer in enumerate(nx.topological_generations(graph)):
+        def key(n):
+            xs = [pos[p][0] for p in graph.predecessors(n) if p in pos]
+            return (sum(xs) / len(xs) if xs else 0.0, order[n])
+        layer = sorted(layer, key=key)
+        for i, n in enumerate(layer):
+            pos[n] = (i - (len(layer) - 1) / 2, -depth)
+    return pos
+
+
+def _hover(n: str, d: dict) -> str:
+    def show(v):
+        return "x".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    aux = " (aux, training only)" if d.get("aux") else ""
+    rows = [f"<b>{_html.escape(str(d['label']))}</b>", f"type: {d['type']}{aux}"]
+    if d.get("path"):
+        rows.append(f"path: {_html.escape(d['path'])}")
+    if d.get("stage"):
+        rows.append(f"stage: {_html.escape(str(d['stage']))}")
+    for key in ("kernel", "stride", "groups"):
+        if d.get(key) is not None:
+            rows.append(f"{key}: {show(d[key])}")
+    if d.get("in_channels") is not None:
+        rows.append(f"channels: {d['in_channels']} -> {d['out_channels']}")
+    rows.append(f"shape: {show(d['shape'])}")
+    rows.append(f"FLOPs (multiply-adds): {d['flops']:,}")
+    rows.append(f"params: {d['params']:,}")
+    rows.append(f"acts: {d['acts']:,}")
+    return "<br>".join(rows)
+
+
+def _html_page(graph: nx.DiGraph) -> str:
+    import plotly.graph_objects as go
+
+    pos = layout(graph)
+    fig = go.Figure()
+    for kind, dash, colour in (("data", "solid", "#888888"), ("shortcut", "dash", "#888888"),
+                               ("dense", "dash", "#1f77b4"), ("aux", "dot", "#aaaaaa")):
+        xs, ys = [], []
+        for u, v, d in graph.edges(data=True):
+            if d.get("kind", "data") == kind:
+                (x0, y0), (x1, y1) = pos[u], pos[v]
+                if kind != "data" and y0 - y1 > 1:  # bow skips out so they don't hide under the main path
+                    xs += [x0, max(x0, x1) + 0.4, x1, None]
+                    ys += [y0, (y0 + y1) / 2, y1, None]
+                else:
+                    xs += [x0, x1, None]
+                    ys += [y0, y1, None]
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name=f"{kind} edge",
+                                     line=dict(width=1, dash=dash, color=colour), showlegend=kind != "data"))
+    by_type: dict[str, list[str]] = {}
+    for n, d in graph.nodes(data=True):
+        by_type.setdefault(d["type"], []).append(n)
+    for op_type, nodes in by_type.items():
+        data = [graph.nodes[n] for n in nodes]
+        fig.add_trace(go.Scatter(
+            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text", name=op_type,
+            text=[d["label"] for d in data], textposition="middle right", textfont=dict(size=9),
+            hovertext=[_hover(n, d) for n, d in zip(nodes, data)], hoverinfo="text",
+            marker=dict(size=[6 + 2.5 * math.log10(1 + d["flops"]) for d in data], color=_colour(op_type),
+                        line=dict(width=1, color="#333333"),
+                        symbol=["circle-open" if d.get("aux") else "circle" for d in data])))
+    depth = -min((y for _, y in pos.values()), default=0)
+    width = max((x for x, _ in pos.values()), default=0) - min((x for x, _ in pos.values()), default=0)
+    g = graph.graph
+    title = g.get("name", "genotype")
+    if "flops" in g:
+        title += (f" @ {g.get('resolution')}px: {g['flops'] / 1e9:.3f} GFLOPs (multiply-adds), "
+                  f"{g['params'] / 1e6:.2f} M params, {len(graph)} ops")
+    fig.update_layout(title=title, template="plotly_white", hovermode="closest", dragmode="pan",
+                      height=int(max(600, 28 * depth)), width=int(max(900, 180 * width + 400)),
+                      xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      legend=dict(title="op type"), margin=dict(l=20, r=20, t=60, b=20))
+    return offline_html(fig, scrollZoom=True)
+
+
+def offline_html(fig, **config) -> str:
+    """A self-contained page: plotly.js inlined, no CDN, works offline."""
+    page = fig.to_html(include_plotlyjs=True, full_html=True,
+                       config={"displaylogo": False, "responsive": True, **config})
+    # The inline plotly.js bundle names a CDN only as the default topojson URL (used by geo maps, which
+    # these pages never draw); point it at a relative folder so the page makes no network reference at all.
+    return re.sub(r"https?://cdn\.plot\.ly/", "./", page)
