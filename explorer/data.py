@@ -1,0 +1,412 @@
+"""Real datasets as in-memory uint8 tensors: train / val / test at one resolution.
+
+`load(name)` returns `Splits`. The validation split is always held out from the
+official training split, so the test split is never seen during search. Images
+stay uint8 (4x smaller than float) and the trainer normalises them on device
+with the per-channel `mean`/`std` computed here.
+
+cifar10, mnist and fashion-mnist are downloaded once into a cache directory and
+verified by MD5; `digits` ships with scikit-learn and works offline;
+`imagefolder:PATH` reads the user's own images, one sub-folder per class.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
+
+DATASETS = ("digits", "cifar10", "mnist", "fashion-mnist")
+IMAGEFOLDER = "imagefolder:"
+
+# Fixed so that every seed and val_fraction is scored on the same test images.
+_TEST_SEED = 0
+_TEST_FRACTION = 0.2
+_CHUNK = 2048  # images per interpolate/stats step, bounds peak float memory
+
+
+class DataError(Exception):
+    """One-line, user-facing message (the CLI prints str(e) and exits 2)."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    name: str
+    train_x: torch.Tensor  # uint8, N x C x H x W
+    train_y: torch.Tensor  # int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    in_channels: int
+    mean: tuple[float, ...]  # per channel of train_x, in [0, 1] units
+    std: tuple[float, ...]
+    flip: bool  # whether horizontal flips preserve the label
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    filename: str
+    md5: str
+
+
+_CIFAR = "https://www.cs.toronto.edu/~kriz/"
+_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def _sources(base: str, md5s: Sequence[str]) -> tuple[Source, ...]:
+    return tuple(Source(base + f, f, m) for f, m in zip(_IDX_FILES, md5s))
+
+
+# The official files. `load` looks them up here at call time, so tests can
+# point a dataset at their own server.
+SOURCES: dict[str, tuple[Source, ...]] = {
+    "cifar10": (Source(_CIFAR + "cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+                       "c58f30108f718f92721af3b95e74349a"),),
+    "mnist": _sources(_MNIST, ("f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                               "d53e105ee54ea40749a09fcbcd1e9432",
+                               "9fb629c4189551a2d022fa330f9573f3",
+                               "ec29112dd5afa0611ce80d1b7f02629c")),
+    "fashion-mnist": _sources(_FASHION, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                                         "25c81989df183df01b3e8a0aad5dffbe",
+                                         "bef4ecab320f06d8554ea6380940ec79",
+                                         "bb300cfdad3c16e7a12a480ee83cd310")),
+}
+
+
+class _Raw(NamedTuple):
+    """A dataset before val split and resizing: x uint8 N x C x H x W, y int64."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+
+def default_data_dir() -> Path:
+    """Downloads go to the user's cache, shared by every project that uses explore."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "explore" / "data"
+
+
+def load(name: str, resolution: int = 32, data_dir: Path | None = None,
+         val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Splits:
+    """Load a dataset, cap its training split to `limit` images, hold out `val_fraction`
+    of what is left as validation (both seeded by `seed`) and resize to `resolution`."""
+    if resolution < 1:
+        raise DataError(f"resolution must be a positive number of pixels, got {resolution}")
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of images, got {limit}")
+    root = Path(data_dir or default_data_dir()).expanduser().resolve()
+
+    if name == "digits":
+        raw, flip = _read_digits(), False
+    elif name == "cifar10":
+        raw, flip = _read_cifar10(root / name, SOURCES[name]), True
+    elif name in ("mnist", "fashion-mnist"):
+        raw, flip = _read_mnist(root / name, SOURCES[name]), name == "fashion-mnist"
+    elif name.startswith(IMAGEFOLDER) and name[len(IMAGEFOLDER):]:
+        raw, flip = _read_imagefolder(Path(name[len(IMAGEFOLDER):]), resolution), True
+    else:
+        raise DataError(f"unknown dataset {name!r}; choose one of "
+                        f"{', '.join(DATASETS)}, {IMAGEFOLDER}PATH")
+
+    rng = np.random.default_rng(seed)
+    pool_x, pool_y = raw.train_x, raw.train_y
+    if limit is not None and limit < len(pool_y):
+        keep = torch.from_numpy(np.sort(rng.permutation(len(pool_y))[:limit]))
+        pool_x, pool_y = pool_x[keep], pool_y[keep]
+    fit, val = _stratified_split(pool_y.numpy(), val_fraction, rng)
+    if len(fit) == 0:
+        raise DataError(f"{name} leaves no training images after holding out validation; "
+                        f"raise limit or lower val_fraction")
+    train_x = _resize(pool_x[fit], resolution)
+    mean, std = _channel_stats(train_x)
+    return Splits(
+        name=name,
+        train_x=train_x, train_y=pool_y[fit],
+        val_x=_resize(pool_x[val], resolution), val_y=pool_y[val],
+        test_x=_resize(raw.test_x, resolution), test_y=raw.test_y,
+        num_classes=raw.num_classes, in_channels=train_x.shape[1],
+        mean=mean, std=std, flip=flip)
+
+
+def _stratified_split(y: np.ndarray, fraction: float,
+                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out), both in input order. Exactly round(fraction * N) are
+    held out, spread over classes in proportion, so small splits still cover them all."""
+    labels, counts = np.unique(y, return_counts=True)
+    share = fraction * counts
+    quota = np.floor(share).astype(np.int64)
+    # Seats left by rounding down go to the largest remainders, ties broken at random.
+    by_remainder = np.lexsort((rng.random(len(labels)), quota - share))
+    quota[by_remainder[:round(fraction * len(y)) - quota.sum()]] += 1
+    held = np.zeros(len(y), dtype=bool)
+    for label, count in zip(labels, quota):
+        held[rng.permutation(np.flatnonzero(y == label))[:count]] = True
+    return torch.from_numpy(np.flatnonzero(~held)), torch.from_numpy(np.flatnonzero(held))
+
+
+def _hold_out_test(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> _Raw:
+    """A fixed test split for datasets that ship without one."""
+    rest, test = _stratified_split(y.numpy(), _TEST_FRACTION, np.random.default_rng(_TEST_SEED))
+    return _Raw(x[rest], y[rest], x[test], y[test], num_classes)
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of uint8 images to size x size (antialiased when shrinking)."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    shrink = size < max(x.shape[-2:])
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
+    for i in range(0, len(x), _CHUNK):
+        part = F.interpolate(x[i:i + _CHUNK].float(), size=(size, size), mode="bilinear",
+                             align_corners=False, antialias=shrink)
+        out[i:i + _CHUNK] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images in [0, 1] units, in float64 chunks
+    so a 50k-image dataset never needs a full float copy."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(x), _CHUNK):
+        part = x[i:i + _CHUNK].to(torch.float64) / 255
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+# ---------------------------------------------------------------- datasets
+
+def _read_digits() -> _Raw:
+    # Imported here: scikit-learn is slow to import and only digits needs it.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # values are 0..16
+    return _hold_out_test(torch.from_numpy(x).unsqueeze(1),
+                          torch.from_numpy(digits.target.astype(np.int64)), 10)
+
+
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+def _read_cifar10(root: Path, sources: Sequence[Source]) -> _Raw:
+    (source,) = sources
+    archive = fetch(source, root)
+    folder = root / _CIFAR_DIR
+    if not all((folder / batch).is_file() for batch in _CIFAR_BATCHES):
+        _extract(archive, root)
+    parts = [_cifar_batch(folder / batch, archive) for batch in _CIFAR_BATCHES]
+    train_x = torch.cat([x for x, _ in parts[:-1]])
+    train_y = torch.cat([y for _, y in parts[:-1]])
+    return _Raw(train_x, train_y, *parts[-1], 10)
+
+
+def _cifar_batch(path: Path, archive: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    if not path.is_file():
+        raise DataError(f"{archive} has no {_CIFAR_DIR}/{path.name}; delete it and try again")
+    # Unpickling is acceptable only because the archive passed its MD5 check.
+    with path.open("rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    y = np.asarray(batch[b"labels"], dtype=np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def _read_mnist(root: Path, sources: Sequence[Source]) -> _Raw:
+    """MNIST-format IDX files, in the order train images, train labels, test images,
+    test labels."""
+    train_x, train_y, test_x, test_y = (fetch(source, root) for source in sources)
+    return _Raw(*_idx_pair(train_x, train_y), *_idx_pair(test_x, test_y), 10)
+
+
+def _idx_pair(images: Path, labels: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _read_idx(images, 2051), _read_idx(labels, 2049)
+    if len(x) != len(y):
+        raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
+    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parse a gzipped IDX file of unsigned bytes (magic 0x08nn: nn = number of dims)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = bytearray(f.read())  # writable, as torch.from_numpy wants
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable gzip file ({_one_line(e)})") from None
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        raise DataError(f"{path} is not an IDX file with magic number {magic}")
+    dims = [int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    if data.size != np.prod(dims):
+        raise DataError(f"{path} is truncated: header says {dims}, found {data.size} bytes")
+    return data.reshape(dims)
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                   ".ppm", ".pgm"}
+
+
+def _read_imagefolder(path: Path, resolution: int) -> _Raw:
+    """PATH/<class>/<image>, or PATH/train/<class>/... and PATH/test/<class>/...
+    Images are resized on read because their sizes may differ."""
+    path = path.expanduser()
+    if not path.is_dir():
+        raise DataError(f"image folder {path} does not exist or is not a directory")
+    train, test = path / "train", path / "test"
+    if train.is_dir() and test.is_dir():
+        classes = _class_names(train)
+        unknown = sorted(set(_class_names(test)) - set(classes))
+        if unknown:
+            raise DataError(f"{test} has classes missing from {train}: {', '.join(unknown)}")
+        return _Raw(*_read_images(train, classes, resolution),
+                    *_read_images(test, classes, resolution), len(classes))
+    classes = _class_names(path)
+    return _hold_out_test(*_read_images(path, classes, resolution), len(classes))
+
+
+def _class_names(folder: Path) -> list[str]:
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError(f"{folder} has no class folders; put each class's images "
+                        f"in its own sub-folder")
+    return names
+
+
+def _read_images(folder: Path, classes: list[str],
+                 resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        if not (folder / name).is_dir():
+            continue
+        for file in sorted((folder / name).iterdir()):
+            if file.suffix.lower() not in _IMAGE_SUFFIXES or file.name.startswith("."):
+                continue
+            try:
+                with Image.open(file) as image:
+                    rgb = np.array(image.convert("RGB"))
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                raise DataError(f"cannot read image {file} ({_one_line(e)})") from None
+            images.append(_resize(torch.from_numpy(rgb).permute(2, 0, 1)[None], resolution))
+            labels.append(label)
+    if not images:
+        raise DataError(f"{folder} has no images in its class folders "
+                        f"({', '.join(sorted(_IMAGE_SUFFIXES))})")
+    return torch.cat(images), torch.tensor(labels, dtype=torch.int64)
+
+
+# ---------------------------------------------------------------- download
+
+def fetch(source: Source, root: Path) -> Path:
+    """The local copy of `source` in `root`, downloaded once and verified by MD5.
+    A cached file with the wrong checksum is downloaded again."""
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / source.filename
+    corrupt = target.exists() and _md5(target) != source.md5
+    if target.exists() and not corrupt:
+        return target
+    # The cached file only needs a mention when the download fails too.
+    prefix = f"{target} is corrupt (wrong checksum) and " if corrupt else ""
+    fd, partial = tempfile.mkstemp(prefix=f".{source.filename}.", suffix=".part", dir=root)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _download(source, out)
+        if digest != source.md5:
+            raise DataError(f"checksum of {source.filename} downloaded from {source.url} "
+                            f"differs: got MD5 {digest}, expected {source.md5}; try again, or "
+                            f"download it by hand and put it at {target}")
+        os.replace(partial, target)
+    except urllib.error.HTTPError as e:
+        raise DataError(f"{prefix}could not download {source.filename} from {source.url} "
+                        f"(HTTP {e.code} {_one_line(e.reason)}); download it by hand and "
+                        f"put it at {target}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError,
+            http.client.HTTPException) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        raise DataError(f"{prefix}could not download {source.filename} from {source.url} "
+                        f"({_one_line(reason)}); you appear to be offline: download it by "
+                        f"hand and put it at {target}") from None
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return target
+
+
+def _download(source: Source, out: BinaryIO) -> str:
+    """Stream `source.url` into the open file `out` with a progress bar; return its MD5."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with urllib.request.urlopen(source.url, timeout=30) as response:
+        size = response.headers.get("Content-Length")
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task(source.filename, total=int(size) if size else None)
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                digest.update(chunk)
+                progress.advance(task, len(chunk))
+    return digest.hexdigest()
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _extract(archive: Path, root: Path) -> None:
+    """Unpack a tarball into `root`. Every member is checked before anything is
+    written: absolute paths, '..' and links could write outside `root`."""
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            path = PurePosixPath(member.name)
+            if (path.is_absolute() or ".." in path.parts
+                    or not (member.isfile() or member.isdir())):
+                raise DataError(f"refusing to unpack {archive}: unsafe member {member.name!r}")
+        for member in members:
+            target = root.joinpath(*PurePosixPath(member.name).parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _one_line(reason: object) -> str:
+    return " ".join(str(reason).split())

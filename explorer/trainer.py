@@ -1,0 +1,341 @@
+"""A fast proxy trainer for small CNNs.
+
+Search needs thousands of short training runs, so the whole loop is built to
+keep the accelerator busy: the dataset lives on the device as one uint8
+tensor, augmentation is batched tensor arithmetic on the device, and the host
+synchronises with the device only at the end of an epoch (one divergence
+check, one accuracy read-out).  The same code path runs on CPU and GPU.
+
+The data argument is duck-typed: any object with the attributes of
+``explorer.data.Splits`` (``train_x, train_y, val_x, val_y, mean, std, flip``)
+works, which keeps this module free of imports beyond torch and the stdlib.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SCHEDULES = ("onecycle", "cosine")
+AUX_WEIGHT = 0.3
+REFERENCE_BATCH = 128  # Recipe.lr is the peak LR at this batch size
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyperparameters of one training run.
+
+    ``lr`` is the peak learning rate for a batch of 128; it is scaled linearly
+    with ``batch_size`` (Goyal et al.), so lr and batch size can be searched
+    independently.  ``crop_padding`` pads each side before the random crop
+    (0 disables it); horizontal flips are used only when the data allows them.
+    """
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    schedule: str = "onecycle"
+    crop_padding: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.crop_padding < 0:
+            raise ValueError("lr must be positive; momentum, weight_decay, crop_padding non-negative")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError("label_smoothing must be in [0, 1)")
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate actually used at the top of the schedule."""
+        return self.lr * self.batch_size / REFERENCE_BATCH
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        """Build from a dict; unknown keys are an error so typos don't pass silently."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown Recipe keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+class Diverged(Exception):
+    """The training loss became NaN or inf; the message says in which epoch."""
+
+
+@dataclass
+class Result:
+    val_accuracy: float  # final-epoch validation accuracy in [0, 1]
+    history: list[float]  # validation accuracy after each epoch
+    epochs_run: int
+    wall_time: float  # seconds, the whole call including evaluation
+    train_images_per_s: float  # training steps only, evaluation excluded
+    device: str
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn a user-facing device name into a device, failing early and clearly."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r} requested but CUDA is not available "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use 'cpu' or 'auto'"
+            )
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+        return device
+    raise ValueError(f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+_cpu_threads_set = False
+
+
+def _physical_cores() -> int:
+    """Physical cores this process may run on; hyperthreads don't speed up convolutions."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:  # no sysfs (not Linux): count logical CPUs instead
+            return len(cpus)
+    return max(1, len(cores))
+
+
+def set_cpu_threads(workers: int = 1) -> None:
+    """Use all physical cores for intra-op parallelism, once per process.
+
+    With ``workers`` trainers side by side (``explore search --jobs N``) each
+    takes its share: cores // workers, at least one. An explicit
+    OMP_NUM_THREADS is respected, since the user (or a launcher running
+    several trainers side by side) knows better.
+    """
+    global _cpu_threads_set
+    if _cpu_threads_set:
+        return
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, _physical_cores() // max(1, workers)))
+    _cpu_threads_set = True
+
+
+def lr_factor(step: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the peak LR at a 0-based step; never exactly zero during training.
+
+    onecycle: linear warmup over the first 25% of steps, then linear decay to 0.
+    cosine: linear warmup over the first 5% of steps, then cosine decay to 0.
+    """
+    warmup = max(1, round((0.25 if schedule == "onecycle" else 0.05) * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    remaining = (total_steps - step) / max(1, total_steps - warmup)  # 1 -> ~0
+    if schedule == "onecycle":
+        return remaining
+    return 0.5 * (1 - math.cos(math.pi * remaining))
+
+
+def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (after reflect padding) and optional horizontal flip of a whole batch.
+
+    Both are done by a single gather: every output pixel (b, c, i, j) reads the
+    padded input at row dy[b] + i and column dx[b] + j (or dx[b] + W-1-j when
+    flipped), so there is no per-image Python loop and no host sync.  The result
+    comes out in channels_last layout, which the convolutions want anyway.
+    """
+    if padding == 0 and not flip:
+        return x
+    b, _, h, w = x.shape
+    device = x.device
+    if padding:
+        mode = "reflect" if padding < min(h, w) else "constant"
+        x = F.pad(x, (padding, padding, padding, padding), mode=mode)
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
+    rows = dy + torch.arange(h, device=device)
+    cols = torch.arange(w, device=device).expand(b, w)
+    if flip:
+        flipped = torch.rand(b, 1, device=device, generator=generator) < 0.5
+        cols = torch.where(flipped, w - 1 - cols, cols)
+    cols = dx + cols
+    batch = torch.arange(b, device=device)[:, None, None]
+    # Advanced indices on dims 0, 2, 3 around a slice put the channel dim last: B×H×W×C.
+    return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def _normalisation(data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel scale and shift that map uint8 pixels to standardised floats."""
+    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (1 / (255 * std)).to(device), (-mean / std).to(device)
+
+
+def _normalise(x_uint8: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    return x_uint8.float().mul_(scale).add_(shift)
+
+
+def _split_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Models may return logits, or (logits, [aux_logits, ...]) in training mode."""
+    if isinstance(output, (tuple, list)):
+        logits, aux = output
+        return logits, list(aux)
+    return output, []
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _batches(x_uint8, y, batch_size, scale, shift, padding, flip, generator):
+    """One epoch of shuffled, normalised, augmented batches, built on the device.
+
+    The last partial batch is dropped so every step has the same shape, which
+    lets cudnn.benchmark pick kernels once.
+    """
+    order = torch.randperm(len(y), device=y.device, generator=generator)
+    for i in range(len(y) // batch_size):
+        idx = order[i * batch_size : (i + 1) * batch_size]
+        x = augment(_normalise(x_uint8[idx], scale, shift), padding, flip, generator)
+        yield x.contiguous(memory_format=torch.channels_last), y[idx]
+
+
+def _make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """Nesterov SGD; norm weights and biases (1-d params) are not weight-decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(
+        [g for g in groups if g["params"]],
+        lr=recipe.peak_lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.momentum > 0,
+    )
+
+
+def train(
+    model: nn.Module,
+    data,
+    recipe: Recipe,
+    device: torch.device,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> Result:
+    """Train ``model`` in place and report validation accuracy after each epoch.
+
+    ``on_epoch(epoch, val_acc)`` (1-based epoch) may raise to stop training,
+    e.g. for pruning; the exception propagates.  Raises ``Diverged`` when the
+    loss of an epoch is not finite.  Data order and augmentation depend only on
+    ``recipe.seed`` (bitwise reproducible on CPU given the same initial weights).
+    """
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    else:
+        set_cpu_threads()
+
+    steps_per_epoch = len(data.train_y) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(data.train_y)} training images")
+    total_steps = recipe.epochs * steps_per_epoch
+
+    # Everything the loop touches is put on the device once, up front.
+    model.to(device=device, memory_format=torch.channels_last)
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    val_x, val_y = data.val_x.to(device), data.val_y.to(device)
+    scale, shift = _normalisation(data, device)
+    generator = torch.Generator(device=device).manual_seed(recipe.seed)
+    optimizer = _make_optimizer(model, recipe)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    history: list[float] = []
+    train_seconds = 0.0
+    step = 0
+    for epoch in range(1, recipe.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)  # stays on device: no sync per step
+        batches = _batches(
+            train_x, train_y, recipe.batch_size, scale, shift, recipe.crop_padding, bool(data.flip), generator
+        )
+        for x, y in batches:
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.peak_lr * lr_factor(step, total_steps, recipe.schedule)
+            with _autocast(device):
+                logits, aux = _split_output(model(x))
+                loss = criterion(logits, y)
+                for aux_logits in aux:
+                    loss = loss + AUX_WEIGHT * criterion(aux_logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            step += 1
+        if not torch.isfinite(loss_sum):  # the epoch's one host sync for training
+            raise Diverged(f"training loss became non-finite in epoch {epoch}")
+        train_seconds += time.perf_counter() - epoch_start
+
+        val_acc = _evaluate(model, val_x, val_y, scale, shift, device, batch_size=1024)
+        history.append(val_acc)
+        if on_epoch is not None:
+            on_epoch(epoch, val_acc)
+
+    images = recipe.epochs * steps_per_epoch * recipe.batch_size
+    return Result(
+        val_accuracy=history[-1],
+        history=history,
+        epochs_run=recipe.epochs,
+        wall_time=time.perf_counter() - start,
+        train_images_per_s=images / train_seconds if train_seconds > 0 else float("inf"),
+        device=str(device),
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    x_uint8: torch.Tensor,
+    y: torch.Tensor,
+    data,
+    device: torch.device,
+    batch_size: int = 1024,
+) -> float:
+    """Accuracy in [0, 1] of ``model`` on uint8 images, normalised with ``data``'s statistics."""
+    scale, shift = _normalisation(data, device)
+    return _evaluate(model, x_uint8.to(device), y.to(device), scale, shift, device, batch_size)
+
+
+def _evaluate(model, x_uint8, y, scale, shift, device, batch_size) -> float:
+    """Counts correct predictions on the device; a single sync reads the total."""
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.inference_mode(), _autocast(device):
+        for i in range(0, len(y), batch_size):
+            x = _normalise(x_uint8[i : i + batch_size], scale, shift)
+            logits, _ = _split_output(model(x.contiguous(memory_format=torch.channels_last)))
+            correct += (logits.argmax(dim=1) == y[i : i + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / len(y)
