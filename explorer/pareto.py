@@ -1,0 +1,215 @@
+"""The Pareto front of a study (maximise proxy accuracy, minimise FLOPs) and its plot.
+
+FLOPs are multiply-adds of the deployed network at the study's resolution.
+The plot is a self-contained plotly page (no CDN): accuracy against FLOPs on a
+log axis, the front as a staircase, dominated trials faded, points coloured by
+family, named architectures as labelled stars, and buttons in the page that
+switch the x axis between FLOPs and parameters (the front is redrawn for each).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import optuna
+
+AXES = ("flops", "params")
+AXIS_TITLES = {"flops": "FLOPs (multiply-adds)", "params": "parameters"}
+# Families in the order the shipped spaces list them, then the classics' own; others are appended.
+FAMILY_ORDER = ("vanilla", "residual", "resnext", "dense", "inception", "inception-resnet", "separable",
+                "mobilenet", "custom")
+PALETTE = ("#1f77b4", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e", "#8c564b", "#17becf", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#393b79", "#637939")
+
+
+@dataclass
+class Point:
+    number: int
+    accuracy: float
+    flops: int
+    params: int
+    family: str
+    genotype: dict
+    reference: str | None  # the named architecture this trial trains, if it is one
+    digest: str = ""
+
+    @classmethod
+    def of(cls, trial: optuna.trial.FrozenTrial) -> "Point":
+        attrs = trial.user_attrs
+        return cls(trial.number, trial.values[0], int(trial.values[1]), int(attrs.get("params", 0)),
+                   attrs.get("family", "custom"), json.loads(attrs.get("genotype", "{}")), attrs.get("reference"),
+                   attrs.get("digest", ""))
+
+    @property
+    def label(self) -> str:
+        """The named architecture this point is: its reference, or a classic with the same digest."""
+        return self.reference or named_digests().get(self.digest, "")
+
+    def cost(self, axis: str) -> int:
+        return self.params if axis == "params" else self.flops
+
+
+def points(study) -> list[Point]:
+    return [Point.of(t) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+
+
+def front(pts: list[Point], x: str = "flops") -> list[Point]:
+    """Non-dominated points, cheapest first: each is more accurate than every cheaper one.
+
+    `x` is the cost: "flops" (the study's objective) or "params".
+    """
+    best, out = -1.0, []
+    for p in sorted(pts, key=lambda p: (p.cost(x), -p.accuracy)):
+        if p.accuracy > best:
+            out.append(p)
+            best = p.accuracy
+    return out
+
+
+@lru_cache(maxsize=1)
+def named_digests() -> dict[str, str]:
+    """digest -> name of every registered classic, to label trials that drew one."""
+    import space
+    from space.named import named, names
+    return {space.digest(named(n)): n for n in reversed(names())}
+
+
+def summary(genotype: dict) -> str:
+    """A compact one-line description of a genotype for hovers and tables."""
+    stages = genotype.get("stages", [])
+    depths = [sum(b.get("repeat", 1) for b in s.get("blocks", [])) for s in stages]
+    skips = {b.get("skip", "none") for s in stages for b in s.get("blocks", [])}
+    ops = {op.get("op") for s in stages for b in s.get("blocks", []) for br in b.get("branches", []) for op in br}
+    width = genotype.get("width", 1.0)
+    parts = [f"depths {'-'.join(map(str, depths))}", f"skip {'/'.join(sorted(skips))}"]
+    if "sep" in ops:
+        parts.append("separable")
+    if width != 1.0:
+        parts.append(f"width x{width}")
+    return ", ".join(parts)
+
+
+def family_sort(families) -> list[str]:
+    return sorted(families, key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f))
+
+
+def family_colours(families) -> dict[str, str]:
+    """A stable colour per family: a shipped family gets the same colour in every plot of every study."""
+    order = list(FAMILY_ORDER) + sorted(set(families) - set(FAMILY_ORDER))
+    return {f: PALETTE[order.index(f) % len(PALETTE)] for f in families}
+
+
+def si(value: float) -> str:
+    """3 significant digits with an SI prefix: 568M, 1.21G."""
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{prefix}"
+    return f"{value:.3g}"
+
+
+def _axis_title(x: str, resolution: int | None) -> str:
+    if x == "flops":
+        at = f" at {resolution}px" if resolution else ""
+        return f"FLOPs (multiply-adds){at}, log scale"
+    return "parameters, log scale"
+
+
+def _title(study_name: str, x: str) -> str:
+    return f"{study_name}: proxy accuracy against {AXIS_TITLES[x]}"
+
+
+def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int | None = None,
+           budget: int | None = None, max_params: int | None = None):
+    """Accuracy against FLOPs or params (log x), the front as a step line, points coloured by family.
+
+    One marker per point, in one trace per family (`meta="trials"`); each front is a trace with
+    `meta="front"`; buttons switch the x axis, refading the points dominated on that axis.
+    """
+    import plotly.graph_objects as go
+    if x not in AXES:
+        raise ValueError(f"x must be one of {AXES}")
+    families = family_sort({p.family for p in pts})
+    colours = family_colours(families)
+    on_front = {axis: {p.number for p in front(pts, axis)} for axis in AXES}
+    fig = go.Figure()
+    # One trace per family, and one more for its named architectures (stars), so the legend shows circles.
+    groups = []
+    for f in families:
+        plain = [p for p in pts if p.family == f and not p.label]
+        stars = [p for p in pts if p.family == f and p.label]
+        groups += [(f, part, named) for part, named in ((plain, False), (stars, True)) if part]
+    by_family = [fam for _, fam, _ in groups]
+
+    def opacity(fam, axis):
+        return [1.0 if p.number in on_front[axis] else 0.75 if p.label else 0.3 for p in fam]
+
+    def size(fam, axis):
+        return [18 if p.label else 12 if p.number in on_front[axis] else 8 for p in fam]
+
+    for family, fam, named in groups:
+        fig.add_trace(go.Scatter(
+            x=[p.cost(x) for p in fam], y=[p.accuracy for p in fam], mode="markers+text" if named else "markers",
+            name=family, meta="trials", legendgroup=family,
+            showlegend=not named or not any(f == family and not n for f, _, n in groups),
+            text=[p.label for p in fam], textposition="top center", textfont=dict(size=11),
+            marker=dict(color=colours[family], size=size(fam, x), opacity=opacity(fam, x),
+                        symbol="star" if named else "circle", line=dict(width=1, color="#222222")),
+            customdata=[[p.number, p.family, si(p.flops), f"{p.params:,}", summary(p.genotype),
+                         f" ({p.label})" if p.label else ""] for p in fam],
+            hovertemplate=("<b>trial %{customdata[0]}</b>%{customdata[5]}<br>family: %{customdata[1]}<br>"
+                           "FLOPs (multiply-adds): %{customdata[2]}<br>params: %{customdata[3]}<br>"
+                           "accuracy: %{y:.4f}<br>%{customdata[4]}<extra></extra>")))
+    for axis in AXES:
+        line = front(pts, axis)
+        fig.add_trace(go.Scatter(
+            x=[p.cost(axis) for p in line], y=[p.accuracy for p in line], mode="lines", meta="front",
+            name="Pareto front" if axis == "flops" else "Pareto front (params)", hoverinfo="skip",
+            line=dict(color="black", width=1.5, shape="hv"), visible=axis == x))
+    shapes = []
+    for axis, limit in (("flops", budget), ("params", max_params)):
+        if limit:
+            shapes.append(dict(type="line", xref="x", yref="paper", x0=limit, x1=limit, y0=0, y1=1,
+                               line=dict(color="#999999", dash="dash", width=1), visible=axis == x, name=axis))
+    annotations = [dict(x=_log10(limit), xref="x", y=1, yref="paper", yanchor="bottom", showarrow=False,
+                        text="budget" if axis == "flops" else "param cap", font=dict(size=10, color="#777777"),
+                        visible=axis == x)
+                   for axis, limit in (("flops", budget), ("params", max_params)) if limit]
+
+    def mode(axis):
+        data = {"x": [[p.cost(axis) for p in fam] for fam in by_family] + [[p.cost(a) for p in front(pts, a)]
+                                                                            for a in AXES],
+                "marker.opacity": [opacity(fam, axis) for fam in by_family] + [None, None],
+                "marker.size": [size(fam, axis) for fam in by_family] + [None, None],
+                "visible": [True] * len(by_family) + [a == axis for a in AXES]}
+        lay = {"xaxis.title.text": _axis_title(axis, resolution), "title.text": _title(study_name, axis)}
+        kinds = [a for a, limit in (("flops", budget), ("params", max_params)) if limit]
+        for i, a in enumerate(kinds):
+            lay[f"shapes[{i}].visible"] = a == axis
+            lay[f"annotations[{i}].visible"] = a == axis
+        return [data, lay]
+
+    fig.update_layout(
+        title=_title(study_name, x),
+        xaxis=dict(title=_axis_title(x, resolution), type="log", exponentformat="SI"),
+        yaxis=dict(title="proxy validation accuracy"), template="plotly_white", height=600,
+        legend=dict(title="family"), shapes=shapes, annotations=annotations,
+        updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left", y=1.02, yanchor="bottom",
+                          active=AXES.index(x), showactive=True,
+                          buttons=[dict(label=f"x: {AXIS_TITLES[a]}", method="update", args=mode(a))
+                                   for a in AXES])],
+        margin=dict(t=110))
+    return fig
+
+
+def _log10(value: float) -> float:
+    import math
+    return math.log10(value)
+
+
+def write_plot(study_name: str, pts: list[Point], path, x: str = "flops", resolution: int | None = None,
+               budget: int | None = None, max_params: int | None = None) -> None:
+    from space.graph import offline_html
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = figure(study_name, pts, x, resolution, budget, max_params)
+    path.write_text(offline_html(fig))
