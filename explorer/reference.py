@@ -1,0 +1,111 @@
+"""`explore train NAME --study STUDY`: a named genotype's proxy, trained with the study's own recipe and
+stored in the study as a labelled reference point (user attr `reference=NAME`).
+
+The trial gets the user attrs a search trial gets, through the same code
+(`search.Objective._train`: seeded like a trial, per-epoch intermediate values,
+history, wall time, failures recorded). It is created straight in the RUNNING
+state, never through the queue, so a worker of the same study can't pick it up.
+If the genotype belongs to the study's space its trial carries the parameters
+that give it (as the classics enqueued at creation do), so samplers learn from
+it; otherwise it is stored with no parameters, which optuna-dashboard and the
+plots read fine, but NSGA-II/III then find no parameters common to every
+completed trial and draw later trials at random.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import optuna
+
+import space
+from space.sampling import match, sample
+
+from . import search
+from .budget import format_flops
+from .errors import UserError
+from .proxy import make_proxy
+from .study import settings_of
+
+States = optuna.trial.TrialState
+
+
+@dataclass
+class Outcome:
+    number: int
+    accuracy: float
+    flops: int
+    params: int
+    in_space: bool
+    over_budget: bool
+    existing: bool = False  # already in the study: nothing was trained
+
+
+def existing(study, name: str):
+    done = [t for t in study.get_trials(deepcopy=False, states=(States.COMPLETE,))
+            if t.user_attrs.get("reference") == name]
+    return done[-1] if done else None
+
+
+def train_reference(study, name: str, g: space.Genotype, device: str = "auto", data_dir=None,
+                    force: bool = False) -> Outcome:
+    settings = settings_of(study)
+    try:
+        cx = space.complexity(g, settings.resolution, search.DEPLOY_CLASSES, breakdown=False)
+    except space.GenotypeError as e:
+        raise UserError(f"{name} can't run at the study's resolution ({settings.resolution}px): {e}") from None
+    params = match(settings.space_doc, g)
+    over = cx.flops > settings.budget or bool(settings.max_params and cx.params > settings.max_params)
+    before = existing(study, name)
+    if before is not None and not force:
+        return Outcome(before.number, before.values[0], int(before.values[1]), int(before.user_attrs.get("params", 0)),
+                       params is not None, over, existing=True)
+    ctx = search.prepare(settings, device, data_dir)
+    if getattr(ctx.settings, "prune", "none") != "none":  # a reference point trains to the end
+        ctx.settings = replace(ctx.settings, prune="none")
+    try:
+        proxy = make_proxy(g, settings.proxy_resolution, settings.proxy_width, settings.proxy_depth,
+                           ctx.data.in_channels, ctx.data.num_classes)
+        pcx = space.complexity(proxy, breakdown=False, in_channels=ctx.data.in_channels)
+    except space.GenotypeError as e:
+        raise UserError(f"{name}: no proxy of it fits {settings.proxy_resolution}px ({e})") from None
+    trial = _new_trial(study, name, params)
+    if params is not None:
+        drawn = sample(settings.space_doc, trial)  # records the params and their distributions on the trial
+        if space.digest(drawn.model_copy(update={"resolution": g.resolution})) != space.digest(g):
+            study.tell(trial, state=States.FAIL)
+            raise UserError(f"{name}: the space's parameters don't reproduce it")  # match() guarantees they do
+    attrs = {"genotype": space.schema.canonical_json(g), "digest": space.digest(g), "family": g.family or "custom",
+             "flops": cx.flops, "params": cx.params, "proxy_genotype": space.schema.canonical_json(proxy),
+             "proxy_flops": pcx.flops, "proxy_params": pcx.params, "dataset": settings.dataset,
+             "device": str(ctx.device)}
+    if over:
+        attrs["over_budget"] = (f"{format_flops(cx.flops)} against a budget of {format_flops(settings.budget)}"
+                                if cx.flops > settings.budget else f"{cx.params:,} params against a cap of "
+                                                                   f"{settings.max_params:,}")
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    objective = search.Objective(ctx)
+    try:
+        accuracy = objective._train(trial, proxy)
+    except search.TrialFailed as e:
+        study.tell(trial, state=States.FAIL)
+        raise UserError(f"training {name} failed ({e}); it is recorded in the study as trial {trial.number}") from None
+    except optuna.TrialPruned:  # not expected without --prune, but never leave the trial RUNNING
+        study.tell(trial, state=States.PRUNED)
+        raise UserError(f"training {name} was stopped early; it is recorded as trial {trial.number}") from None
+    except BaseException:
+        study.tell(trial, state=States.FAIL)
+        raise
+    study.tell(trial, [accuracy, cx.flops])
+    return Outcome(trial.number, accuracy, cx.flops, cx.params, params is not None, over)
+
+
+def _new_trial(study, name: str, params: dict | None) -> optuna.Trial:
+    """A RUNNING trial of the study, created directly (not queued), with the params fixed where there are some."""
+    template = optuna.trial.FrozenTrial(
+        number=-1, state=States.RUNNING, value=None, values=None, datetime_start=datetime.now(),
+        datetime_complete=None, params={}, distributions={}, user_attrs={"reference": name},
+        system_attrs={"fixed_params": params} if params is not None else {}, intermediate_values={}, trial_id=-1)
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.Trial(study, trial_id)

@@ -1,0 +1,568 @@
+"""Browsing a study's results: the checks every view shares, the hypervolume, genotype diffs,
+and `explore report`'s page.
+
+The report is one self-contained HTML file (plotly.js inlined once, no network
+reference): the study's settings, the Pareto plot, a sortable table of the
+Pareto genotypes (each with its nearest named architecture and a diff from it),
+the hypervolume over trials, error EDFs by any genotype field (raw and
+FLOP-normalised, with Kolmogorov-Smirnov statistics), a timeline of every
+trial with the failures and rejections and their reasons, and a network
+graph of each Pareto genotype (collapsed; drawn when opened).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+import space
+from space.named import named
+
+from . import pareto, stats
+from .budget import format_flops
+from .errors import UserError
+from .study import Settings, load_study, redact, settings_of, storage_url, study_dir
+
+States = optuna.trial.TrialState
+
+# ---------------------------------------------------------------------------- opening a study
+
+
+def open_results(study_name: str, storage: str | None):
+    """(study, settings, completed points) of an existing study with results, else one clear UserError."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = load_study(study_name, storage)
+    settings = settings_of(study)
+    return study, settings, require_points(study)
+
+
+def require_points(study) -> list[pareto.Point]:
+    """The completed trials' points; an empty study or one with only failures is an error, not an empty page."""
+    pts = pareto.points(study)
+    if pts:
+        return pts
+    trials = study.get_trials(deepcopy=False)
+    name = study.study_name
+    failed = [t for t in trials if t.state == States.FAIL]
+    if not trials:
+        raise UserError(f"study '{name}' has no trials yet; run `explore search --study {name}` first")
+    if failed and len(failed) == len([t for t in trials if t.state.is_finished()]):
+        last = failed[-1].user_attrs.get("fail_reason", "no reason recorded")
+        raise UserError(f"study '{name}' has no completed trials: all {len(failed)} finished trials failed "
+                        f"(last, trial {failed[-1].number}: {last})")
+    counts = Counter(_state(t) for t in trials)
+    said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    raise UserError(f"study '{name}' has no completed trials yet ({said}); "
+                    f"run `explore search --study {name}` to train some")
+
+
+def _state(t) -> str:
+    if t.state == States.PRUNED and "rejected" in t.user_attrs:
+        return "rejected"
+    if t.state == States.PRUNED and "replaced" in t.user_attrs:
+        return "replaced"
+    return t.state.name.lower()
+
+
+def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops") -> Path:
+    path = study_dir(study_name) / "pareto.html"
+    pareto.write_plot(study_name, pts, path, x=x, resolution=settings.resolution, budget=settings.budget,
+                      max_params=settings.max_params)
+    return path
+
+
+# ---------------------------------------------------------------------------- hypervolume
+
+
+def hypervolume(pts: list[tuple[float, float]], budget: float) -> float:
+    """The area dominated by (accuracy, FLOPs) points, up to the reference point (accuracy 0, FLOPs = budget),
+    as a fraction of the box [0, 1] x [0, budget]."""
+    inside = sorted((f, a) for a, f in pts if f <= budget and a > 0)
+    area, best = 0.0, 0.0
+    steps = []
+    for f, a in inside:
+        if a > best:
+            steps.append((f, a))
+            best = a
+    for (f, a), nxt in zip(steps, [s[0] for s in steps[1:]] + [budget]):
+        area += a * (nxt - f)
+    return area / budget if budget else 0.0
+
+
+def hypervolume_history(pts: list[pareto.Point], budget: float) -> tuple[list[int], list[float]]:
+    """Trial numbers in order and the hypervolume of the completed trials up to each."""
+    numbers, values, seen = [], [], []
+    for p in sorted(pts, key=lambda p: p.number):
+        seen.append((p.accuracy, p.flops))
+        numbers.append(p.number)
+        values.append(hypervolume(seen, budget))
+    return numbers, values
+
+
+# ---------------------------------------------------------------------------- genotype diffs
+
+
+def _compact(value: Any) -> Any:
+    """A document without its unset (null) fields, for display."""
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, (dict, list)):
+        text = json.dumps(_compact(value), separators=(",", ":"))
+    else:
+        text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """A compact recursive diff of two documents: `stages[2].blocks[0].repeat: 6 → 3` per changed field,
+    `+ path: value` for what only `new` has, `- path: value` for what only `old` has."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                out.append(f"- {sub}: {_short(old[key])}")
+            elif key not in old:
+                out.append(f"+ {sub}: {_short(new[key])}")
+            else:
+                out += diff(old[key], new[key], sub)
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        out = []
+        for i in range(max(len(old), len(new))):
+            sub = f"{path}[{i}]"
+            if i >= len(new):
+                out.append(f"- {sub}: {_short(old[i])}")
+            elif i >= len(old):
+                out.append(f"+ {sub}: {_short(new[i])}")
+            else:
+                out += diff(old[i], new[i], sub)
+        return out
+    if old != new:
+        return [f"{path}: {_short(old, 40)} → {_short(new, 40)}"]
+    return []
+
+
+def genotype_diff(nearest: str, genotype: dict) -> list[str]:
+    """How a genotype differs from a named one (labels `name`, `resolution` and `classes` aside)."""
+    skip = {"name", "resolution", "classes"}
+    old = {k: v for k, v in named(nearest).model_dump(mode="json").items() if k not in skip}
+    new = {k: v for k, v in space.load(genotype).model_dump(mode="json").items() if k not in skip}
+    return diff(old, new)
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def hypervolume_figure(pts, budget: float):
+    import plotly.graph_objects as go
+    numbers, values = hypervolume_history(pts, budget)
+    fig = go.Figure(go.Scatter(x=numbers, y=values, mode="lines+markers", line=dict(shape="hv"), name="hypervolume",
+                               hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"))
+    fig.update_layout(title="Hypervolume over trials (reference point: accuracy 0, FLOPs = budget; "
+                            "fraction of that box)",
+                      xaxis=dict(title="trial"), yaxis=dict(title="hypervolume", rangemode="tozero"),
+                      template="plotly_white", height=360)
+    return fig
+
+
+STATE_COLOURS = {"complete": "#2ca02c", "rejected": "#aaaaaa", "replaced": "#c7b8e0", "fail": "#d62728",
+                 "running": "#1f77b4", "pruned": "#ff7f0e", "waiting": "#dddddd"}
+
+
+def _reason(t) -> str:
+    if "pruned_at_epoch" in t.user_attrs:
+        return f"stopped early (--prune) at epoch {t.user_attrs['pruned_at_epoch']}"
+    return t.user_attrs.get("rejected") or t.user_attrs.get("fail_reason") or t.user_attrs.get("replaced") or ""
+
+
+def timeline_figure(trials):
+    """One segment per trial from its start to its end (now, while it runs), coloured by state."""
+    import plotly.graph_objects as go
+    now = datetime.now()
+    fig = go.Figure()
+    by_state: dict[str, list] = {}
+    for t in trials:
+        if t.datetime_start is None:
+            continue
+        by_state.setdefault(_state(t), []).append(t)
+    for state in STATE_COLOURS:
+        rows = by_state.get(state, [])
+        if not rows:
+            continue
+        xs, ys, text = [], [], []
+        for t in rows:
+            end = t.datetime_complete or now
+            seconds = (end - t.datetime_start).total_seconds()
+            family = t.user_attrs.get("family") or ""
+            label = f"trial {t.number}: {state}" + (f", {family}" if family else "") + f", {seconds:.1f} s"
+            if t.user_attrs.get("reference"):
+                label += f"<br>reference: {html.escape(t.user_attrs['reference'])}"
+            if _reason(t):
+                label += f"<br>{html.escape(_reason(t))}"
+            xs += [t.datetime_start.isoformat(), end.isoformat(), None]
+            ys += [t.number, t.number, None]
+            text += [label, label, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"{state} ({len(rows)})",
+                                 line=dict(color=STATE_COLOURS[state], width=6),
+                                 marker=dict(color=STATE_COLOURS[state], size=5),
+                                 hovertext=text, hoverinfo="text"))
+    fig.update_layout(title="Timeline of trials (start to end, by state)", template="plotly_white", height=420,
+                      xaxis=dict(title="time", type="date"), yaxis=dict(title="trial"), hovermode="closest")
+    return fig
+
+
+def graph_figure(g, resolution: int, num_classes: int = 1000):
+    """The deployed network as a layered graph of ops (space.graph), hover for each op's cost."""
+    import plotly.graph_objects as go
+    from space.graph import _colour, _hover, layout
+    graph = space.to_graph(g, resolution, num_classes)
+    pos = layout(graph)
+    fig = go.Figure()
+    for kind, dash in (("data", "solid"), ("shortcut", "dash"), ("dense", "dash"), ("aux", "dot")):
+        xs, ys = [], []
+        for u, v, d in graph.edges(data=True):
+            if d.get("kind", "data") == kind:
+                (x0, y0), (x1, y1) = pos[u], pos[v]
+                if kind != "data" and y0 - y1 > 1:
+                    xs += [x0, max(x0, x1) + 0.4, x1, None]
+                    ys += [y0, (y0 + y1) / 2, y1, None]
+                else:
+                    xs += [x0, x1, None]
+                    ys += [y0, y1, None]
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name=f"{kind} edge",
+                                     line=dict(width=1, dash=dash, color="#888888"), showlegend=kind != "data"))
+    by_type: dict[str, list] = {}
+    for n, d in graph.nodes(data=True):
+        by_type.setdefault(d["type"], []).append(n)
+    for op_type, nodes in by_type.items():
+        data = [graph.nodes[n] for n in nodes]
+        fig.add_trace(go.Scatter(
+            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text", name=op_type,
+            text=[d["label"] for d in data], textposition="middle right", textfont=dict(size=9),
+            hovertext=[_hover(n, d) for n, d in zip(nodes, data)], hoverinfo="text",
+            marker=dict(size=[6 + 2.5 * math.log10(1 + d["flops"]) for d in data], color=_colour(op_type),
+                        line=dict(width=1, color="#333333"))))
+    depth = -min((y for _, y in pos.values()), default=0)
+    info = graph.graph
+    fig.update_layout(title=f"{info['flops'] / 1e9:.3f} GFLOPs (multiply-adds) at {resolution}px, "
+                            f"{info['params'] / 1e6:.2f} M params, {len(graph)} ops",
+                      template="plotly_white", hovermode="closest", dragmode="pan",
+                      height=int(min(4000, max(500, 26 * depth))), xaxis=dict(visible=False),
+                      yaxis=dict(visible=False), legend=dict(title="op type"), margin=dict(l=20, r=20, t=50, b=20))
+    return fig
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _settings_rows(study, settings: Settings, url: str) -> list[tuple[str, str]]:
+    recipe = ", ".join(f"{k} {v}" for k, v in settings.recipe.items())
+    return [("study", study.study_name), ("storage", redact(url)),
+            ("space", f"{settings.space} (digest {settings.space_digest})"),
+            ("budget", f"{format_flops(settings.budget)} (multiply-adds) at {settings.resolution}px, 1000 classes"),
+            ("parameter cap", f"{settings.max_params:,}" if settings.max_params else "none"),
+            ("dataset", settings.dataset),
+            ("proxy", f"{settings.proxy_resolution}px, width x{settings.proxy_width:g}, "
+                      f"repeats capped at {settings.proxy_depth}"),
+            ("recipe", recipe), ("sampler", f"{settings.sampler}, seed {settings.seed}"),
+            ("completed trials aimed for", str(settings.trials)),
+            ("objectives", " / ".join(study.metric_names or pareto.AXIS_TITLES.values()))] + [
+        (key.replace("_", " "), str(value)) for key, value in vars(settings).items() if key not in _SHOWN]
+
+
+_SHOWN = {"space", "space_doc", "space_digest", "budget", "max_params", "resolution", "dataset", "proxy_resolution",
+          "proxy_width", "proxy_depth", "recipe", "sampler", "seed", "trials"}
+
+
+def _fidelity(study) -> str:
+    """`explore fidelity`'s result, when the study holds one."""
+    try:
+        record = json.loads(study.user_attrs.get("explore:fidelity") or "null")
+        if not record:
+            return ""
+        rows = "".join(f"<tr><td>{_esc(name)}</td><td>{c['n']}</td><td>{_num(c.get('kendall_tau'))}</td>"
+                       f"<td>{_num(c.get('spearman_rho'))}</td></tr>" for name, c in record["correlations"].items())
+        return (f"<h2>Proxy fidelity</h2><p class='note'>{len(record['trials'])} trials retrained for "
+                f"{record['epochs']} epochs; rank agreement with that longer training (<code>explore fidelity</code>)."
+                f"</p><table><thead><tr><th>ranked by</th><th>n</th><th>Kendall tau</th><th>Spearman rho</th></tr>"
+                f"</thead><tbody>{rows}</tbody></table>")
+    except (ValueError, KeyError, TypeError):  # a record of another shape: leave it to `explore fidelity`
+        return ""
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _pareto_table(front: list[pareto.Point], settings: Settings) -> str:
+    from .search import nearest_named
+    head = ["rank", "trial", "family", "GFLOPs", "M params", "accuracy", "nearest named", "differences from it"]
+    rows = []
+    for rank, p in enumerate(sorted(front, key=lambda p: -p.accuracy), 1):
+        g = space.load(p.genotype)
+        near = p.label or nearest_named(g, p.flops, p.params, settings.resolution)
+        changes = genotype_diff(near, p.genotype) if near else []
+        if not changes:
+            shown = "<i>identical</i>" if near else ""
+        else:
+            items = "".join(f"<li><code>{_esc(c)}</code></li>" for c in changes[:8])
+            more = ""
+            if len(changes) > 8:
+                more = (f"<details><summary>{len(changes) - 8} more</summary><ul>"
+                        + "".join(f"<li><code>{_esc(c)}</code></li>" for c in changes[8:]) + "</ul></details>")
+            shown = f"<ul class='diff'>{items}</ul>{more}"
+        near_text = _esc(near) + (" (itself)" if p.label and near == p.label else "")
+        cells = [(rank, rank), (p.number, p.number), (p.family, _esc(p.family)), (p.flops, f"{p.flops / 1e9:.3f}"),
+                 (p.params, f"{p.params / 1e6:.2f}"), (p.accuracy, f"{p.accuracy:.4f}"), (near, near_text),
+                 (len(changes), shown)]
+        rows.append("<tr>" + "".join(f"<td data-v='{_esc(v)}'>{text}</td>" for v, text in cells) + "</tr>")
+    ths = "".join(f"<th title='sort'>{h}</th>" for h in head)
+    return (f"<table id='pareto-table' class='sortable'><thead><tr>{ths}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _edf_section(pts, by_fields: list[str], figs: dict) -> str:
+    samples = stats.samples_of(pts)
+    if len(samples) < 2:
+        return ("<p class='note'>Too few drawn trials for EDFs (reference points are not samples of the "
+                "space); train more with <code>explore search</code>.</p>")
+    parts = []
+    for by in by_fields:
+        groups = stats.group(samples, by)
+        normed = stats.normalise(groups)
+        raw_id, norm_id = f"edf-{_slug(by)}", f"edf-{_slug(by)}-norm"
+        figs[raw_id] = stats.edf_figure(groups, by)
+        figs[norm_id] = stats.edf_figure(normed, by, normalised=True)
+        rows = "".join(
+            f"<tr><td>{_esc(a)}</td><td>{_esc(b)}</td><td data-v='{d}'>{d:.3f}</td>"
+            f"<td data-v='{dn}'>{dn:.3f}</td><td>{'' if p is None else f'{p:.3g}'}</td></tr>"
+            for (a, b, d, p), (_, _, dn, _) in zip(stats.pairwise_ks(groups), stats.pairwise_ks(normed)))
+        ks_table = ("<table class='sortable ks'><thead><tr><th>group</th><th>group</th><th>KS D</th>"
+                    "<th>KS D, FLOP-normalised</th><th>p (raw)</th></tr></thead>"
+                    f"<tbody>{rows}</tbody></table>" if rows else "<p class='note'>Only one group.</p>")
+        parts.append(f"<h3>by {_esc(by)}</h3><div class='pair'><div id='{raw_id}' class='plot'></div>"
+                     f"<div id='{norm_id}' class='plot'></div></div>{ks_table}")
+    return "".join(parts)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "x"
+
+
+def _problems(trials) -> str:
+    failed = [t for t in trials if t.state == States.FAIL]
+    rejected = [t for t in trials if "rejected" in t.user_attrs]
+    out = []
+    if failed:
+        rows = "".join(f"<tr><td data-v='{t.number}'>{t.number}</td><td>{_esc(t.user_attrs.get('family', ''))}</td>"
+                       f"<td>{_esc(t.user_attrs.get('reference', ''))}</td>"
+                       f"<td>{_esc(t.user_attrs.get('fail_reason', 'no reason recorded'))}</td></tr>" for t in failed)
+        out.append(f"<h3>Failed trials ({len(failed)})</h3><table class='sortable' id='failed-table'><thead><tr>"
+                   f"<th>trial</th><th>family</th><th>reference</th><th>reason</th></tr></thead><tbody>{rows}</tbody>"
+                   "</table>")
+    if rejected:
+        kinds = Counter(t.user_attrs["rejected"].split(":", 1)[0] for t in rejected)
+        summary = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        rows = "".join(f"<tr><td data-v='{t.number}'>{t.number}</td><td>{_esc(t.user_attrs['rejected'])}</td></tr>"
+                       for t in rejected)
+        out.append(f"<h3>Rejected draws ({len(rejected)}: {_esc(summary)})</h3><details><summary>every rejection and "
+                   f"its reason</summary><table class='sortable' id='rejected-table'><thead><tr><th>trial</th>"
+                   f"<th>reason</th></tr></thead><tbody>{rows}</tbody></table></details>")
+    return "".join(out) or "<p class='note'>No failures and no rejected draws.</p>"
+
+
+def _graphs(front: list[pareto.Point], settings: Settings, figs: dict) -> str:
+    out = []
+    for p in sorted(front, key=lambda p: -p.accuracy):
+        fid = f"graph-{p.number}"
+        g = space.load(p.genotype)
+        try:
+            figs[fid] = graph_figure(g, settings.resolution)
+            body = f"<div id='{fid}' class='plot graph'></div>"
+        except space.GenotypeError as e:  # can't happen for a priced trial, but never break the page
+            body = f"<p class='note'>no graph: {_esc(e)}</p>"
+        label = f" ({_esc(p.label)})" if p.label else ""
+        out.append(f"<details class='graph' data-fig='{fid}'><summary>trial {p.number}{label}: {_esc(p.family)}, "
+                   f"{p.flops / 1e9:.3f} GFLOPs, accuracy {p.accuracy:.4f}, {_esc(pareto.summary(p.genotype))}"
+                   f"</summary>{body}<details><summary>genotype (YAML)</summary><pre>{_esc(space.to_yaml(g))}</pre>"
+                   "</details></details>")
+    return "".join(out)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1400px;
+padding:0 16px;color:#222}
+h1{margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:36px}
+table{border-collapse:collapse;margin:8px 0;font-size:14px} td,th{border:1px solid #ddd;padding:4px 8px;
+vertical-align:top;text-align:left} th{background:#f4f4f4} table.sortable th{cursor:pointer;user-select:none}
+th[aria-sort=ascending]::after{content:" \\25B2"} th[aria-sort=descending]::after{content:" \\25BC"}
+ul.diff{margin:0;padding-left:16px} code,pre{font-size:12px} .note{color:#666}
+.pair{display:flex;flex-wrap:wrap;gap:8px} .pair .plot{flex:1 1 600px;min-width:400px}
+details.graph{margin:6px 0} details.graph>summary{cursor:pointer} pre{background:#f8f8f8;padding:8px;overflow:auto}
+"""
+
+JS = """
+const FIGS = JSON.parse(document.getElementById('figures').textContent);
+const CONFIG = {displaylogo: false, responsive: true};
+function draw(id) {
+  const el = document.getElementById(id);
+  if (!el || el.dataset.drawn) return;
+  el.dataset.drawn = '1';
+  const f = FIGS[id];
+  Plotly.newPlot(el, f.data, f.layout, Object.assign({scrollZoom: el.classList.contains('graph')}, CONFIG));
+}
+for (const id of Object.keys(FIGS)) { if (!document.getElementById(id).closest('details')) draw(id); }
+document.querySelectorAll('details[data-fig]').forEach(d => d.addEventListener('toggle', () => {
+  if (d.open) draw(d.dataset.fig);
+}));
+function cellValue(row, i) {
+  const v = row.cells[i].dataset.v ?? row.cells[i].textContent;
+  const n = parseFloat(v);
+  return (v !== '' && !isNaN(n) && isFinite(v)) ? n : v.toLowerCase();
+}
+document.querySelectorAll('table.sortable').forEach(table => {
+  table.querySelectorAll('thead th').forEach((th, i) => th.addEventListener('click', () => {
+    const asc = th.getAttribute('aria-sort') !== 'ascending';
+    table.querySelectorAll('thead th').forEach(h => h.removeAttribute('aria-sort'));
+    th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+    const body = table.tBodies[0];
+    const rows = Array.from(body.rows);
+    rows.sort((a, b) => {
+      const x = cellValue(a, i), y = cellValue(b, i);
+      const c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === 'number' ? -1 : 1);
+      return asc ? c : -c;
+    });
+    rows.forEach(r => body.appendChild(r));
+  }));
+});
+"""
+
+
+def _figures_json(figs: dict) -> str:
+    import plotly.io as pio
+    body = ",".join(f"{json.dumps(fid)}:{pio.to_json(fig, validate=False)}" for fid, fig in figs.items())
+    return ("{" + body + "}").replace("</", "<\\/")
+
+
+def plotly_js() -> str:
+    """plotly.js, inlined; its one CDN default (geo maps' topojson, never drawn here) pointed at a relative path."""
+    from plotly.offline import get_plotlyjs
+    return re.sub(r"https?://cdn\.plot\.ly/", "./", get_plotlyjs())
+
+
+def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list[str] | None = None) -> str:
+    """The report page's HTML."""
+    by = by or ["family"]
+    for field in by:
+        stats.check_field(field)
+    trials = study.get_trials(deepcopy=False)
+    front = pareto.front(pts)
+    figs: dict[str, Any] = {}
+    figs["pareto"] = pareto.figure(study.study_name, pts, "flops", settings.resolution, settings.budget,
+                                   settings.max_params)
+    figs["hypervolume"] = hypervolume_figure(pts, settings.budget)
+    edfs = _edf_section(pts, by, figs)
+    figs["timeline"] = timeline_figure(trials)
+    graphs = _graphs(front, settings, figs)
+    counts = Counter(_state(t) for t in trials)
+    settings_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
+                            for k, v in _settings_rows(study, settings, url))
+    hv = hypervolume([(p.accuracy, p.flops) for p in pts], settings.budget)
+    dashboard = f"optuna-dashboard {redact(url)}"
+    sampler_note = ("" if settings.sampler == "random" else
+                    f" The {_esc(settings.sampler)} sampler steers its draws, so these describe the trials this "
+                    "study drew rather than uniform samples of the space (NDS samples at random: "
+                    "<code>--sampler random</code>).")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_esc(study.study_name)}: explore report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style>
+<script>{plotly_js()}</script></head>
+<body>
+<h1>{_esc(study.study_name)}</h1>
+<p class="note">explore report, {datetime.now():%Y-%m-%d %H:%M}. {counts.get('complete', 0)} completed,
+{counts.get('rejected', 0)} draws rejected before training, {counts.get('fail', 0)} failed,
+{counts.get('running', 0)} running. FLOPs are multiply-adds of the deployed network
+({settings.resolution}px, 1000 classes); accuracy is the proxy's validation accuracy on {_esc(settings.dataset)}.</p>
+<h2>Settings</h2><table id="settings">{settings_html}</table>
+<h2>Pareto front</h2><div id="pareto" class="plot"></div>
+<h3>Pareto genotypes ({len(front)})</h3>
+<p class="note">Click a header to sort. Differences are from the nearest named architecture to the genotype
+(<code>path: theirs → this</code>).</p>
+{_pareto_table(front, settings)}
+<h2>Hypervolume</h2><p>Now {hv:.4f} of the box from (accuracy 0, FLOPs 0) to (accuracy 1, budget).</p>
+<div id="hypervolume" class="plot"></div>
+<h2>Error EDFs</h2>
+<p class="note">Error = 1 - proxy accuracy; F(e) is the fraction of a group's models with error at most e
+(Radosavovic et al., 2019). FLOP-normalised EDFs reweight each group to the same log-FLOPs distribution.
+Reference points are left out.{sampler_note}</p>
+{edfs}
+{_fidelity(study)}
+<h2>Trials over time</h2><div id="timeline" class="plot"></div>
+{_problems(trials)}
+<h2>Networks on the front</h2><p class="note">The deployed network of each Pareto genotype; open one to draw it.</p>
+{graphs}
+<h2>More</h2><p>Browse every trial, its parameters and attributes with
+<a href="https://github.com/optuna/optuna-dashboard">optuna-dashboard</a>: <code>{_esc(dashboard)}</code></p>
+<script type="application/json" id="figures">{_figures_json(figs)}</script>
+<script>{JS}</script>
+</body></html>
+"""
+
+
+def write_report(study_name: str, storage: str | None, by: list[str] | None = None) -> Path:
+    study, settings, pts = open_results(study_name, storage)
+    url = storage or storage_url(study_name, None)
+    page = build(study, settings, pts, url, by)
+    path = study_dir(study_name) / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    return path
+
+
+def write_edf(study_name: str, storage: str | None, by: list[str], normalised: bool):
+    """edf.html for `explore edf`, and the groups and KS statistics to print."""
+    study, settings, pts = open_results(study_name, storage)
+    samples = stats.samples_of(pts)
+    if len(samples) < 2:
+        raise UserError(f"study '{study_name}' has {len(samples)} drawn trial(s) completed; EDFs need at least 2 "
+                        "(reference points are not samples of the space)")
+    from space.graph import offline_html
+    results, figs = [], []
+    for field in by:
+        groups = stats.group(samples, field)
+        if normalised:
+            groups = stats.normalise(groups)
+        results.append((field, groups, stats.pairwise_ks(groups)))
+        figs.append(stats.edf_figure(groups, field, normalised,
+                                     title=f"{study_name}: {'FLOP-normalised ' if normalised else ''}error EDF "
+                                           f"by {field}"))
+    path = study_dir(study_name) / "edf.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(figs) == 1:
+        path.write_text(offline_html(figs[0]))
+    else:
+        import plotly.io as pio
+        divs = "".join(pio.to_html(f, include_plotlyjs=False, full_html=False, config={"displaylogo": False})
+                       for f in figs)
+        path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_esc(study_name)}: EDFs</title>"
+                        f"<script>{plotly_js()}</script></head><body>{divs}</body></html>")
+    return path, results
