@@ -1,0 +1,128 @@
+"""`explore fidelity`: does the short proxy training rank genotypes as longer training does?
+
+A sample of a study's completed trials (the top ones by proxy accuracy, plus
+others drawn at random with a seed) is retrained from the same initialisation
+with the study's recipe, its epochs multiplied. The rank agreement between
+the proxy accuracy and the longer-trained accuracy (both on the validation
+split the search used) is measured with Kendall's tau and Spearman's rho
+(scipy.stats); so is the agreement of every zero-cost score of the sampled
+genotypes with the longer-trained accuracy.
+
+The result is stored as JSON in the study user attr `explore:fidelity`
+(the latest run), with this structure:
+
+    {"version": 1, "created": ISO time, "dataset", "device", "seed",
+     "proxy_epochs", "epochs_multiplier", "epochs", "top", "random",
+     "trials": [{"number", "picked": "top"|"random", "family", "digest", "flops", "params",
+                 "proxy_accuracy", "long_accuracy", "long_test_accuracy", "wall_time", "scores": {name: value}}],
+     "correlations": {"proxy accuracy" | score name:
+                      {"n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p"}}}
+
+Correlations that are undefined (fewer than 2 finite pairs, or a constant
+column) are null.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import random
+import time
+
+import optuna
+import torch
+
+import space
+
+from . import data as datasets
+from . import zero_cost
+from .errors import UserError
+from .study import Settings
+from .trainer import Diverged, Recipe, evaluate, resolve_device, set_cpu_threads, train
+
+FIDELITY_KEY = "explore:fidelity"
+PROXY = "proxy accuracy"
+
+
+def pick_trials(trials: list, top: int, n_random: int, seed: int) -> list[tuple[str, optuna.trial.FrozenTrial]]:
+    """The `top` most accurate completed trials, then `n_random` of the others drawn with `seed`."""
+    ranked = sorted(trials, key=lambda t: (-t.values[0], t.number))
+    best = ranked[:top]
+    rest = sorted(ranked[top:], key=lambda t: t.number)
+    others = random.Random(seed).sample(rest, min(n_random, len(rest)))
+    return [("top", t) for t in best] + [("random", t) for t in sorted(others, key=lambda t: t.number)]
+
+
+def _clean(value):
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
+
+
+def correlation(xs: list, ys: list) -> dict:
+    """Kendall's tau-b and Spearman's rho with their p-values over the finite pairs."""
+    from scipy import stats
+    pairs = [(x, y) for x, y in zip(xs, ys) if _clean(x) is not None and _clean(y) is not None]
+    out = {"n": len(pairs), "kendall_tau": None, "kendall_p": None, "spearman_rho": None, "spearman_p": None}
+    if len(pairs) < 2 or len({p[0] for p in pairs}) < 2 or len({p[1] for p in pairs}) < 2:
+        return out
+    a, b = zip(*pairs)
+    tau = stats.kendalltau(a, b)
+    rho = stats.spearmanr(a, b)
+    out.update(kendall_tau=_clean(tau.statistic), kendall_p=_clean(tau.pvalue),
+               spearman_rho=_clean(rho.statistic), spearman_p=_clean(rho.pvalue))
+    return out
+
+
+def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: int = 4, seed: int = 0,
+        device: str = "auto", data_dir=None, on_trial=None) -> dict:
+    """Retrain the sample, measure rank agreement, store and return the result (see the module doc)."""
+    from .search import completed
+    trials = [t for t in completed(study) if "proxy_genotype" in t.user_attrs]
+    if len(trials) < 2:
+        raise UserError(f"study '{study.study_name}' has {len(trials)} completed trials; a rank correlation "
+                        "needs at least 2 (run `explore search` further)")
+    picked = pick_trials(trials, top, n_random, seed)
+    if len(picked) < 2:
+        raise UserError("--top and --random pick fewer than 2 trials; a rank correlation needs at least 2")
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        set_cpu_threads()
+    data = datasets.load(settings.dataset, resolution=settings.proxy_resolution, data_dir=data_dir, seed=settings.seed)
+    base = Recipe.from_dict(settings.recipe)
+    recipe = Recipe.from_dict({**base.to_dict(), "epochs": base.epochs * multiplier})
+    rows = []
+    for i, (why, t) in enumerate(picked):
+        proxy = space.load(json.loads(t.user_attrs["proxy_genotype"]))
+        scores = zero_cost.score_proxy(proxy, data, zero_cost.SCORES, seed=settings.seed, device=dev)
+        torch.manual_seed(settings.seed * 100_003 + t.number)  # the trial's own initialisation
+        model = space.build(proxy, data.num_classes, data.in_channels).to(dev)
+        space.network.stochastic_depth(model, settings.stochastic_depth)
+        started = time.perf_counter()
+        try:
+            result = train(model, data, recipe, dev)
+            long_acc = result.val_accuracy
+            test_acc = evaluate(model, data.test_x, data.test_y, data, dev)
+        except Diverged:
+            long_acc = test_acc = None
+        row = {"number": t.number, "picked": why, "family": t.user_attrs.get("family", "custom"),
+               "digest": t.user_attrs.get("digest"), "flops": int(t.values[1]),
+               "params": t.user_attrs.get("params"), "proxy_accuracy": t.values[0], "long_accuracy": long_acc,
+               "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
+               "scores": {k: _clean(v) for k, v in scores.items()}}
+        rows.append(row)
+        if on_trial:
+            on_trial(i + 1, len(picked), row)
+    longs = [r["long_accuracy"] for r in rows]
+    correlations = {PROXY: correlation([r["proxy_accuracy"] for r in rows], longs)}
+    for name in zero_cost.SCORES:
+        correlations[name] = correlation([r["scores"][name] for r in rows], longs)
+    record = {"version": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "dataset": settings.dataset, "device": str(dev), "seed": seed, "proxy_epochs": base.epochs,
+              "epochs_multiplier": multiplier, "epochs": recipe.epochs, "top": top, "random": n_random,
+              "trials": rows, "correlations": correlations}
+    study.set_user_attr(FIDELITY_KEY, json.dumps(record))
+    return record
+
+
+def stored(study) -> dict | None:
+    text = study.user_attrs.get(FIDELITY_KEY)
+    return json.loads(text) if text else None
