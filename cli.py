@@ -1,0 +1,533 @@
+"""explore: a design-space explorer for convolutional networks.
+
+FLOPs are multiply-adds throughout (the fvcore / ResNet-paper convention).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True)
+
+
+def friendly(fn):
+    """Turn every user-facing error into one line on stderr and exit code 2, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from explorer.errors import USER_ERRORS
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            from rich.markup import escape
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+    return wrapper
+
+
+def resolve_genotype(ref: str):
+    """A registered name or a YAML/JSON file holding a genotype."""
+    import space
+    from explorer.errors import UserError
+    from space.named import REGISTRY, named
+    if ref in REGISTRY or not Path(ref).exists():
+        if ref not in REGISTRY and (ref.endswith((".yaml", ".yml", ".json")) or "/" in ref):
+            raise UserError(f"{ref}: no such file")
+        return named(ref)
+    try:
+        text = Path(ref).read_text()
+    except OSError as e:
+        raise UserError(f"{ref}: can't read it ({e.strerror})") from None
+    try:
+        return space.load(text)
+    except space.GenotypeError as e:
+        raise space.GenotypeError(f"{ref}: {e.path}" if e.path else ref, e.reason) from None
+
+
+def gflops(flops: int) -> str:
+    return f"{flops / 1e9:.3f}"
+
+
+@app.command("list")
+@friendly
+def list_() -> None:
+    """Every named genotype: family, parameters, FLOPs (multiply-adds), canonical resolution."""
+    import space
+    from space.named import named, names
+    table = Table(title="Named genotypes (FLOPs are multiply-adds, batch 1)")
+    for col in ("name", "family", "params", "res", "classes", "GFLOPs@224", "GFLOPs@res"):
+        table.add_column(col, justify="left" if col in ("name", "family") else "right", no_wrap=True)
+    for name in names():
+        g = named(name)
+        own = space.complexity(g, breakdown=False)
+        try:
+            at224 = gflops(space.complexity(g, 224, breakdown=False).flops)
+        except space.GenotypeError:
+            at224 = "too small"  # e.g. Inception v3's aux head needs 299
+        table.add_row(name, g.family or "", f"{own.params:,}", str(g.resolution),
+                      str(g.classes), at224, gflops(own.flops))
+    out.print(table)
+
+
+@app.command()
+@friendly
+def show(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
+         resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="input resolution [default: the genotype's own]"),
+         classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]"),
+         as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """The genotype as YAML and a per-stage table of params and FLOPs (multiply-adds)."""
+    import space
+    g = resolve_genotype(genotype)
+    cx = space.complexity(g, resolution, classes)
+    if as_json:
+        print(json.dumps({
+            "name": g.name, "family": g.family, "digest": space.digest(g),
+            "params": cx.params, "flops": cx.flops, "flops_unit": "multiply-adds", "acts": cx.acts,
+            "resolution": cx.resolution, "classes": classes or g.classes,
+            "parts": [vars(p) for p in cx.parts], "genotype": space.dump(g)}, indent=2))
+        return
+    out.print(space.to_yaml(g), highlight=False, markup=False)
+    table = Table(title=f"{g.name or genotype} at {cx.resolution}x{cx.resolution} "
+                        f"({classes or g.classes} classes; FLOPs are multiply-adds)")
+    for col in ("part", "blocks", "channels", "out size", "params", "MFLOPs", "share"):
+        table.add_column(col, justify="left" if col == "part" else "right", no_wrap=True)
+    for p in cx.parts:
+        table.add_row(p.name, str(p.blocks or ""), str(p.channels) if p.name != "head" else "",
+                      f"{p.size[0]}x{p.size[1]}" if p.name != "head" else "", f"{p.params:,}",
+                      f"{p.flops / 1e6:,.1f}", f"{100 * p.flops / max(cx.flops, 1):.1f}%")
+    table.add_row("total", str(sum(p.blocks for p in cx.parts)), "", "", f"{cx.params:,}",
+                  f"{cx.flops / 1e6:,.1f}", "100%", style="bold")
+    out.print(table)
+
+
+@app.command()
+@friendly
+def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
+          fmt: str = typer.Option("html", "--format", "-f", help="dot, graphml, json or html (an interactive plotly page)"),
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="where to write [default: stdout; "
+                                                "html: GENOTYPE-graph.html]"),
+          resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="input resolution [default: the genotype's own]"),
+          classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]")) -> None:
+    """The network as a graph of ops (networkx): each node with its shape, params and FLOPs (multiply-adds)."""
+    import space
+    from explorer.errors import UserError
+    formats = ("dot", "graphml", "json", "html")
+    if fmt not in formats:
+        raise UserError(f"--format: '{fmt}' isn't one of {', '.join(formats)}")
+    g = resolve_genotype(genotype)
+    text = space.export_graph(space.to_graph(g, resolution, classes), fmt)
+    if output is None and fmt == "html":
+        output = Path(f"{g.name or Path(genotype).stem}-graph.html")
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    err.print(f"wrote {output}", highlight=False)
+
+
+@app.command()
+@friendly
+def search(
+    budget: Optional[str] = typer.Option(None, help="FLOPs (multiply-adds) of the deployed network at --resolution, "
+                                          "e.g. 2GFLOPs, 600MFLOPs, 2e9 [required for a new study]"),
+    max_params: Optional[str] = typer.Option(None, "--max-params", help="parameter cap, e.g. 5M"),
+    space_: Optional[str] = typer.Option(None, "--space", help="a shipped space or a YAML file [default: union]"),
+    dataset: Optional[str] = typer.Option(None, help="digits (embedded), cifar10, mnist, fashion-mnist or "
+                                          "imagefolder:PATH [default: digits]"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
+    trials: Optional[int] = typer.Option(None, min=1, help="completed (trained) trials to aim for [default: 12]"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="proxy training epochs [default: 6]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="[default: 64]"),
+    lr: Optional[float] = typer.Option(None, min=0, help="peak learning rate for a batch of 128, scaled with the batch "
+                                       "(SGD with Nesterov momentum, one-cycle schedule, label smoothing) [default: 0.1]"),
+    resolution: Optional[int] = typer.Option(None, min=8, help="input resolution the budget is priced at [default: 224]"),
+    proxy_resolution: Optional[int] = typer.Option(None, "--proxy-resolution", min=8,
+                                                   help="resolution proxies train at [default: 16 for digits, else 32]"),
+    proxy_width: Optional[float] = typer.Option(None, "--proxy-width", min=0.01, help="proxy width factor [default: 0.25]"),
+    proxy_depth: Optional[int] = typer.Option(None, "--proxy-depth", min=1, help="cap on each block's repeat [default: 2]"),
+    sampler: Optional[str] = typer.Option(None, help="nsga2, tpe, random, nsga3 or gp [default: nsga2]"),
+    seed: Optional[int] = typer.Option(None, help="[default: 0]"),
+    prescreen: Optional[int] = typer.Option(None, "--prescreen", min=1, help="draw K budget-feasible candidates per "
+                                            "trial and train the best by --prescreen-score [default: 1, off]"),
+    prescreen_score: Optional[str] = typer.Option(None, "--prescreen-score", help="zero-cost score for --prescreen: "
+                                                  "synflow, naswot, snip, grad_norm or params [default: synflow]"),
+    prune: Optional[str] = typer.Option(None, "--prune", help="none, or pareto: stop a trial whose (FLOPs, accuracy "
+                                        "at epoch e) is dominated by --prune-k trials at epoch e [default: none]"),
+    prune_k: Optional[int] = typer.Option(None, "--prune-k", min=1, help="dominating trials needed to stop one "
+                                          "[default: 2]"),
+    stochastic_depth: Optional[float] = typer.Option(None, "--stochastic-depth", min=0.0, max=1.0,
+                                                     help="train residual blocks with stochastic depth, survival "
+                                                     "decaying linearly to this p_L, e.g. 0.5 [default: off]"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    study: Optional[str] = typer.Option(None, help="study name [default: SPACE-BUDGET-DATASET]"),
+    storage: Optional[str] = typer.Option(None, help="any Optuna storage URL [default: sqlite:///studies/STUDY/study.db]"),
+    no_run: bool = typer.Option(False, "--no-run", help="create the study and its settings, train nothing"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes training at once on this machine, "
+                             "sharing the study through its storage (each gets cores/N CPU threads)"),
+) -> None:
+    """Search a design space under a FLOP budget: Optuna draws genotypes, proxies train, a Pareto front emerges.
+
+    Rerunning the same command resumes the study; settings that change what a trial means
+    (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth) can't change on resume.
+    """
+    from explorer import runner
+    explicit = {k: v for k, v in dict(
+        budget=budget, max_params=max_params, space=space_, dataset=dataset, trials=trials, epochs=epochs,
+        batch_size=batch_size, lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
+        proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen, prescreen_score=prescreen_score,
+        prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth).items() if v is not None}
+    runner.search_command(explicit, study, storage, device, data_dir, no_run, out, jobs=jobs)
+
+
+def _device(name: str):
+    from explorer.errors import UserError
+    from explorer.trainer import resolve_device
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise UserError(f"--device: {e}") from None
+
+
+def _num(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
+
+
+@app.command()
+@friendly
+def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
+          dataset: Optional[str] = typer.Option(None, help="digits, cifar10, mnist, fashion-mnist or imagefolder:PATH "
+                                                "[default: the study's, else digits]"),
+          batch_size: int = typer.Option(64, "--batch-size", min=2, help="images in the scoring minibatch"),
+          study: Optional[str] = typer.Option(None, help="adapt the proxy with this study's settings "
+                                              "[default: search's default proxy settings]"),
+          storage: Optional[str] = typer.Option(None, help="Optuna storage URL of --study"),
+          scores: Optional[str] = typer.Option(None, "--scores", help="comma-separated subset of synflow, naswot, "
+                                               "snip, grad_norm, params [default: all]"),
+          seed: Optional[int] = typer.Option(None, help="initialisation and minibatch seed [default: the study's, else 0]"),
+          device: str = typer.Option("cpu", help="cpu, cuda or auto"),
+          data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache"),
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Zero-cost scores of an untrained proxy: synflow, NASWOT, snip, grad_norm and params (higher is better).
+
+    The genotype is adapted to the dataset like in search; the scores need one minibatch and no training.
+    """
+    import space
+    from explorer import data as datasets
+    from explorer import runner, zero_cost
+    from explorer.errors import UserError
+    from explorer.proxy import make_proxy
+    g = resolve_genotype(genotype)
+    if study:
+        from explorer.study import load_study, settings_of
+        s = settings_of(load_study(study, storage))
+        conf = dict(dataset=s.dataset, resolution=s.proxy_resolution, width=s.proxy_width, depth=s.proxy_depth,
+                    seed=s.seed)
+        if dataset and dataset != s.dataset:
+            raise UserError(f"--dataset: study '{study}' uses {s.dataset}; drop --dataset or --study")
+    else:
+        name = dataset or runner.DEFAULTS["dataset"]
+        conf = dict(dataset=name, resolution=runner.default_proxy_resolution(name),
+                    width=runner.DEFAULTS["proxy_width"], depth=runner.DEFAULTS["proxy_depth"], seed=0)
+    seed = conf["seed"] if seed is None else seed
+    names = tuple(n.strip() for n in scores.split(",")) if scores else zero_cost.SCORES
+    for n in names:
+        if n not in zero_cost.SCORES:
+            raise UserError(f"--scores: unknown score '{n}'; choose from {', '.join(zero_cost.SCORES)}")
+    dev = _device(device)
+    data = datasets.load(conf["dataset"], resolution=conf["resolution"], data_dir=data_dir, seed=seed)
+    proxy = make_proxy(g, conf["resolution"], conf["width"], conf["depth"], data.in_channels, data.num_classes)
+    pcx = space.complexity(proxy, breakdown=False, in_channels=data.in_channels)
+    values = zero_cost.score_proxy(proxy, data, names, batch_size, seed, dev)
+    if as_json:
+        print(json.dumps({"genotype": g.name or genotype, "digest": space.digest(g), "dataset": conf["dataset"],
+                          "batch_size": batch_size, "seed": seed, "device": str(dev),
+                          "proxy": {"resolution": conf["resolution"], "width": conf["width"], "depth": conf["depth"],
+                                    "params": pcx.params, "flops": pcx.flops},
+                          "scores": {k: zero_cost.clean(v) for k, v in values.items()}}, indent=2))
+        return
+    out.print(f"{g.name or genotype}'s proxy on {conf['dataset']}: {conf['resolution']}px, width x{conf['width']}, "
+              f"repeats <= {conf['depth']}, {pcx.params:,} params; one minibatch of {batch_size}, seed {seed}, "
+              f"untrained; higher scores are better", highlight=False)
+    table = Table(title="zero-cost scores")
+    table.add_column("score", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    for k, v in values.items():
+        table.add_row(k, f"{v:,.0f}" if k == "params" else f"{v:.6g}")
+    out.print(table)
+
+
+@app.command()
+@friendly
+def fidelity(study: str = typer.Argument(..., help="the study whose ranking to check"),
+             storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+             top: int = typer.Option(5, min=0, help="retrain the TOP most accurate completed trials"),
+             random_: int = typer.Option(5, "--random", min=0, help="and this many other completed trials at random"),
+             epochs_multiplier: int = typer.Option(4, "--epochs-multiplier", min=1,
+                                                   help="longer training: the recipe's epochs times this"),
+             seed: int = typer.Option(0, help="seed of the random pick"),
+             device: str = typer.Option("auto", help="auto, cpu or cuda"),
+             data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache"),
+             as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Proxy fidelity: retrain a sample of trials for longer; Kendall tau and Spearman rho against the proxy ranking.
+
+    Zero-cost scores of the same genotypes are ranked against the longer training too. The result is
+    stored in the study (user attr explore:fidelity) for the report.
+    """
+    from explorer import fidelity as fid
+    from explorer.study import load_study, settings_of
+    st = load_study(study, storage)
+    settings = settings_of(st)
+    dev = _device(device)
+
+    def progress(i, n, row):
+        if not as_json:
+            err.print(f"retrained {i}/{n}: trial {row['number']} ({row['picked']}, {row['family']}): proxy "
+                      f"{row['proxy_accuracy']:.4f} -> {_num(row['long_accuracy'])} in {row['wall_time']:.1f}s",
+                      highlight=False)
+
+    record = fid.run(st, settings, top, random_, epochs_multiplier, seed, str(dev), data_dir, progress)
+    if as_json:
+        print(json.dumps(record, indent=2))
+        return
+    trials = Table(title=f"{study}: proxy ({record['proxy_epochs']} epochs) against longer training "
+                         f"({record['epochs']} epochs), validation accuracy on {record['dataset']}, {record['device']}")
+    for col in ("trial", "picked", "family", "GFLOPs", "proxy acc", "long acc", "long test acc"):
+        trials.add_column(col, justify="left" if col in ("picked", "family") else "right", no_wrap=True)
+    for r in record["trials"]:
+        trials.add_row(str(r["number"]), r["picked"], r["family"], f"{r['flops'] / 1e9:.3f}",
+                       f"{r['proxy_accuracy']:.4f}", _num(r["long_accuracy"]), _num(r["long_test_accuracy"]))
+    out.print(trials)
+    corr = Table(title="rank agreement with the longer-trained accuracy")
+    for col in ("ranked by", "n", "Kendall tau", "p", "Spearman rho", "p"):
+        corr.add_column(col, justify="left" if col == "ranked by" else "right", no_wrap=True)
+    for name, c in record["correlations"].items():
+        corr.add_row(name, str(c["n"]), _num(c["kendall_tau"], 3), _num(c["kendall_p"], 3),
+                     _num(c["spearman_rho"], 3), _num(c["spearman_p"], 3), style="bold" if name == fid.PROXY else None)
+    out.print(corr)
+    out.print(f"stored in study '{study}' as user attr {fid.FIDELITY_KEY}", highlight=False)
+
+
+@app.command()
+@friendly
+def lesion(ref: str = typer.Argument(..., help="a study (with --trial N), or a named genotype / file (with --study)"),
+           trial: Optional[int] = typer.Option(None, "--trial", min=0, help="the trial of study REF to lesion"),
+           study: Optional[str] = typer.Option(None, help="the study whose proxy settings and recipe train genotype REF"),
+           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+           compare: Optional[str] = typer.Option(None, help="another trial number of the study, or a named genotype / "
+                                                 "file, lesioned alongside in the same plot"),
+           k: Optional[int] = typer.Option(None, "--k", min=1, help="also plot accuracy against 0..K blocks "
+                                           "deleted at random"),
+           draws: int = typer.Option(10, min=1, help="random draws per k"),
+           seed: int = typer.Option(0, help="seed of the random deletions"),
+           retrain: bool = typer.Option(False, "--retrain", help="train again even if weights are stored"),
+           device: str = typer.Option("auto", help="auto, cpu or cuda"),
+           data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache")) -> None:
+    """Lesion study (Veit et al. 2016): delete each residual block of a trained proxy at test time.
+
+    A deleted residual block passes its input through its shortcut (exactly the input for an identity
+    shortcut); plain and dense blocks can't be deleted. The proxy is trained with the study's recipe
+    (weights kept in studies/STUDY/weights/); the plot goes to studies/STUDY/lesion-N.html.
+    """
+    from explorer import lesion as les
+    dev = _device(device)
+    path, subjects = les.run(ref, trial, study, storage, compare, k, draws, seed, str(dev), data_dir, retrain,
+                             resolve_genotype, err)
+    for s in subjects:
+        table = Table(title=f"{s.label}: test accuracy {s.baseline:.4f} with every block")
+        for col in ("block", "name", "kind", "accuracy deleted", "drop"):
+            table.add_column(col, justify="left" if col in ("name", "kind") else "right", no_wrap=True)
+        for b in s.blocks:
+            table.add_row(str(b["position"]), b["name"], b["kind"],
+                          f"{b['accuracy']:.4f}" if b["deletable"] else "not deletable",
+                          f"{b['drop']:+.4f}" if b["deletable"] else "")
+        out.print(table)
+        if s.random:
+            ks = sorted({r["k"] for r in s.random})
+            means = ", ".join(f"k={kk}: {sum(r['accuracy'] for r in s.random if r['k'] == kk) / sum(r['k'] == kk for r in s.random):.3f}"
+                              for kk in ks)
+            out.print(f"{s.label}, mean accuracy with k blocks deleted at random: {means}", highlight=False)
+    out.print(f"plot: {path}", highlight=False)
+
+
+@app.command()
+@friendly
+def worker(
+    study: str = typer.Option(..., help="the study to join (made by `explore search`, e.g. with --no-run)"),
+    storage: Optional[str] = typer.Option(None, help="its storage: sqlite:///PATH, "
+                                          "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or journal:PATH "
+                                          "[default: sqlite:///studies/STUDY/study.db]"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes on this machine"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
+    heartbeat: int = typer.Option(60, min=1, help="seconds between heartbeats of a running trial (database storages)"),
+    grace: int = typer.Option(120, min=1, help="seconds without a heartbeat after which a trial is failed and "
+                              "retried once by another worker"),
+    reclaim: bool = typer.Option(False, "--reclaim", help="first fail the study's RUNNING trials and retry each once: "
+                                 "for trials of killed workers on journal storage; only when no worker is running"),
+) -> None:
+    """Join a study and train its trials until it holds its target; settings come from the study.
+
+    Start as many as you like, on as many machines as share the storage: each trial is claimed by one
+    worker, a killed worker's trial is failed after --grace seconds and retried once, SIGTERM releases
+    the running trial (exit 143), and the study ends with exactly its target of completed trials.
+    """
+    from explorer import runner
+    runner.worker_command(study, storage, jobs, device, data_dir, heartbeat, grace, reclaim, out)
+
+
+@app.command()
+@friendly
+def plot(study: str = typer.Argument(..., help="the study to plot"),
+         storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+         x: str = typer.Option("flops", "--x", help="x axis: flops (multiply-adds) or params; the page has buttons "
+                               "to switch"),
+         no_open: bool = typer.Option(False, "--no-open", help="write the page, don't open a browser")) -> None:
+    """The Pareto plot, proxy accuracy against FLOPs (multiply-adds), as studies/STUDY/pareto.html (offline)."""
+    from explorer import report
+    from explorer.errors import UserError
+    if x not in ("flops", "params"):
+        raise UserError(f"--x: unknown axis '{x}'; choose flops or params")
+    _, settings, pts = report.open_results(study, storage)
+    path = report.write_pareto_plot(study, settings, pts, x)
+    out.print(f"plot: {path} ({len(pts)} completed trials)", highlight=False, soft_wrap=True)
+    if not no_open:
+        _open_in_browser(path)
+
+
+def _open_in_browser(path: Path) -> None:
+    import os
+    import webbrowser
+    uri = path.resolve().as_uri()
+    graphical = sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not (graphical and webbrowser.open(uri)):  # never start a text-mode browser in the terminal
+        out.print(f"open {uri} in a browser (or pass --no-open)", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
+def report(study: str = typer.Argument(..., help="the study to report on"),
+           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+           by: Optional[list[str]] = typer.Option(None, "--by", help="group error EDFs by this genotype field "
+                                                  "(repeatable): family, residual, dense, separable, preact, depth, "
+                                                  "width, any top-level field or a path [default: family]"),
+           open_: bool = typer.Option(False, "--open", help="open the page in a browser")) -> None:
+    """One self-contained HTML page for the whole study, as studies/STUDY/report.html.
+
+    Settings, the Pareto plot and table (with diffs from the nearest named architectures), hypervolume
+    over trials, error EDFs, a timeline of trials with failures and rejections, and network graphs.
+    """
+    from explorer import report as rep
+    path = rep.write_report(study, storage, by or ["family"])
+    out.print(f"report: {path}", highlight=False, soft_wrap=True)
+    if open_:
+        _open_in_browser(path)
+
+
+@app.command()
+@friendly
+def pareto(study: str = typer.Argument(..., help="the study"),
+           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]")
+           ) -> None:
+    """The Pareto set as a table: FLOPs (multiply-adds), params, proxy accuracy, nearest named architecture."""
+    from explorer import report, runner
+    st, settings, _ = report.open_results(study, storage)
+    runner.report(st, settings, out, plot=False)
+
+
+@app.command()
+@friendly
+def edf(study: str = typer.Argument(..., help="the study"),
+        by: Optional[list[str]] = typer.Option(None, "--by", help="genotype field to group by (repeatable): family, "
+                                               "residual, dense, separable, preact, depth, width, any top-level "
+                                               "field or a path such as stages[2].blocks[0].repeat [default: family]"),
+        flop_normalised: bool = typer.Option(False, "--flop-normalised", help="reweight every group to the same "
+                                             "log-FLOPs distribution (NDS's normalised EDF)"),
+        storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]")
+        ) -> None:
+    """Error EDFs of the study's trials by a genotype field (NDS, Radosavovic et al. 2019): studies/STUDY/edf.html.
+
+    Prints n, min and mean error per group and the Kolmogorov-Smirnov statistic between groups.
+    """
+    from explorer import report
+    path, results = report.write_edf(study, storage, by or ["family"], flop_normalised)
+    for field, groups, pairs in results:
+        out.print(f"error (1 - proxy accuracy) by {field}" + (", FLOP-normalised" if flop_normalised else ""),
+                  highlight=False, soft_wrap=True)
+        table = Table()
+        for col in ("group", "n", "min", "mean"):
+            table.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
+        for g in groups:
+            table.add_row(g.label, str(g.n), f"{g.min:.4f}", f"{g.mean:.4f}")
+        out.print(table)
+        if pairs:
+            out.print("Kolmogorov-Smirnov statistic between groups", highlight=False)
+            ks = Table()
+            for col in ("group", "group", "D", "p"):
+                ks.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
+            for a, b, d, p in pairs:
+                ks.add_row(a, b, f"{d:.3f}", "" if p is None else f"{p:.3g}")
+            out.print(ks)
+    out.print(f"EDFs: {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
+def export(study: str = typer.Argument(..., help="the study"),
+           trial: int = typer.Option(..., "--trial", min=0, help="the trial's number (see `explore pareto`)"),
+           format_: str = typer.Option(..., "--format", "-f", help="yaml or json (the genotype), onnx or torchscript "
+                                       "(the deployed network: the study's resolution, 1000 classes, untrained)"),
+           output: Path = typer.Option(..., "--output", "-o", help="file to write"),
+           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]")
+           ) -> None:
+    """A trial's genotype as YAML or JSON, or its deployed network as ONNX or TorchScript."""
+    from explorer import export as exp
+    from explorer.study import load_study
+    out.print(exp.export(load_study(study, storage), trial, format_, output), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
+def train(genotype: str = typer.Argument(..., help="a named genotype (see `explore list`) or a YAML/JSON file"),
+          study: str = typer.Option(..., help="the study whose proxy settings and recipe train it, and that stores it"),
+          storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+          force: bool = typer.Option(False, "--force", help="train it again even if the study already has it"),
+          device: str = typer.Option("auto", help="auto, cpu or cuda"),
+          data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache")) -> None:
+    """Train a named genotype's proxy with the study's recipe and store it in the study as a reference point.
+
+    The trial carries user attr `reference=NAME`: a labelled star on the plots, a row in the report.
+    """
+    from explorer import reference
+    from explorer.budget import format_flops
+    from explorer.study import load_study
+    st = load_study(study, storage)
+    g = resolve_genotype(genotype)
+    name = g.name or Path(genotype).stem
+    done = reference.train_reference(st, name, g, device, data_dir, force)
+    if done.existing:
+        out.print(f"{name} is already in study '{study}' as trial {done.number} (accuracy {done.accuracy:.4f}); "
+                  "--force trains it again", highlight=False, soft_wrap=True)
+        return
+    where = ("in the study's space: stored with its parameters" if done.in_space else
+             "not in the study's space: stored without parameters (NSGA-II/III then draw later trials at random)")
+    over = ", over the study's budget" if done.over_budget else ""
+    out.print(f"{name}: trial {done.number}, accuracy {done.accuracy:.4f}, {format_flops(done.flops)} (multiply-adds)"
+              f", {done.params:,} params{over}; {where}", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
