@@ -332,7 +332,7 @@ def lesion(ref: str = typer.Argument(..., help="a study (with --trial N), or a n
            retrain: bool = typer.Option(False, "--retrain", help="train again even if weights are stored"),
            device: str = typer.Option("auto", help="auto, cpu or cuda"),
            data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache")) -> None:
-    """Lesion study (Veit et al. 2016): delete each residual block of a trained proxy at test time.
+    """Lesion study: delete each residual block of a trained proxy at test time (Veit et al. 2016).
 
     A deleted residual block passes its input through its shortcut (exactly the input for an identity
     shortcut); plain and dense blocks can't be deleted. The proxy is trained with the study's recipe

@@ -31,7 +31,10 @@ class SearchProgress:
 
     def __exit__(self, *exc):
         self.live.update(self._render())
-        return self.live.__exit__(*exc)
+        result = self.live.__exit__(*exc)
+        if not self.live.console.is_terminal:  # rich ends the last frame without a newline off a terminal
+            self.live.console.line()
+        return result
 
     def _render(self):
         lines = [self.bar, Text(f"  {self.current}{self.epoch_text}")]

@@ -1,6 +1,7 @@
 """`explore search` end to end on the embedded digits data: budget, seeding, resume, refusal, failures."""
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -72,6 +73,8 @@ def test_budget_is_enforced_before_training(tmp_path):
     for t in rejected:
         assert t.state == optuna.trial.TrialState.PRUNED and "accuracy" not in t.user_attrs
     assert f"{len(rejected)} draws rejected" in run.stdout
+    assert re.search(rf"^3 completed, {len(rejected)} draws rejected", run.stdout, re.M), \
+        "the report starts on its own line, after the live view"
     assert (tmp_path / "studies" / "tight" / "pareto.html").exists()
 
 

@@ -252,6 +252,23 @@ def test_set_cpu_threads_is_idempotent():
     torch.set_num_threads(threads)
 
 
+def test_host_reads_do_not_grow_with_steps_per_epoch(monkeypatch):
+    """On any device: tensor-to-host reads per run must not depend on the number of steps per epoch."""
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n), _o(self, *a, **k))[1])
+
+    def count_reads(n_train):
+        reads.clear()
+        train(tiny_cnn(), make_data(n_train=n_train), Recipe(epochs=2, batch_size=32), torch.device("cpu"))
+        return len(reads)
+
+    few, many = count_reads(n_train=64), count_reads(n_train=512)
+    assert few > 0, "the per-epoch divergence check reads the loss once an epoch"
+    assert few == many
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host-sync check needs a CUDA device")
 def test_host_syncs_do_not_grow_with_steps_per_epoch():
     """Syncs per run must not depend on the number of steps: none inside the epoch loop."""
