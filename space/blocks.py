@@ -78,11 +78,12 @@ class Block(Branches):
 
     @staticmethod
     def complexity(spec: S.Block, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
-        shape = Branches.complexity(spec, c, h, w, ctx, cost, first)
-        try:
-            c_out, h_out, w_out = Branch.complexity(spec.post, *shape, ctx, cost, first)
-        except GenotypeError as e:
-            raise e.within("post") from None
+        c_out, h_out, w_out = Branches.complexity(spec, c, h, w, ctx, cost, first)
+        if spec.post:
+            try:
+                c_out, h_out, w_out = Branch.complexity(spec.post, c_out, h_out, w_out, ctx, cost, first)
+            except GenotypeError as e:
+                raise e.within("post") from None
         if spec.skip == "dense":
             if (h_out, w_out) != (h, w):
                 raise GenotypeError("skip", f"a dense block must keep the {h}x{w} map size (got {h_out}x{w_out}); "

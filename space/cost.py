@@ -32,6 +32,16 @@ class Cost:
         self.params += weights + (c_out if bias else 0)
         self.acts += c_out * h_out * w_out
 
+    def normed_conv(self, c_in: int, c_out: int, kh: int, kw: int, groups: int, bias: bool,
+                    h_in: int, w_in: int, h_out: int, w_out: int, norm: int) -> None:
+        """conv() plus a batch norm on its input (norm=-1) or output (norm=1); norm=0: none.
+        One call instead of two on the search's hot path; the same rules as conv() and batch_norm()."""
+        weights = c_out * (c_in // groups) * kh * kw
+        self.flops += weights * h_out * w_out + (0 if not norm else 2 * (c_out * h_out * w_out if norm > 0
+                                                                       else c_in * h_in * w_in))
+        self.params += weights + (c_out if bias else 0) + (0 if not norm else 2 * (c_out if norm > 0 else c_in))
+        self.acts += c_out * h_out * w_out
+
     def linear(self, n_in: int, n_out: int) -> None:
         self.flops += n_in * n_out
         self.params += n_in * n_out + n_out

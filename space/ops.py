@@ -43,6 +43,22 @@ class Context:
         return "n" in order and self.norm == "batch"
 
 
+def _norm_side(order: str) -> int:
+    """Where an op's norm sits: -1 before its conv (pre-activation), 1 after it, 0 none."""
+    return 0 if "n" not in order else (-1 if order.index("n") < order.index("c") else 1)
+
+
+class _NormSides(dict):
+    """order string -> _norm_side(order), computed once per distinct order (a hot-path lookup)."""
+
+    def __missing__(self, order: str) -> int:
+        self[order] = side = _norm_side(order)
+        return side
+
+
+NORM_SIDE = _NormSides()
+
+
 def _hw(value) -> tuple[int, int]:
     return value if isinstance(value, tuple) else (value, value)
 
@@ -110,11 +126,9 @@ class Conv(nn.Sequential):
         h_out, w_out = (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1
         if h_out < 1 or w_out < 1 or h < s or w < s:
             _check_fits(h, w, h_out, w_out, s, f"{kh}x{kw}")
-        order = spec.order
-        norm = ctx.norm == "batch" and "n" in order
-        if norm:
-            cost.batch_norm(*((c, h, w) if order.index("n") < order.index("c") else (c_out, h_out, w_out)))
-        cost.conv(c, c_out, kh, kw, groups, (not norm) if spec.bias is None else spec.bias, h_out, w_out)
+        norm = NORM_SIDE[spec.order] if ctx.norm == "batch" else 0
+        cost.normed_conv(c, c_out, kh, kw, groups, (not norm) if spec.bias is None else spec.bias,
+                         h, w, h_out, w_out, norm)
         return c_out, h_out, w_out
 
 
