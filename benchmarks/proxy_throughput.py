@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import space
+from explorer.data import Splits
 from explorer.proxy import make_proxy
 from explorer.trainer import Recipe, lr_factor, resolve_device, set_cpu_threads, train
 from space.named import named
@@ -29,27 +29,12 @@ from space.named import named
 WIDTHS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.1875, 0.125)
 
 
-@dataclass(frozen=True)
-class Data:
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int = 10
-    in_channels: int = 3
-    mean: tuple = (0.5, 0.5, 0.5)
-    std: tuple = (0.25, 0.25, 0.25)
-    flip: bool = True
-
-
-def cifar_shaped(n: int) -> Data:
+def cifar_shaped(n: int) -> Splits:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n + 512, 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (n + 512,), generator=g)
-    return Data("cifar-shaped", x[:n], y[:n], x[n:], y[n:], x[n:], y[n:])
+    return Splits("cifar-shaped", x[:n], y[:n], x[n:], y[n:], x[n:], y[n:], num_classes=10, in_channels=3,
+                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), flip=True)
 
 
 def proxies() -> list[tuple[str, space.Genotype, int]]:
@@ -85,7 +70,7 @@ class Augmented(Dataset):
         return (img - 0.5) / 0.25, self.y[i]
 
 
-def baseline(model: nn.Module, data: Data, recipe: Recipe, device: torch.device) -> float:
+def baseline(model: nn.Module, data: Splits, recipe: Recipe, device: torch.device) -> float:
     loader = DataLoader(Augmented(data.train_x, data.train_y), batch_size=recipe.batch_size, shuffle=True,
                         drop_last=True, num_workers=4 if device.type == "cuda" else 0,
                         pin_memory=device.type == "cuda")
@@ -114,7 +99,7 @@ def baseline(model: nn.Module, data: Data, recipe: Recipe, device: torch.device)
     return images / seconds
 
 
-def profile_ours(g: space.Genotype, data: Data, recipe: Recipe, device: torch.device) -> None:
+def profile_ours(g: space.Genotype, data: Splits, recipe: Recipe, device: torch.device) -> None:
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     model = space.build(g)

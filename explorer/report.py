@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import re
 from collections import Counter
 from datetime import datetime
@@ -226,44 +225,9 @@ def timeline_figure(trials):
 
 
 def graph_figure(g, resolution: int, num_classes: int = 1000):
-    """The deployed network as a layered graph of ops (space.graph), hover for each op's cost."""
-    import plotly.graph_objects as go
-    from space.graph import _colour, _hover, layout
-    graph = space.to_graph(g, resolution, num_classes)
-    pos = layout(graph)
-    fig = go.Figure()
-    for kind, dash in (("data", "solid"), ("shortcut", "dash"), ("dense", "dash"), ("aux", "dot")):
-        xs, ys = [], []
-        for u, v, d in graph.edges(data=True):
-            if d.get("kind", "data") == kind:
-                (x0, y0), (x1, y1) = pos[u], pos[v]
-                if kind != "data" and y0 - y1 > 1:
-                    xs += [x0, max(x0, x1) + 0.4, x1, None]
-                    ys += [y0, (y0 + y1) / 2, y1, None]
-                else:
-                    xs += [x0, x1, None]
-                    ys += [y0, y1, None]
-        if xs:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name=f"{kind} edge",
-                                     line=dict(width=1, dash=dash, color="#888888"), showlegend=kind != "data"))
-    by_type: dict[str, list] = {}
-    for n, d in graph.nodes(data=True):
-        by_type.setdefault(d["type"], []).append(n)
-    for op_type, nodes in by_type.items():
-        data = [graph.nodes[n] for n in nodes]
-        fig.add_trace(go.Scatter(
-            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text", name=op_type,
-            text=[d["label"] for d in data], textposition="middle right", textfont=dict(size=9),
-            hovertext=[_hover(n, d) for n, d in zip(nodes, data)], hoverinfo="text",
-            marker=dict(size=[6 + 2.5 * math.log10(1 + d["flops"]) for d in data], color=_colour(op_type),
-                        line=dict(width=1, color="#333333"))))
-    depth = -min((y for _, y in pos.values()), default=0)
-    info = graph.graph
-    fig.update_layout(title=f"{info['flops'] / 1e9:.3f} GFLOPs (multiply-adds) at {resolution}px, "
-                            f"{info['params'] / 1e6:.2f} M params, {len(graph)} ops",
-                      template="plotly_white", hovermode="closest", dragmode="pan",
-                      height=int(min(4000, max(500, 26 * depth))), xaxis=dict(visible=False),
-                      yaxis=dict(visible=False), legend=dict(title="op type"), margin=dict(l=20, r=20, t=50, b=20))
+    """The deployed network as a layered graph of ops (space.graph), sized to sit inside the report."""
+    fig = space.graph.figure(space.to_graph(g, resolution, num_classes))
+    fig.update_layout(width=None, height=min(4000, fig.layout.height), margin=dict(t=50))
     return fig
 
 

@@ -3,6 +3,7 @@ from .errors import GenotypeError
 from .schema import Genotype, digest, dump, load, to_yaml
 from .network import Complexity, build, complexity
 from .graph import export as export_graph, to_graph
+from .named import named, names  # binds `space.named` to the function, not its subpackage
 
 __all__ = ["GenotypeError", "Genotype", "load", "dump", "digest", "to_yaml", "build", "complexity", "Complexity",
-           "to_graph", "export_graph"]
+           "to_graph", "export_graph", "named", "names"]

@@ -421,7 +421,8 @@ def _hover(n: str, d: dict) -> str:
     return "<br>".join(rows)
 
 
-def _html_page(graph: nx.DiGraph) -> str:
+def figure(graph: nx.DiGraph):
+    """The graph as a layered plotly network: ops coloured by type, sized by FLOPs, hover for each op's cost."""
     import plotly.graph_objects as go
 
     pos = layout(graph)
@@ -464,7 +465,11 @@ def _html_page(graph: nx.DiGraph) -> str:
                       height=int(max(600, 28 * depth)), width=int(max(900, 180 * width + 400)),
                       xaxis=dict(visible=False), yaxis=dict(visible=False),
                       legend=dict(title="op type"), margin=dict(l=20, r=20, t=60, b=20))
-    return offline_html(fig, scrollZoom=True)
+    return fig
+
+
+def _html_page(graph: nx.DiGraph) -> str:
+    return offline_html(figure(graph), scrollZoom=True)
 
 
 def offline_html(fig, **config) -> str:

@@ -151,3 +151,13 @@ def postgres():
         unavailable(str(e))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny proxies run fastest on one thread (and don't thrash a shared CPU); restored afterwards."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -58,13 +58,8 @@ def load(cwd, name):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/studies/{name}/study.db")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny proxies run fastest on one thread (and don't thrash a shared CPU); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def screened(tmp_path_factory):

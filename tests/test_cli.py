@@ -17,6 +17,14 @@ def explore(*args, cwd=ROOT):
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
 
 
+def test_readme_python_one_liner():
+    """`from space import named, build` must give the function, not the `space.named` subpackage."""
+    code = "from space import named, build; m = build(named('xception')); print(m)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "Network(" in run.stdout and "stages" in run.stdout
+
+
 def test_list_prints_every_name_with_params_and_flops():
     run = explore("list")
     assert run.returncode == 0, run.stderr

@@ -43,7 +43,7 @@ def model(name: str) -> torch.nn.Module:
 
 
 def test_every_name_is_registered():
-    assert set(NAMES) <= set(space.named.names())
+    assert set(NAMES) <= set(space.names())
 
 
 @pytest.mark.parametrize("name, classes, reference, tol", CASES, ids=NAMES)

@@ -55,7 +55,7 @@ def params(m: torch.nn.Module) -> int:
 
 
 def test_every_name_is_registered():
-    assert set(NAMES) <= set(space.named.names())
+    assert set(NAMES) <= set(space.names())
 
 
 @pytest.mark.parametrize("name, family, resolution, reference", CASES, ids=NAMES)

@@ -82,7 +82,7 @@ def test_classics_are_enqueued_first(tmp_path):
     explore("search", "--budget", "1GFLOPs", "--trials", "1", "--study", "ref", *QUICK, cwd=tmp_path)
     first = trials_of(tmp_path, "ref")[0]
     assert first.user_attrs["reference"] == "mobilenet"
-    assert first.user_attrs["digest"] == space.digest(space.named.named("mobilenet"))
+    assert first.user_attrs["digest"] == space.digest(space.named("mobilenet"))
 
 
 def test_same_seed_same_genotypes(tmp_path):

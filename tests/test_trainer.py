@@ -2,12 +2,12 @@
 
 import copy
 import warnings
-from dataclasses import dataclass
 
 import pytest
 import torch
 from torch import nn
 
+from explorer.data import Splits
 from explorer.trainer import (
     Diverged,
     Recipe,
@@ -21,25 +21,7 @@ from explorer.trainer import (
 )
 
 
-@dataclass(frozen=True)
-class FakeSplits:
-    """Stand-in for explorer.data.Splits with the same attributes."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-    in_channels: int
-    mean: tuple
-    std: tuple
-    flip: bool
-
-
-def make_data(n_train=512, n_val=200, size=16, num_classes=10, flip=True, seed=0) -> FakeSplits:
+def make_data(n_train=512, n_val=200, size=16, num_classes=10, flip=True, seed=0) -> Splits:
     """Each class is a smooth random colour pattern plus noise: easy, yet needs spatial features."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(num_classes, 3, 4, 4, generator=g)
@@ -52,7 +34,7 @@ def make_data(n_train=512, n_val=200, size=16, num_classes=10, flip=True, seed=0
 
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = sample(n_train), sample(n_val), sample(n_val)
     pixels = train_x.float() / 255
-    return FakeSplits(
+    return Splits(
         name="synthetic",
         train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x, test_y=test_y,
         num_classes=num_classes, in_channels=3,

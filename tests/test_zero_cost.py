@@ -18,13 +18,8 @@ from space.named import named
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny proxies run fastest on one thread (and don't thrash a shared CPU); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def plain(width: int = 8, act: str = "relu") -> space.Genotype:
     """A small plain CNN for 8x8 digits: conv stem, two conv-BN-ReLU blocks, a max pool, GAP, one classifier."""
