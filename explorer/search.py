@@ -86,7 +86,8 @@ def open_study(study_name: str, url: str, settings: Settings, create: bool = Tru
     diffs = settings.differences(stored)
     if diffs:
         raise UserError(f"study '{study_name}' was made with other settings ({'; '.join(diffs)}); "
-                        "rerun with the stored ones, or pick another --study")
+                        f"to resume it, run `explore search --study {study_name}` (left-out flags come from the "
+                        "study), or pick another --study")
     if settings.trials != stored.trials or (settings.prune, settings.prune_k) != (stored.prune, stored.prune_k):
         study.set_user_attr(SETTINGS_KEY, settings.to_json())
     return study

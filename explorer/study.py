@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .budget import format_flops
 from .errors import UserError
 
 STUDIES_DIR = Path("studies")
@@ -60,7 +61,12 @@ class Settings:
         for key in COMPARABLE:
             mine, theirs = getattr(self, key), getattr(other, key)
             if mine != theirs:
-                shown = ("the space document differs" if key == "space_digest" else f"{theirs!r} stored, {mine!r} asked")
+                if key == "space_digest":
+                    shown = "the space document differs"
+                elif key == "budget":
+                    shown = f"{format_flops(theirs)} stored, {format_flops(mine)} asked"
+                else:
+                    shown = f"{theirs!r} stored, {mine!r} asked"
                 out.append(f"{key}: {shown}")
         return out
 

@@ -108,6 +108,7 @@ def test_resume_and_refusal(tmp_path):
                          (["--resolution", "160"], "resolution"), (["--space", "residual"], "space")):
         run = explore("search", "--study", "r", *flags, cwd=tmp_path, check=False)
         assert run.returncode == 2 and field in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert "to resume it, run `explore search --study r`" in run.stderr
     assert len([t for t in trials_of(tmp_path, "r") if t.values]) == 3
 
 
