@@ -391,15 +391,19 @@ def plot(study: str = typer.Argument(..., help="the study to plot"),
          storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
          x: str = typer.Option("flops", "--x", help="x axis: flops (multiply-adds) or params; the page has buttons "
                                "to switch"),
-         no_open: bool = typer.Option(False, "--no-open", help="write the page, don't open a browser")) -> None:
+         no_open: bool = typer.Option(False, "--no-open", help="write the page, don't open a browser"),
+         png: Optional[Path] = typer.Option(None, "--png", help="also write the plot as a PNG image (needs the "
+                                            "[png] extra, kaleido, and Chrome or Chromium)")) -> None:
     """The Pareto plot, proxy accuracy against FLOPs (multiply-adds), as studies/STUDY/pareto.html (offline)."""
     from explorer import report
     from explorer.errors import UserError
     if x not in ("flops", "params"):
         raise UserError(f"--x: unknown axis '{x}'; choose flops or params")
     _, settings, pts = report.open_results(study, storage)
-    path = report.write_pareto_plot(study, settings, pts, x)
+    path = report.write_pareto_plot(study, settings, pts, x, png)
     out.print(f"plot: {path} ({len(pts)} completed trials)", highlight=False, soft_wrap=True)
+    if png is not None:
+        out.print(f"image: {png}", highlight=False, soft_wrap=True)
     if not no_open:
         _open_in_browser(path)
 

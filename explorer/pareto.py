@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import optuna
+
+from .errors import UserError
 
 AXES = ("flops", "params")
 AXIS_TITLES = {"flops": "FLOPs (multiply-adds)", "params": "parameters"}
@@ -208,8 +211,26 @@ def _log10(value: float) -> float:
 
 
 def write_plot(study_name: str, pts: list[Point], path, x: str = "flops", resolution: int | None = None,
-               budget: int | None = None, max_params: int | None = None) -> None:
+               budget: int | None = None, max_params: int | None = None, png=None) -> None:
     from space.graph import offline_html
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = figure(study_name, pts, x, resolution, budget, max_params)
     path.write_text(offline_html(fig))
+    if png is not None:
+        write_png(fig, png)
+
+
+def write_png(fig, path) -> None:
+    """A static image through plotly's own exporter, kaleido, which renders in a local Chrome or Chromium."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise UserError("--png needs kaleido, plotly's image exporter: pip install 'explore[png]'") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.write_image(str(path), width=1200, height=620)
+    except Exception as e:  # noqa: BLE001 - kaleido reports a missing browser in many ways
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--png: kaleido couldn't render the image ({first}); it needs Chrome or Chromium "
+                        "(e.g. apt-get install chromium)") from None

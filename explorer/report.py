@@ -70,10 +70,10 @@ def _state(t) -> str:
     return t.state.name.lower()
 
 
-def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops") -> Path:
+def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops", png: Path | None = None) -> Path:
     path = study_dir(study_name) / "pareto.html"
     pareto.write_plot(study_name, pts, path, x=x, resolution=settings.resolution, budget=settings.budget,
-                      max_params=settings.max_params)
+                      max_params=settings.max_params, png=png)
     return path
 
 

@@ -170,3 +170,21 @@ def test_plot_switches_to_params(browser, home):
     assert seen["errors"] == [], seen["errors"]
     assert all(u.startswith("file:") for u in seen["requests"]), seen["requests"]
     page.close()
+
+
+def test_plot_png_is_the_rendered_plot(browser, home):
+    """`explore plot --png`: plotly's exporter (kaleido) renders the plot in the same Chromium."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cli import app
+    png = home / "images" / "pareto.png"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(home)
+        run = CliRunner().invoke(app, ["plot", "b", "--no-open", "--png", str(png)])
+    assert run.exit_code == 0, run.output
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (1200, 620)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert len(colours) > 100, "a drawn plot, not a blank page"
+

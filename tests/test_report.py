@@ -329,6 +329,13 @@ def test_export_without_onnx_says_how_to_install_it(cli, monkeypatch, tmp_path):
     assert "ONNX export needs the onnx package: pip install 'explore[onnx]'" in run.stderr
 
 
+def test_plot_png_without_kaleido_says_how_to_install_it(cli, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # import kaleido now raises ImportError
+    run = cli("plot", "s", "--no-open", "--png", str(tmp_path / "p.png"))
+    assert run.exit_code == 2 and not (tmp_path / "p.png").exists()
+    assert "--png needs kaleido, plotly's image exporter: pip install 'explore[png]'" in run.stderr
+
+
 @pytest.mark.parametrize("args,phrase", [
     (["--trial", "99", "--format", "yaml"], "no trial 99"),
     (["--trial", "1", "--format", "png"], "--format: unknown format 'png'"),
