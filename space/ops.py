@@ -12,7 +12,7 @@ from torch import nn
 
 from . import schema as S
 from .cost import Cost, conv_size, pool_size
-from .errors import GenotypeError, join
+from .errors import GenotypeError
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "gelu": nn.GELU, "hardswish": nn.Hardswish}
 
