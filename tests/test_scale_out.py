@@ -69,15 +69,21 @@ def assert_exact(trials, target: int):
     return complete
 
 
-def wait_for_training(url: str, study: str, pid: int, timeout=180):
-    """The trial worker `pid` is training, once it has reported an epoch (so it is mid-trial)."""
+def wait_for_training(url: str, study: str, *pids: int, timeout=180):
+    """A trial one of the workers `pids` is training, once it has reported an epoch (so it is mid-trial)."""
+    claims = tuple(f":{pid}" for pid in pids)
     deadline = time.time() + timeout
     while time.time() < deadline:
         for t in trials_of(url, study):
-            if t.state == RUNNING and t.system_attrs.get(CLAIM_KEY, "").endswith(f":{pid}") and t.intermediate_values:
+            if t.state == RUNNING and t.system_attrs.get(CLAIM_KEY, "").endswith(claims) and t.intermediate_values:
                 return t
         time.sleep(0.2)
-    raise AssertionError(f"worker {pid} never trained a trial")
+    raise AssertionError(f"none of the workers {pids} trained a trial")
+
+
+def claimant(trial, procs):
+    """The process that claimed the trial."""
+    return next(p for p in procs if trial.system_attrs[CLAIM_KEY].endswith(f":{p.pid}"))
 
 
 def assert_retried(trials, original):
@@ -91,12 +97,15 @@ def assert_retried(trials, original):
 
 
 CONTENDER = """
-import random, sys, time
+import os, pathlib, random, sys, time
 import optuna
 from explorer import workers
 from explorer.study import open_storage
-url, name, target = sys.argv[1:]
+url, name, target, n_workers = sys.argv[1:]
 study = optuna.load_study(study_name=name, storage=open_storage(url, (1, 5)), sampler=optuna.samplers.RandomSampler())
+pathlib.Path(f"ready-{os.getpid()}").touch()  # start together, so that all of them contend
+while len(list(pathlib.Path().glob("ready-*"))) < int(n_workers):
+    time.sleep(0.01)
 
 def objective(trial):
     x = trial.suggest_float("x", 0, 1)
@@ -116,7 +125,7 @@ def test_claims_are_exact_under_contention(kind, tmp_path, request):
            "postgres": lambda: request.getfixturevalue("postgres").create_database("contention")}[kind]()
     from explorer.study import open_storage
     optuna.create_study(study_name="c", storage=open_storage(url), directions=["maximize", "minimize"])
-    procs = [subprocess.Popen([sys.executable, "-c", CONTENDER, url, "c", "30"], env=ENV, cwd=tmp_path,
+    procs = [subprocess.Popen([sys.executable, "-c", CONTENDER, url, "c", "30", "4"], env=ENV, cwd=tmp_path,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
@@ -155,14 +164,20 @@ def test_postgres_killed_worker_is_retried_and_sigterm_releases(postgres, tmp_pa
             cwd=tmp_path)
     beat = ["--heartbeat", "1", "--grace", "4"]
     workers = [start("worker", "--study", "crash", "--storage", url, *beat, cwd=tmp_path) for _ in range(3)]
-    killed = wait_for_training(url, "crash", workers[0].pid)
-    workers[0].send_signal(signal.SIGKILL)
-    assert finish(workers[0])[0] == -signal.SIGKILL
-    stopped = wait_for_training(url, "crash", workers[1].pid)
-    workers[1].send_signal(signal.SIGTERM)
-    code, out, err = finish(workers[1])
+    # Kill whichever worker is mid-trial first; then SIGTERM whichever live one trains next (the other
+    # may already have trained everything else and picked up the killed trial's retry); the last one
+    # finishes the study.
+    killed = wait_for_training(url, "crash", *(w.pid for w in workers))
+    dead = claimant(killed, workers)
+    dead.send_signal(signal.SIGKILL)
+    assert finish(dead)[0] == -signal.SIGKILL
+    alive = [w for w in workers if w is not dead]
+    stopped = wait_for_training(url, "crash", *(w.pid for w in alive))
+    victim = claimant(stopped, alive)
+    victim.send_signal(signal.SIGTERM)
+    code, out, err = finish(victim)
     assert code == 143 and "released" in out and "Traceback" not in err, err + out
-    code, out, err = finish(workers[2])
+    code, out, err = finish(next(w for w in alive if w is not victim))
     assert code == 0 and "6/6 trials done" in out, err + out
     trials = trials_of(url, "crash")
     assert_exact(trials, 6)
@@ -181,10 +196,11 @@ def test_journal_workers_exact_count_and_reclaim(tmp_path):
     explore("search", "--study", "big", "--storage", url, "--trials", "5", "--no-run", *quick(epochs=3),
             cwd=tmp_path)
     workers = [start("worker", "--study", "big", "--storage", url, cwd=tmp_path) for _ in range(3)]
-    killed = wait_for_training(url, "big", workers[0].pid)
-    workers[0].send_signal(signal.SIGKILL)
-    finish(workers[0])
-    for proc in workers[1:]:
+    killed = wait_for_training(url, "big", *(w.pid for w in workers))
+    dead = claimant(killed, workers)
+    dead.send_signal(signal.SIGKILL)
+    finish(dead)
+    for proc in (w for w in workers if w is not dead):
         code, out, err = finish(proc)
         assert code == 0 and "Traceback" not in err, err + out
         assert "--reclaim" in out  # each says why it stopped short, and what to do
