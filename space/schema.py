@@ -75,7 +75,15 @@ def _check_order(order: str, letters: str, need: str) -> str:
     return order
 
 
-class Conv(Spec):
+class _Windowed(Spec):
+    """The checks shared by the ops that slide a conv kernel with symmetric padding (conv, sep)."""
+    _pairs = field_validator("kernel", "padding", mode="before", check_fields=False)(lambda v: _pair(v, "kernel"))
+    _odd = field_validator("kernel", check_fields=False)(lambda v: _odd_kernel(v))
+    _order = field_validator("order", check_fields=False)(lambda v: _check_order(v, "cna", "c"))
+    _same = model_validator(mode="after")(lambda self: _default_padding(self))
+
+
+class Conv(_Windowed):
     """A convolution with its norm and activation, in the order `order` gives."""
     op: Literal["conv"]
     out: Union[int, float] = Field(description="channels (int) or a fraction of the input channels (float)")
@@ -85,11 +93,6 @@ class Conv(Spec):
     groups: int = Field(1, ge=1)
     order: str = "cna"
     bias: bool | None = None  # None: a bias only where no norm follows
-
-    _pairs = field_validator("kernel", "padding", mode="before")(lambda v: _pair(v, "kernel"))
-    _odd = field_validator("kernel")(lambda v: _odd_kernel(v))
-    _order = field_validator("order")(lambda v: _check_order(v, "cna", "c"))
-    _same = model_validator(mode="after")(lambda self: _default_padding(self))
 
     @field_validator("out")
     @classmethod
@@ -101,7 +104,7 @@ class Conv(Spec):
         return v
 
 
-class Sep(Spec):
+class Sep(_Windowed):
     """Depthwise-separable conv: depthwise k x k then pointwise 1 x 1.
 
     `mid` lists what sits between the two: '' as in Xception, 'na' as in MobileNet.
@@ -114,11 +117,6 @@ class Sep(Spec):
     order: str = "cna"
     mid: str = ""
     bias: bool | None = None
-
-    _pairs = field_validator("kernel", "padding", mode="before")(lambda v: _pair(v, "kernel"))
-    _odd = field_validator("kernel")(lambda v: _odd_kernel(v))
-    _order = field_validator("order")(lambda v: _check_order(v, "cna", "c"))
-    _same = model_validator(mode="after")(lambda self: _default_padding(self))
 
     @field_validator("mid")
     @classmethod

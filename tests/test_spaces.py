@@ -16,7 +16,7 @@ from fvcore.nn import FlopCountAnalysis
 import space
 from space import GenotypeError
 from space.named import named
-from space.sampling import SPACES_DIR, FixedSource, load_space, match, sample, space_names
+from space.sampling import SPACES_DIR, FixedSource, _first_options, load_space, match, sample, space_names
 
 FAMILIES = ["vanilla", "residual", "resnext", "dense", "inception", "separable", "mobilenet"]
 SPACES = FAMILIES + ["union"]
@@ -66,18 +66,6 @@ def test_skeleton_is_valid(name):
     s = load_space(name)
     assert isinstance(s, dict)
     space.complexity(space.load(_first_options(s)), 224)
-
-
-def _first_options(node):
-    if isinstance(node, dict) and "choice" in node:
-        return _first_options(node["choice"][0])
-    if isinstance(node, dict) and "range" in node:
-        return node["range"][0]
-    if isinstance(node, dict):
-        return {k: _first_options(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_first_options(v) for v in node]
-    return node
 
 
 def test_union_is_a_choice_of_the_family_spaces():
