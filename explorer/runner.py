@@ -53,6 +53,8 @@ def default_study_name(space_name: str, budget: str, dataset: str) -> str:
 
 
 def find_stored(study_name: str, url: str) -> Settings | None:
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return None  # nothing stored; don't create the file before the flags are known to be good
     try:
         return settings_of(optuna.load_study(study_name=study_name, storage=open_storage(url)))
     except KeyError:

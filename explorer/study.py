@@ -79,9 +79,7 @@ def storage_url(study: str, storage: str | None) -> str:
     """The default is SQLite at studies/<study>/study.db."""
     if storage:
         return storage
-    path = study_dir(study) / "study.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    return f"sqlite:///{study_dir(study) / 'study.db'}"
 
 
 def open_storage(url: str, heartbeat: tuple[int, int] | None = None):
@@ -92,7 +90,9 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None):
     """
     import optuna
     if url.startswith("sqlite:///"):
-        _check_sqlite(Path(url[len("sqlite:///"):]))
+        path = Path(url[len("sqlite:///"):])
+        _check_sqlite(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
         path = url[len("journal:"):]

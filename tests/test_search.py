@@ -196,6 +196,7 @@ def test_bad_flags_are_one_line_errors(tmp_path, flags, phrase):
     run = explore("search", *flags, cwd=tmp_path, check=False)
     assert run.returncode == 2 and phrase in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert not (tmp_path / "studies").exists(), "a refused search leaves no study behind"
 
 
 def test_unreadable_space_file(tmp_path):
