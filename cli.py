@@ -142,19 +142,25 @@ def search(
                                           "e.g. 2GFLOPs, 600MFLOPs, 2e9 [required for a new study]"),
     max_params: Optional[str] = typer.Option(None, "--max-params", help="parameter cap, e.g. 5M"),
     space_: Optional[str] = typer.Option(None, "--space", help="a shipped space or a YAML file [default: union]"),
-    dataset: Optional[str] = typer.Option(None, help="digits (embedded), cifar10, mnist, fashion-mnist or "
-                                          "imagefolder:PATH [default: digits]"),
+    dataset: Optional[str] = typer.Option(None, help="fashion-mnist, digits (embedded), cifar10, mnist or "
+                                          "imagefolder:PATH [default: fashion-mnist when it can be had (cache, "
+                                          "Debian's dataset-fashion-mnist, download), else digits]"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
+    train_images: Optional[int] = typer.Option(None, "--train-images", min=1, help="class-balanced subset of the "
+                                               "training split that proxies train on [default: 3000]"),
+    val_images: Optional[int] = typer.Option(None, "--val-images", min=1, help="class-balanced validation images "
+                                             "held out of the training split [default: 2000, at most a tenth of it]"),
     trials: Optional[int] = typer.Option(None, min=1, help="completed (trained) trials to aim for [default: 12]"),
-    epochs: Optional[int] = typer.Option(None, min=1, help="proxy training epochs [default: 6]"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="proxy training epochs [default: 3]"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="[default: 64]"),
     lr: Optional[float] = typer.Option(None, min=0, help="peak learning rate for a batch of 128, scaled with the batch "
                                        "(SGD with Nesterov momentum, one-cycle schedule, label smoothing) [default: 0.1]"),
     resolution: Optional[int] = typer.Option(None, min=8, help="input resolution the budget is priced at [default: 224]"),
     proxy_resolution: Optional[int] = typer.Option(None, "--proxy-resolution", min=8,
-                                                   help="resolution proxies train at [default: 16 for digits, else 32]"),
+                                                   help="resolution proxies train at [default: 12 for "
+                                                   "fashion-mnist and mnist, 16 for digits, else 32]"),
     proxy_width: Optional[float] = typer.Option(None, "--proxy-width", min=0.01, help="proxy width factor [default: 0.25]"),
-    proxy_depth: Optional[int] = typer.Option(None, "--proxy-depth", min=1, help="cap on each block's repeat [default: 2]"),
+    proxy_depth: Optional[int] = typer.Option(None, "--proxy-depth", min=1, help="cap on each block's repeat [default: 1]"),
     sampler: Optional[str] = typer.Option(None, help="nsga2, tpe, random, nsga3 or gp [default: nsga2]"),
     seed: Optional[int] = typer.Option(None, help="[default: 0]"),
     prescreen: Optional[int] = typer.Option(None, "--prescreen", min=1, help="draw K budget-feasible candidates per "
@@ -182,7 +188,8 @@ def search(
     """
     from explorer import runner
     explicit = {k: v for k, v in dict(
-        budget=budget, max_params=max_params, space=space_, dataset=dataset, trials=trials, epochs=epochs,
+        budget=budget, max_params=max_params, space=space_, dataset=dataset, train_images=train_images,
+        val_images=val_images, trials=trials, epochs=epochs,
         batch_size=batch_size, lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
         proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen, prescreen_score=prescreen_score,
         prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth).items() if v is not None}
@@ -198,6 +205,12 @@ def _device(name: str):
         raise UserError(f"--device: {e}") from None
 
 
+def _spec(spec: dict) -> str:
+    images = "all" if spec["train_images"] is None else f"{spec['train_images']:,}"
+    return (f"{spec['resolution']}px, width x{spec['width']:g}, repeats <= {spec['depth']}, "
+            f"{spec['epochs']} epochs, {images} training images")
+
+
 def _num(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
 
@@ -205,8 +218,9 @@ def _num(value, digits: int = 4) -> str:
 @app.command()
 @friendly
 def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
-          dataset: Optional[str] = typer.Option(None, help="digits, cifar10, mnist, fashion-mnist or imagefolder:PATH "
-                                                "[default: the study's, else digits]"),
+          dataset: Optional[str] = typer.Option(None, help="fashion-mnist, digits, cifar10, mnist or "
+                                                "imagefolder:PATH [default: the study's, else fashion-mnist when it "
+                                                "can be had, else digits]"),
           batch_size: int = typer.Option(64, "--batch-size", min=2, help="images in the scoring minibatch"),
           study: Optional[str] = typer.Option(None, help="adapt the proxy with this study's settings "
                                               "[default: search's default proxy settings]"),
@@ -235,7 +249,7 @@ def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
         if dataset and dataset != s.dataset:
             raise UserError(f"--dataset: study '{study}' uses {s.dataset}; drop --dataset or --study")
     else:
-        name = dataset or runner.DEFAULTS["dataset"]
+        name = runner.with_dataset({"dataset": dataset} if dataset else {}, data_dir, err)["dataset"]
         conf = dict(dataset=name, resolution=runner.default_proxy_resolution(name),
                     width=runner.DEFAULTS["proxy_width"], depth=runner.DEFAULTS["proxy_depth"], seed=0)
     seed = conf["seed"] if seed is None else seed
@@ -272,16 +286,19 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
              storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
              top: int = typer.Option(5, min=0, help="retrain the TOP most accurate completed trials"),
              random_: int = typer.Option(5, "--random", min=0, help="and this many other completed trials at random"),
-             epochs_multiplier: int = typer.Option(4, "--epochs-multiplier", min=1,
-                                                   help="longer training: the recipe's epochs times this"),
+             epochs_multiplier: Optional[int] = typer.Option(None, "--epochs-multiplier", min=1,
+                                                             help="the reference's epochs: the proxy's times this "
+                                                             "[default: 2]"),
              seed: int = typer.Option(0, help="seed of the random pick"),
              device: str = typer.Option("auto", help="auto, cpu or cuda"),
              data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache"),
              as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Proxy fidelity: retrain a sample of trials for longer; Kendall tau and Spearman rho against the proxy ranking.
+    """Proxy fidelity: retrain a sample of trials with the reference; Kendall tau and Spearman rho against the proxy.
 
-    Zero-cost scores of the same genotypes are ranked against the longer training too. The result is
-    stored in the study (user attr explore:fidelity) for the report.
+    The reference is the proxy scaled up (explorer/fidelity.py, as in benchmarks/fidelity.py): native
+    resolution, twice the epochs, one more repeat per block. Zero-cost scores of the
+    same genotypes are ranked against it too. The result is stored in the study (user attr
+    explore:fidelity) for the report.
     """
     from explorer import fidelity as fid
     from explorer.study import load_study, settings_of
@@ -299,8 +316,9 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
     if as_json:
         print(json.dumps(record, indent=2))
         return
-    trials = Table(title=f"{study}: proxy ({record['proxy_epochs']} epochs) against longer training "
-                         f"({record['epochs']} epochs), validation accuracy on {record['dataset']}, {record['device']}")
+    p, r = record["proxy"], record["reference"]
+    trials = Table(title=f"{study}: proxy ({_spec(p)}) against the reference ({_spec(r)}), validation "
+                         f"accuracy on {record['dataset']}, {record['device']}")
     for col in ("trial", "picked", "family", "GFLOPs", "proxy acc", "long acc", "long test acc"):
         trials.add_column(col, justify="left" if col in ("picked", "family") else "right", no_wrap=True)
     for r in record["trials"]:

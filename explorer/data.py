@@ -6,7 +6,8 @@ stay uint8 (4x smaller than float) and the trainer normalises them on device
 with the per-channel `mean`/`std` computed here.
 
 cifar10, mnist and fashion-mnist are downloaded once into a cache directory and
-verified by MD5; `digits` ships with scikit-learn and works offline;
+verified by MD5; fashion-mnist is also found where Debian's `dataset-fashion-mnist`
+package puts it. `digits` ships with scikit-learn and works offline;
 `imagefolder:PATH` reads the user's own images, one sub-folder per class.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, NamedTuple, Sequence
+from typing import BinaryIO, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -35,8 +36,14 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
 
 DATASETS = ("digits", "cifar10", "mnist", "fashion-mnist")
 IMAGEFOLDER = "imagefolder:"
+DEFAULT_DATASET = "fashion-mnist"  # hard enough that proxies don't all score 0.99
+FALLBACK_DATASET = "digits"        # embedded: what a default search uses when the default can't be had
+# Validation images held out of the training split: at most VAL_IMAGES (one accuracy point is
+# then 20 images), at most VAL_FRACTION of a small dataset.
+VAL_IMAGES = 2000
+VAL_FRACTION = 0.1
 
-# Fixed so that every seed and val_fraction is scored on the same test images.
+# Fixed so that every seed and validation size is scored on the same test images.
 _TEST_SEED = 0
 _TEST_FRACTION = 0.2
 _CHUNK = 2048  # images per interpolate/stats step, bounds peak float memory
@@ -66,7 +73,9 @@ class Splits:
 class Source:
     url: str
     filename: str
-    md5: str
+    md5: str                        # of the file as published
+    content_md5: str | None = None  # of its decompressed bytes: recompressed copies differ only in `md5`
+    count: int | None = None        # items its header must declare
 
 
 _CIFAR = "https://www.cs.toronto.edu/~kriz/"
@@ -76,8 +85,9 @@ _IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
-def _sources(base: str, md5s: Sequence[str]) -> tuple[Source, ...]:
-    return tuple(Source(base + f, f, m) for f, m in zip(_IDX_FILES, md5s))
+def _sources(base: str, md5s: Sequence[str], contents: Sequence[str | None] = (None,) * 4,
+             counts: Sequence[int] = (60000, 60000, 10000, 10000)) -> tuple[Source, ...]:
+    return tuple(Source(base + f, f, *more) for f, *more in zip(_IDX_FILES, md5s, contents, counts))
 
 
 # The official files. `load` looks them up here at call time, so tests can
@@ -92,7 +102,15 @@ SOURCES: dict[str, tuple[Source, ...]] = {
     "fashion-mnist": _sources(_FASHION, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                                          "25c81989df183df01b3e8a0aad5dffbe",
                                          "bef4ecab320f06d8554ea6380940ec79",
-                                         "bb300cfdad3c16e7a12a480ee83cd310")),
+                                         "bb300cfdad3c16e7a12a480ee83cd310"),
+                              # the decompressed IDX files, as Debian's package ships them
+                              ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+                               "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965")),
+}
+# Where an operating system's package puts a dataset (Debian: `apt-get install
+# dataset-fashion-mnist`). Looked up at call time, after the cache and before a download.
+SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
+    "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),),
 }
 
 
@@ -111,69 +129,100 @@ def default_data_dir() -> Path:
     return Path(cache) / "explore" / "data"
 
 
-def load(name: str, resolution: int = 32, data_dir: Path | None = None,
-         val_fraction: float = 0.1, seed: int = 0, limit: int | None = None) -> Splits:
-    """Load a dataset, cap its training split to `limit` images, hold out `val_fraction`
-    of what is left as validation (both seeded by `seed`) and resize to `resolution`."""
+def load(name: str, resolution: int = 32, data_dir: Path | None = None, seed: int = 0,
+         val_images: int | None = None, train_images: int | None = None) -> Splits:
+    """Load a dataset, hold out `val_images` of its training split as validation
+    (default: `default_val_images`), keep `train_images` of the rest for training
+    (default: all), both class-balanced and seeded by `seed`, and resize to `resolution`."""
     if resolution < 1:
         raise DataError(f"resolution must be a positive number of pixels, got {resolution}")
-    if not 0 <= val_fraction < 1:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if limit is not None and limit < 1:
-        raise DataError(f"limit must be a positive number of images, got {limit}")
-    root = Path(data_dir or default_data_dir()).expanduser().resolve()
-
-    if name == "digits":
-        raw, flip = _read_digits(), False
-    elif name == "cifar10":
-        raw, flip = _read_cifar10(root / name, SOURCES[name]), True
-    elif name in ("mnist", "fashion-mnist"):
-        raw, flip = _read_mnist(root / name, SOURCES[name]), name == "fashion-mnist"
-    elif name.startswith(IMAGEFOLDER) and name[len(IMAGEFOLDER):]:
-        raw, flip = _read_imagefolder(Path(name[len(IMAGEFOLDER):]), resolution), True
-    else:
-        raise DataError(f"unknown dataset {name!r}; choose one of "
-                        f"{', '.join(DATASETS)}, {IMAGEFOLDER}PATH")
-
+    for flag, value in (("val-images", val_images), ("train-images", train_images)):
+        if value is not None and value < 1:
+            raise DataError(f"--{flag} must be a positive number of images, got {value}")
+    raw, flip = _read(name, resolution, Path(data_dir or default_data_dir()).expanduser().resolve())
     rng = np.random.default_rng(seed)
-    pool_x, pool_y = raw.train_x, raw.train_y
-    if limit is not None and limit < len(pool_y):
-        keep = torch.from_numpy(np.sort(rng.permutation(len(pool_y))[:limit]))
-        pool_x, pool_y = pool_x[keep], pool_y[keep]
-    fit, val = _stratified_split(pool_y.numpy(), val_fraction, rng)
-    if len(fit) == 0:
-        raise DataError(f"{name} leaves no training images after holding out validation; "
-                        f"raise limit or lower val_fraction")
-    train_x = _resize(pool_x[fit], resolution)
+    pool_y = raw.train_y.numpy()
+    held = default_val_images(len(pool_y)) if val_images is None else val_images
+    if held >= len(pool_y):
+        raise DataError(f"--val-images {held} leaves no training images: {name} has {len(pool_y)} "
+                        f"in its training split")
+    fit, val = _stratified_split(pool_y, held, rng)
+    if train_images is not None and train_images < len(fit):
+        _, kept = _stratified_split(pool_y[fit.numpy()], train_images, rng)
+        fit = fit[kept]
+    train_x = _resize(raw.train_x[fit], resolution)
     mean, std = _channel_stats(train_x)
     return Splits(
         name=name,
-        train_x=train_x, train_y=pool_y[fit],
-        val_x=_resize(pool_x[val], resolution), val_y=pool_y[val],
+        train_x=train_x, train_y=raw.train_y[fit],
+        val_x=_resize(raw.train_x[val], resolution), val_y=raw.train_y[val],
         test_x=_resize(raw.test_x, resolution), test_y=raw.test_y,
         num_classes=raw.num_classes, in_channels=train_x.shape[1],
         mean=mean, std=std, flip=flip)
 
 
-def _stratified_split(y: np.ndarray, fraction: float,
+def default_val_images(pool: int) -> int:
+    """VAL_IMAGES, or VAL_FRACTION of a training split too small to spare them."""
+    return max(1, min(VAL_IMAGES, round(VAL_FRACTION * pool)))
+
+
+def _read(name: str, resolution: int, root: Path) -> tuple[_Raw, bool]:
+    """The dataset's raw splits and whether horizontal flips keep its labels."""
+    if name == "digits":
+        return _read_digits(), False
+    if name == "cifar10":
+        return _read_cifar10(root / name, SOURCES[name]), True
+    if name in ("mnist", "fashion-mnist"):
+        return _read_mnist(root / name, SOURCES[name], SYSTEM_DIRS.get(name, ())), name == "fashion-mnist"
+    if name.startswith(IMAGEFOLDER) and name[len(IMAGEFOLDER):]:
+        return _read_imagefolder(Path(name[len(IMAGEFOLDER):]), resolution), True
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, {IMAGEFOLDER}PATH")
+
+
+def ensure_available(name: str, data_dir: Path | None = None) -> None:
+    """Find, verify or download a dataset's files now, so that a study is created only
+    for data that can be had. Raises DataError with what to do otherwise."""
+    root = Path(data_dir or default_data_dir()).expanduser().resolve()
+    if name == "cifar10":
+        fetch(SOURCES[name][0], root / name)
+    elif name in ("mnist", "fashion-mnist"):
+        for source, magic in zip(SOURCES[name], _IDX_MAGICS):
+            _idx_array(source, magic, root / name, SYSTEM_DIRS.get(name, ()))
+
+
+def default_dataset(data_dir: Path | None = None) -> tuple[str, str | None]:
+    """DEFAULT_DATASET when it can be had, else FALLBACK_DATASET with a one-line notice
+    that says why and how to get the default."""
+    try:
+        ensure_available(DEFAULT_DATASET, data_dir)
+        return DEFAULT_DATASET, None
+    except DataError as e:
+        folder = Path(data_dir or default_data_dir()).expanduser() / DEFAULT_DATASET
+        return FALLBACK_DATASET, (
+            f"Fashion-MNIST can't be had ({e}), so this uses the embedded digits instead, whose "
+            f"accuracies crowd near 1.0. To get it: `sudo apt-get install dataset-fashion-mnist`, or "
+            f"download the four files from {_FASHION} into {folder}")
+
+
+def _stratified_split(y: np.ndarray, count: int,
                       rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (kept, held out), both in input order. Exactly round(fraction * N) are
-    held out, spread over classes in proportion, so small splits still cover them all."""
+    """Indices (kept, held out), both in input order. Exactly `count` are held out,
+    spread over classes in proportion, so small splits still cover them all."""
     labels, counts = np.unique(y, return_counts=True)
-    share = fraction * counts
+    share = count / len(y) * counts
     quota = np.floor(share).astype(np.int64)
     # Seats left by rounding down go to the largest remainders, ties broken at random.
     by_remainder = np.lexsort((rng.random(len(labels)), quota - share))
-    quota[by_remainder[:round(fraction * len(y)) - quota.sum()]] += 1
+    quota[by_remainder[:count - quota.sum()]] += 1
     held = np.zeros(len(y), dtype=bool)
-    for label, count in zip(labels, quota):
-        held[rng.permutation(np.flatnonzero(y == label))[:count]] = True
+    for label, seats in zip(labels, quota):
+        held[rng.permutation(np.flatnonzero(y == label))[:seats]] = True
     return torch.from_numpy(np.flatnonzero(~held)), torch.from_numpy(np.flatnonzero(held))
 
 
 def _hold_out_test(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> _Raw:
     """A fixed test split for datasets that ship without one."""
-    rest, test = _stratified_split(y.numpy(), _TEST_FRACTION, np.random.default_rng(_TEST_SEED))
+    rest, test = _stratified_split(y.numpy(), round(_TEST_FRACTION * len(y)), np.random.default_rng(_TEST_SEED))
     return _Raw(x[rest], y[rest], x[test], y[test], num_classes)
 
 
@@ -244,22 +293,38 @@ def _cifar_batch(path: Path, archive: Path) -> tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def _read_mnist(root: Path, sources: Sequence[Source]) -> _Raw:
+_IDX_MAGICS = (2051, 2049, 2051, 2049)  # images (3 dims), labels (1 dim), as in _IDX_FILES
+
+
+def _read_mnist(root: Path, sources: Sequence[Source], system_dirs: Sequence[Path]) -> _Raw:
     """MNIST-format IDX files, in the order train images, train labels, test images,
     test labels."""
-    train_x, train_y, test_x, test_y = (fetch(source, root) for source in sources)
-    return _Raw(*_idx_pair(train_x, train_y), *_idx_pair(test_x, test_y), 10)
+    train_x, train_y, test_x, test_y = (_idx_array(source, magic, root, system_dirs)
+                                        for source, magic in zip(sources, _IDX_MAGICS))
+    return _Raw(*_idx_pair(train_x, train_y, sources[0]), *_idx_pair(test_x, test_y, sources[2]), 10)
 
 
-def _idx_pair(images: Path, labels: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = _read_idx(images, 2051), _read_idx(labels, 2049)
+def _idx_pair(x: np.ndarray, y: np.ndarray, images: Source) -> tuple[torch.Tensor, torch.Tensor]:
     if len(x) != len(y):
-        raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
+        raise DataError(f"{images.filename} holds {len(x)} images but its labels file holds {len(y)} labels")
     return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse a gzipped IDX file of unsigned bytes (magic 0x08nn: nn = number of dims)."""
+def _idx_array(source: Source, magic: int, cache: Path, system_dirs: Sequence[Path]) -> np.ndarray:
+    """The verified contents of `source`: from the cache, else from an operating system's
+    package, else downloaded into the cache. A copy that fails verification is passed over."""
+    for path in (cache / source.filename, *(folder / source.filename for folder in system_dirs)):
+        if path.is_file():
+            try:
+                return _read_idx(path, magic, source)
+            except DataError:
+                continue  # a corrupt cache is downloaded again below, and fetch says so if it can't be
+    return _read_idx(fetch(source, cache, check=lambda part: _read_idx(part, magic, source)), magic, source)
+
+
+def _read_idx(path: Path, magic: int, source: Source) -> np.ndarray:
+    """Parse a gzipped IDX file of unsigned bytes (magic 0x08nn: nn = number of dims),
+    checking its decompressed bytes and its item count against `source`."""
     try:
         with gzip.open(path, "rb") as f:
             raw = bytearray(f.read())  # writable, as torch.from_numpy wants
@@ -270,6 +335,10 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
         raise DataError(f"{path} is not an IDX file with magic number {magic}")
     dims = [int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4)]
+    if source.count is not None and dims[0] != source.count:
+        raise DataError(f"{path} holds {dims[0]} items, expected {source.count}")
+    if source.content_md5 and hashlib.md5(raw, usedforsecurity=False).hexdigest() != source.content_md5:
+        raise DataError(f"{path} decompresses to other bytes than {source.filename}'s (MD5 mismatch)")
     data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != np.prod(dims):
         raise DataError(f"{path} is truncated: header says {dims}, found {data.size} bytes")
@@ -330,9 +399,10 @@ def _read_images(folder: Path, classes: list[str],
 
 # ---------------------------------------------------------------- download
 
-def fetch(source: Source, root: Path) -> Path:
-    """The local copy of `source` in `root`, downloaded once and verified by MD5.
-    A cached file with the wrong checksum is downloaded again."""
+def fetch(source: Source, root: Path, check: Callable[[Path], object] | None = None) -> Path:
+    """The local copy of `source` in `root`, downloaded once and verified by MD5 (and by
+    `check`, which raises DataError, before it enters the cache). A cached file with the
+    wrong checksum is downloaded again."""
     root.mkdir(parents=True, exist_ok=True)
     target = root / source.filename
     corrupt = target.exists() and _md5(target) != source.md5
@@ -348,7 +418,12 @@ def fetch(source: Source, root: Path) -> Path:
             raise DataError(f"checksum of {source.filename} downloaded from {source.url} "
                             f"differs: got MD5 {digest}, expected {source.md5}; try again, or "
                             f"download it by hand and put it at {target}")
+        if check:
+            check(Path(partial))
         os.replace(partial, target)
+    except _CutOff as e:
+        raise DataError(f"{prefix}the download of {source.filename} from {source.url} was cut off ({e}); try "
+                        f"again, or download it by hand and put it at {target}") from None
     except urllib.error.HTTPError as e:
         raise DataError(f"{prefix}could not download {source.filename} from {source.url} "
                         f"(HTTP {e.code} {_one_line(e.reason)}); download it by hand and "
@@ -373,11 +448,19 @@ def _download(source: Source, out: BinaryIO) -> str:
                    TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=Console(stderr=True)) as progress:
             task = progress.add_task(source.filename, total=int(size) if size else None)
+            received = 0
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 digest.update(chunk)
+                received += len(chunk)
                 progress.advance(task, len(chunk))
+    if size and received < int(size):
+        raise _CutOff(f"got {received} of {size} bytes")
     return digest.hexdigest()
+
+
+class _CutOff(Exception):
+    """The connection closed before the promised Content-Length arrived."""
 
 
 def _md5(path: Path) -> str:

@@ -1,18 +1,19 @@
 """`explore fidelity`: does the short proxy training rank genotypes as longer training does?
 
 A sample of a study's completed trials (the top ones by proxy accuracy, plus
-others drawn at random with a seed) is retrained from the same initialisation
-with the study's recipe, its epochs multiplied. The rank agreement between
-the proxy accuracy and the longer-trained accuracy (both on the validation
-split the search used) is measured with Kendall's tau and Spearman's rho
-(scipy.stats); so is the agreement of every zero-cost score of the sampled
-genotypes with the longer-trained accuracy.
+others drawn at random with a seed) is trained again from the trial's seed with
+the *reference*: `reference` of the study's proxy, the one definition that
+benchmarks/fidelity.py measures the default proxy against too. The rank
+agreement between the proxy accuracy and the reference accuracy (both on the
+validation split the search used) is measured with Kendall's tau and
+Spearman's rho (scipy.stats); so is the agreement of every zero-cost score of
+the sampled genotypes with the reference accuracy.
 
 The result is stored as JSON in the study user attr `explore:fidelity`
 (the latest run), with this structure:
 
-    {"version": 1, "created": ISO time, "dataset", "device", "seed",
-     "proxy_epochs", "epochs_multiplier", "epochs", "top", "random",
+    {"version": 2, "created": ISO time, "dataset", "device", "seed",
+     "proxy": ProxySpec fields, "reference": ProxySpec fields, "proxy_epochs", "epochs", "top", "random",
      "trials": [{"number", "picked": "top"|"random", "family", "digest", "flops", "params",
                  "proxy_accuracy", "long_accuracy", "long_test_accuracy", "wall_time", "scores": {name: value}}],
      "correlations": {"proxy accuracy" | score name:
@@ -28,6 +29,7 @@ import json
 import math
 import random
 import time
+from dataclasses import asdict, replace
 
 import optuna
 import torch
@@ -37,11 +39,21 @@ import space
 from . import data as datasets
 from . import zero_cost
 from .errors import UserError
+from .proxy import ProxySpec, make_proxy
 from .study import Settings
 from .trainer import Diverged, Recipe, evaluate, resolve_device, set_cpu_threads, train
 
 FIDELITY_KEY = "explore:fidelity"
 PROXY = "proxy accuracy"
+NATIVE_RESOLUTION = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
+
+
+def reference(proxy: ProxySpec, native: int = 28) -> ProxySpec:
+    """The longer training a proxy's ranking is measured against, in `explore fidelity`
+    and benchmarks/fidelity.py alike: the images at their native resolution (never below
+    the proxy's), twice the epochs, and blocks one repeat deeper; width and training images
+    as the proxy's. About 16x the proxy's compute by default (measured: benchmarks/RESULTS.md)."""
+    return replace(proxy, resolution=max(proxy.resolution, native), epochs=2 * proxy.epochs, depth=proxy.depth + 1)
 
 
 def pick_trials(trials: list, top: int, n_random: int, seed: int) -> list[tuple[str, optuna.trial.FrozenTrial]]:
@@ -72,11 +84,26 @@ def correlation(xs: list, ys: list) -> dict:
     return out
 
 
-def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: int = 4, seed: int = 0,
+def proxy_spec(settings: Settings) -> ProxySpec:
+    """The proxy a study's trials were trained as."""
+    recipe = Recipe.from_dict(settings.recipe)
+    return ProxySpec(resolution=settings.proxy_resolution, width=settings.proxy_width, depth=settings.proxy_depth,
+                     epochs=recipe.epochs, train_images=settings.train_images, batch_size=recipe.batch_size)
+
+
+def reference_of(settings: Settings, multiplier: int | None = None) -> ProxySpec:
+    """`reference` of the study's proxy; `multiplier` replaces its epochs factor."""
+    proxy = proxy_spec(settings)
+    ref = reference(proxy, NATIVE_RESOLUTION.get(settings.dataset, proxy.resolution))
+    return ref if multiplier is None else replace(ref, epochs=proxy.epochs * multiplier)
+
+
+def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: int | None = None, seed: int = 0,
         device: str = "auto", data_dir=None, on_trial=None) -> dict:
-    """Retrain the sample, measure rank agreement, store and return the result (see the module doc)."""
+    """Retrain the sample with the reference, measure rank agreement, store and return the result
+    (see the module doc)."""
     from .search import completed
-    trials = [t for t in completed(study) if "proxy_genotype" in t.user_attrs]
+    trials = [t for t in completed(study) if "genotype" in t.user_attrs]
     if len(trials) < 2:
         raise UserError(f"study '{study.study_name}' has {len(trials)} completed trials; a rank correlation "
                         "needs at least 2 (run `explore search` further)")
@@ -86,41 +113,45 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
     dev = resolve_device(device)
     if dev.type == "cpu":
         set_cpu_threads()
-    data = datasets.load(settings.dataset, resolution=settings.proxy_resolution, data_dir=data_dir, seed=settings.seed)
-    base = Recipe.from_dict(settings.recipe)
-    recipe = Recipe.from_dict({**base.to_dict(), "epochs": base.epochs * multiplier})
+    ref = reference_of(settings, multiplier)
+    data = datasets.load(settings.dataset, resolution=ref.resolution, data_dir=data_dir, seed=settings.seed,
+                         val_images=settings.val_images, train_images=ref.train_images)
     rows = []
-    for i, (why, t) in enumerate(picked):
-        proxy = space.load(json.loads(t.user_attrs["proxy_genotype"]))
-        scores = zero_cost.score_proxy(proxy, data, zero_cost.SCORES, seed=settings.seed, device=dev)
-        torch.manual_seed(settings.seed * 100_003 + t.number)  # the trial's own initialisation
-        model = space.build(proxy, data.num_classes, data.in_channels).to(dev)
-        space.network.stochastic_depth(model, settings.stochastic_depth)
-        started = time.perf_counter()
-        try:
-            result = train(model, data, recipe, dev)
-            long_acc = result.val_accuracy
-            test_acc = evaluate(model, data.test_x, data.test_y, data, dev)
-        except Diverged:
-            long_acc = test_acc = None
-        row = {"number": t.number, "picked": why, "family": t.user_attrs.get("family", "custom"),
-               "digest": t.user_attrs.get("digest"), "flops": int(t.values[1]),
-               "params": t.user_attrs.get("params"), "proxy_accuracy": t.values[0], "long_accuracy": long_acc,
-               "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
-               "scores": {k: _clean(v) for k, v in scores.items()}}
-        rows.append(row)
+    for why, t in picked:
+        rows.append(_retrain(t, why, ref, settings, data, dev))
         if on_trial:
-            on_trial(i + 1, len(picked), row)
+            on_trial(len(rows), len(picked), rows[-1])
     longs = [r["long_accuracy"] for r in rows]
     correlations = {PROXY: correlation([r["proxy_accuracy"] for r in rows], longs)}
     for name in zero_cost.SCORES:
         correlations[name] = correlation([r["scores"][name] for r in rows], longs)
-    record = {"version": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "dataset": settings.dataset, "device": str(dev), "seed": seed, "proxy_epochs": base.epochs,
-              "epochs_multiplier": multiplier, "epochs": recipe.epochs, "top": top, "random": n_random,
-              "trials": rows, "correlations": correlations}
+    record = {"version": 2, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "dataset": settings.dataset, "device": str(dev), "seed": seed, "proxy": asdict(proxy_spec(settings)),
+              "reference": asdict(ref), "proxy_epochs": proxy_spec(settings).epochs, "epochs": ref.epochs,
+              "top": top, "random": n_random, "trials": rows, "correlations": correlations}
     study.set_user_attr(FIDELITY_KEY, json.dumps(record))
     return record
+
+
+def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> dict:
+    """One trial's genotype adapted and trained as the reference, from the trial's seed."""
+    proxy = make_proxy(space.load(json.loads(t.user_attrs["genotype"])), ref.resolution, ref.width, ref.depth,
+                       data.in_channels, data.num_classes)
+    scores = zero_cost.score_proxy(proxy, data, zero_cost.SCORES, seed=settings.seed, device=dev)
+    torch.manual_seed(settings.seed * 100_003 + t.number)  # the trial's own seed
+    model = space.build(proxy, data.num_classes, data.in_channels).to(dev)
+    space.network.stochastic_depth(model, settings.stochastic_depth)
+    started = time.perf_counter()
+    try:
+        long_acc = train(model, data, ref.recipe(settings.seed), dev).val_accuracy
+        test_acc = evaluate(model, data.test_x, data.test_y, data, dev)
+    except Diverged:
+        long_acc = test_acc = None
+    return {"number": t.number, "picked": why, "family": t.user_attrs.get("family", "custom"),
+            "digest": t.user_attrs.get("digest"), "flops": int(t.values[1]),
+            "params": t.user_attrs.get("params"), "proxy_accuracy": t.values[0], "long_accuracy": long_acc,
+            "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
+            "scores": {k: _clean(v) for k, v in scores.items()}}
 
 
 def stored(study) -> dict | None:

@@ -201,7 +201,7 @@ def run(ref: str, trial: int | None, study_name: str | None, storage: str | None
         k: int | None, draws: int, seed: int, device: str, data_dir, retrain: bool, resolve_genotype,
         console=None) -> tuple[Path, list[Subject]]:
     """Resolve the subjects, train (or load) them, lesion them, write the page; see `explore lesion -h`."""
-    from . import data as datasets
+    from . import search
     from .errors import UserError
     from .study import load_study, settings_of, study_dir
     from .trainer import resolve_device, set_cpu_threads
@@ -214,7 +214,7 @@ def run(ref: str, trial: int | None, study_name: str | None, storage: str | None
     dev = resolve_device(device)
     if dev.type == "cpu":
         set_cpu_threads()
-    data = datasets.load(settings.dataset, resolution=settings.proxy_resolution, data_dir=data_dir, seed=settings.seed)
+    data = search.load_data(settings, data_dir)
 
     def subject(spec: str | int) -> tuple[Subject, str]:
         if isinstance(spec, int):

@@ -9,6 +9,7 @@ switch the x axis between FLOPs and parameters (the front is redrawn for each).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,13 +37,14 @@ class Point:
     genotype: dict
     reference: str | None  # the named architecture this trial trains, if it is one
     digest: str = ""
+    val_images: int | None = None  # the validation split its accuracy was measured on
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial) -> "Point":
         attrs = trial.user_attrs
         return cls(trial.number, trial.values[0], int(trial.values[1]), int(attrs.get("params", 0)),
                    attrs.get("family", "custom"), json.loads(attrs.get("genotype", "{}")), attrs.get("reference"),
-                   attrs.get("digest", ""))
+                   attrs.get("digest", ""), attrs.get("val_images"))
 
     @property
     def label(self) -> str:
@@ -55,6 +57,19 @@ class Point:
 
 def points(study) -> list[Point]:
     return [Point.of(t) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+
+
+def noise_floor(pts: list[Point]) -> str | None:
+    """The validation size and the binomial standard error of the best accuracy on it: gaps
+    between proxies smaller than about two of these may be chance."""
+    sizes = {p.val_images for p in pts if p.val_images}
+    if not sizes:
+        return None  # trials made before the size was recorded
+    n, best = min(sizes), max(p.accuracy for p in pts)
+    error = math.sqrt(best * (1 - best) / n)
+    return (f"validation: {n:,} images held out of the training split; at accuracy {best:.3f} the binomial "
+            f"standard error is {error:.4f} ({100 * error:.1f} points), so gaps under about "
+            f"{200 * error:.1f} points may be noise")
 
 
 def front(pts: list[Point], x: str = "flops") -> list[Point]:

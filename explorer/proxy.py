@@ -14,6 +14,7 @@ prices; the proxy is only what gets trained.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from space import schema as S
@@ -23,7 +24,25 @@ from space.errors import GenotypeError
 from space.network import complexity
 from space.ops import Branch, Context
 
+from .trainer import Recipe
+
 MIN_SIZE = 2
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """How a genotype becomes a trained proxy. The defaults are `explore search`'s, chosen by
+    benchmarks/fidelity.py (Kendall's tau against a reference >= 8x the compute, within the
+    default search's 5 minutes on 2 cores); explorer.fidelity.reference scales them up."""
+    resolution: int = 12
+    width: float = 0.25
+    depth: int = 1
+    epochs: int = 3
+    train_images: int | None = 3000  # class-balanced subset of the training split (None: all)
+    batch_size: int = 64
+
+    def recipe(self, seed: int = 0) -> Recipe:
+        return Recipe(epochs=self.epochs, batch_size=self.batch_size, seed=seed)
 
 
 def make_proxy(g: S.Genotype, resolution: int, width: float = 1.0, depth: int | None = None,

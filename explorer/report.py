@@ -245,8 +245,10 @@ def _settings_rows(study, settings: Settings, url: str) -> list[tuple[str, str]]
             ("budget", f"{format_flops(settings.budget)} (multiply-adds) at {settings.resolution}px, 1000 classes"),
             ("parameter cap", f"{settings.max_params:,}" if settings.max_params else "none"),
             ("dataset", settings.dataset),
+            ("noise floor", pareto.noise_floor(pareto.points(study)) or "validation size not recorded"),
             ("proxy", f"{settings.proxy_resolution}px, width x{settings.proxy_width:g}, "
-                      f"repeats capped at {settings.proxy_depth}"),
+                      f"repeats capped at {settings.proxy_depth}, "
+                      f"{_images(settings.train_images)} training images"),
             ("recipe", recipe), ("sampler", f"{settings.sampler}, seed {settings.seed}"),
             ("completed trials aimed for", str(settings.trials)),
             ("objectives", " / ".join(study.metric_names or pareto.AXIS_TITLES.values()))] + [
@@ -254,7 +256,11 @@ def _settings_rows(study, settings: Settings, url: str) -> list[tuple[str, str]]
 
 
 _SHOWN = {"space", "space_doc", "space_digest", "budget", "max_params", "resolution", "dataset", "proxy_resolution",
-          "proxy_width", "proxy_depth", "recipe", "sampler", "seed", "trials"}
+          "proxy_width", "proxy_depth", "train_images", "recipe", "sampler", "seed", "trials"}
+
+
+def _images(count: int | None) -> str:
+    return "all" if count is None else f"{count:,}"
 
 
 def _fidelity(study) -> str:

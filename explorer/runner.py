@@ -5,6 +5,7 @@ from pathlib import Path
 
 import optuna
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from space.schema import load as load_genotype
@@ -13,10 +14,13 @@ from . import data as datasets
 from . import pareto, search
 from .budget import format_flops, parse_count, parse_flops
 from .errors import UserError
+from .proxy import ProxySpec
 from .study import Settings, open_storage, redact, settings_of, storage_url, study_dir
 
-DEFAULTS = dict(space="union", dataset="digits", trials=12, epochs=6, batch_size=64, resolution=224,
-                proxy_width=0.25, proxy_depth=2, sampler="nsga2", seed=0)
+PROXY = ProxySpec()
+DEFAULTS = dict(space="union", dataset=datasets.DEFAULT_DATASET, trials=12, epochs=PROXY.epochs,
+                batch_size=PROXY.batch_size, resolution=224, proxy_width=PROXY.width, proxy_depth=PROXY.depth,
+                train_images=PROXY.train_images, val_images=None, sampler="nsga2", seed=0)
 # Pre-screening, stochastic depth and pruning (explorer/zero_cost.py, space/network.py, explorer/pruning.py).
 BEYOND_DEFAULTS = dict(prescreen=1, prescreen_score="synflow", stochastic_depth=None, prune="none", prune_k=2)
 
@@ -44,7 +48,21 @@ def beyond_settings(pick) -> dict:
 
 
 def default_proxy_resolution(dataset: str) -> int:
+    """The default proxy's for the 28 px sets; digits' 8 px upsampled; 32 px for colour images."""
+    if dataset in ("fashion-mnist", "mnist"):
+        return PROXY.resolution
     return 16 if dataset == "digits" else 32
+
+
+def with_dataset(explicit: dict, data_dir: Path | None, console: Console) -> dict:
+    """`explicit` with the dataset a new study uses: the one asked for, else the default
+    when it can be had, else the fallback, with a one-line notice that says why."""
+    if "dataset" in explicit:
+        return explicit
+    name, notice = datasets.default_dataset(data_dir)
+    if notice:
+        console.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
+    return {**explicit, "dataset": name}
 
 
 def default_study_name(space_name: str, budget: str, dataset: str) -> str:
@@ -105,7 +123,8 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
                     max_params=max_params, resolution=pick("resolution"), dataset=dataset,
                     proxy_resolution=explicit.get("proxy_resolution", base.get("proxy_resolution",
                                                                                 default_proxy_resolution(dataset))),
-                    proxy_width=pick("proxy_width"), proxy_depth=pick("proxy_depth"), recipe=recipe,
+                    proxy_width=pick("proxy_width"), proxy_depth=pick("proxy_depth"),
+                    train_images=pick("train_images"), val_images=pick("val_images"), recipe=recipe,
                     sampler=sampler, seed=seed, trials=pick("trials"), **beyond_settings(pick))
 
 
@@ -115,11 +134,16 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
         if "budget" not in explicit:
             raise UserError("--budget: a new study needs a budget, e.g. --budget 2GFLOPs (multiply-adds); "
                             "to resume a study, name it with --study")
+        explicit = with_dataset(explicit, data_dir, console)
         study_name = default_study_name(explicit.get("space", DEFAULTS["space"]), explicit["budget"],
-                                        explicit.get("dataset", DEFAULTS["dataset"]))
+                                        explicit["dataset"])
     url = storage_url(study_name, storage)
     stored = find_stored(study_name, url)
+    if stored is None:
+        explicit = with_dataset(explicit, data_dir, console)
     settings = make_settings(explicit, stored)
+    if stored is None:
+        datasets.ensure_available(settings.dataset, data_dir)  # no study is ever created for absent data
     from .workers import DEFAULT_HEARTBEAT
     study = search.open_study(study_name, url, settings, heartbeat=DEFAULT_HEARTBEAT)
     done = len(search.completed(study))
@@ -158,6 +182,9 @@ def report(study, settings: Settings, console: Console, plot: bool = True) -> No
         table.add_row(str(rank), str(p.number), p.family, f"{p.flops / 1e9:.3f}", f"{p.params / 1e6:.2f}",
                       f"{p.accuracy:.4f}", near if not p.reference else f"{near} (itself)")
     console.print(table)
+    noise = pareto.noise_floor(pts)
+    if noise:
+        console.print(noise, highlight=False, soft_wrap=True)
     if not plot:
         return
     path = study_dir(study.study_name) / "pareto.html"

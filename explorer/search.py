@@ -127,8 +127,13 @@ def prepare(settings: Settings, device: str, data_dir=None) -> Context:
     dev = resolve_device(device)
     if dev.type == "cpu":
         set_cpu_threads()
-    data = datasets.load(settings.dataset, resolution=settings.proxy_resolution, data_dir=data_dir, seed=settings.seed)
-    return Context(settings, data, Recipe.from_dict(settings.recipe), dev)
+    return Context(settings, load_data(settings, data_dir), Recipe.from_dict(settings.recipe), dev)
+
+
+def load_data(settings: Settings, data_dir=None) -> datasets.Splits:
+    """The study's proxy data: its dataset at the proxy resolution, split as its settings say."""
+    return datasets.load(settings.dataset, resolution=settings.proxy_resolution, data_dir=data_dir,
+                         seed=settings.seed, val_images=settings.val_images, train_images=settings.train_images)
 
 
 class Objective:
@@ -222,6 +227,7 @@ class Objective:
             trial.set_user_attr("wall_time", time.perf_counter() - started)
             trial.set_user_attr("history", history)
         trial.set_user_attr("accuracy", result.val_accuracy)
+        trial.set_user_attr("val_images", len(ctx.data.val_y))  # what the accuracy's noise floor rests on
         trial.set_user_attr("train_images_per_s", result.train_images_per_s)
         self.failures_in_a_row = 0
         return result.val_accuracy

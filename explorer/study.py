@@ -20,7 +20,7 @@ STUDIES_DIR = Path("studies")
 SETTINGS_KEY = "explore:settings"
 METRICS = ["proxy accuracy", "FLOPs (multiply-adds)"]
 COMPARABLE = ("space_digest", "budget", "max_params", "resolution", "dataset", "proxy_resolution",
-              "proxy_width", "proxy_depth", "recipe",
+              "proxy_width", "proxy_depth", "train_images", "val_images", "recipe",
               # which genotypes get trained (pre-screening) and how they train (stochastic depth):
               "prescreen", "prescreen_score", "stochastic_depth")
 
@@ -37,6 +37,8 @@ class Settings:
     proxy_resolution: int = 16
     proxy_width: float = 0.25
     proxy_depth: int = 2
+    train_images: int | None = None  # class-balanced training subset (None: the whole training split)
+    val_images: int | None = None    # held-out validation images (None: explorer.data.default_val_images)
     recipe: dict = field(default_factory=dict)
     sampler: str = "nsga2"
     seed: int = 0

@@ -497,8 +497,7 @@ def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartb
     from . import data as datasets
     from .progress import SearchProgress
     from .study import open_storage
-    if settings.dataset in datasets.SOURCES:  # download and check it once here, not in N workers at once
-        datasets.load(settings.dataset, resolution=settings.proxy_resolution, data_dir=data_dir, seed=settings.seed)
+    datasets.ensure_available(settings.dataset, data_dir)  # download and check it once here, not in N workers
     mp = multiprocessing.get_context("spawn")
     procs = [mp.Process(target=_child, args=(study_name, url, device, data_dir, heartbeat, jobs, os.getcwd()),
                         name=f"explore-worker-{i}") for i in range(jobs)]

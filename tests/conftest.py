@@ -1,4 +1,5 @@
-"""Shared fixtures. `postgres`: a throwaway PostgreSQL server for the scale-out tests.
+"""Shared fixtures. `postgres`: a throwaway PostgreSQL server for the scale-out tests;
+`fashion_mnist`: the folder of Debian's `dataset-fashion-mnist` package, installed when missing.
 
 The session fixture installs Debian's `postgresql` when its binaries are missing
 (`apt-get install -y postgresql`, as root), starts a cluster of its own
@@ -27,10 +28,10 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
-def unavailable(reason: str):
+def unavailable(reason: str, what: str = "PostgreSQL"):
     """Fail loudly in CI, skip elsewhere."""
     if in_ci():
-        pytest.fail(f"PostgreSQL tests can't run in CI: {reason}", pytrace=False)
+        pytest.fail(f"{what} tests can't run in CI: {reason}", pytrace=False)
     pytest.skip(reason)
 
 
@@ -40,12 +41,12 @@ def pg_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-def install_postgres() -> str | None:
-    """apt-get install postgresql, without starting Debian's own cluster; returns why not, or None."""
+def apt_install(package: str) -> str | None:
+    """apt-get install a Debian package, starting no service; returns why not, or None."""
     if os.geteuid() != 0:
-        return "PostgreSQL isn't installed and only root can apt-get install it"
+        return f"{package} isn't installed and only root can apt-get install it"
     if not shutil.which("apt-get"):
-        return "PostgreSQL isn't installed and there is no apt-get"
+        return f"{package} isn't installed and there is no apt-get"
     policy = Path("/usr/sbin/policy-rc.d")  # 101: the package's scripts may not start services
     made_policy = not policy.exists()
     if made_policy:
@@ -53,7 +54,7 @@ def install_postgres() -> str | None:
         policy.chmod(0o755)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", package]):
             run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
             if run.returncode:
                 return f"`{' '.join(cmd)}` failed: {(run.stderr or run.stdout).strip()[-500:]}"
@@ -140,7 +141,7 @@ def postgres():
     except ImportError:
         unavailable("the psycopg driver is missing: pip install -e . (it's a dependency)")
     if pg_bin() is None:
-        why = install_postgres()
+        why = apt_install("postgresql")
         if why or pg_bin() is None:
             unavailable(why or "apt-get install postgresql left no /usr/lib/postgresql/*/bin/pg_ctl")
     server = Postgres(pg_bin())
@@ -161,3 +162,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> Path:
+    """The real Fashion-MNIST files as Debian ships them (apt-get install dataset-fashion-mnist)."""
+    from explorer import data
+    (folder,) = data.SYSTEM_DIRS["fashion-mnist"]
+    if not folder.is_dir():
+        why = apt_install("dataset-fashion-mnist")
+        if why or not folder.is_dir():
+            unavailable(why or f"apt-get install dataset-fashion-mnist left no {folder}", "Fashion-MNIST")
+    return folder

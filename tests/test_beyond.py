@@ -42,7 +42,7 @@ RESIDUAL = {"name": "tinyres", "resolution": 32, "stem": [{"op": "conv", "out": 
                 {"op": "conv", "out": 16, "kernel": 3}, {"op": "conv", "out": 16, "kernel": 3, "order": "cn"}]]}]}]}
 PLAIN = {**RESIDUAL, "name": "tinyplain",
          "stages": [{"blocks": [{**RESIDUAL["stages"][0]["blocks"][0], "skip": "none"}]}]}
-QUICK = ["--epochs", "2", "--proxy-resolution", "8", "--batch-size", "64", "--proxy-width", "1", "--device", "cpu"]
+QUICK = ["--dataset", "digits", "--epochs", "2", "--proxy-resolution", "8", "--batch-size", "64", "--proxy-width", "1", "--device", "cpu"]
 
 
 def explore(*args, cwd, check=True):
@@ -163,7 +163,7 @@ def test_dominated_trials_are_stopped_and_recorded(tmp_path, monkeypatch):
         return Result(accuracies[-1], accuracies, recipe.epochs, 0.01, 1.0, "cpu")
 
     monkeypatch.setattr(search, "train", scripted)
-    explicit = dict(budget="2GFLOPs", space="fixed.yaml", trials=4, epochs=3, proxy_resolution=8, sampler="random",
+    explicit = dict(budget="2GFLOPs", dataset="digits", space="fixed.yaml", trials=4, epochs=3, proxy_resolution=8, sampler="random",
                     prune="pareto", prune_k=2)
     runner.search_command(explicit, "pr", None, "cpu", None, False, runner.Console(file=open(os.devnull, "w")))
     trials = load(tmp_path, "pr").get_trials()

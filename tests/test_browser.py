@@ -18,7 +18,7 @@ from explorer import pareto
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-QUICK = ["--space", "mobilenet", "--epochs", "1", "--proxy-resolution", "8", "--batch-size", "128",
+QUICK = ["--dataset", "digits", "--space", "mobilenet", "--epochs", "1", "--proxy-resolution", "8", "--batch-size", "128",
          "--proxy-width", "0.05"]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]

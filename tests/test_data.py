@@ -3,6 +3,7 @@ archives written in the official formats, so fetch -> verify -> unpack -> parse 
 for real."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.server
@@ -114,7 +115,7 @@ def _rows(*xs: torch.Tensor) -> list[bytes]:
 def test_digits_deterministic_and_val_comes_from_train():
     a = data.load("digits", resolution=8, seed=3)
     b = data.load("digits", resolution=8, seed=3)
-    other = data.load("digits", resolution=8, seed=4, val_fraction=0.3)
+    other = data.load("digits", resolution=8, seed=4, val_images=400)
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_y, b.val_y)
     assert not torch.equal(a.val_x, other.val_x[:len(a.val_x)])
     # The test split never moves; val is carved out of the same training part.
@@ -122,12 +123,15 @@ def test_digits_deterministic_and_val_comes_from_train():
     assert _rows(a.train_x, a.val_x) == _rows(other.train_x, other.val_x)
 
 
-def test_limit_caps_training_examples_deterministically():
-    a = data.load("digits", resolution=8, limit=100)
-    b = data.load("digits", resolution=8, limit=100)
-    assert len(a.train_y) + len(a.val_y) == 100
-    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_x, b.val_x)
-    assert len(a.test_y) == len(data.load("digits", resolution=8).test_y)
+def test_train_images_is_a_class_balanced_deterministic_subset():
+    full = data.load("digits", resolution=8)
+    a = data.load("digits", resolution=8, train_images=100)
+    b = data.load("digits", resolution=8, train_images=100)
+    assert len(a.train_y) == 100 and torch.equal(a.train_x, b.train_x)
+    assert a.train_y.bincount().tolist() == [10] * 10
+    # validation and test don't move: proxies of every size are scored on the same images
+    assert torch.equal(a.val_x, full.val_x) and torch.equal(a.test_x, full.test_x)
+    assert set(_rows(a.train_x)) <= set(_rows(full.train_x))
 
 
 def test_unknown_dataset_lists_choices():
@@ -140,8 +144,10 @@ def test_unknown_dataset_lists_choices():
 
 
 def test_bad_arguments():
-    with pytest.raises(DataError, match="val_fraction"):
-        data.load("digits", val_fraction=1.0)
+    with pytest.raises(DataError, match="--val-images 1438 leaves no training images"):
+        data.load("digits", val_images=1438)
+    with pytest.raises(DataError, match="--train-images must be a positive"):
+        data.load("digits", train_images=0)
     with pytest.raises(DataError, match="resolution"):
         data.load("digits", resolution=0)
 
@@ -163,7 +169,7 @@ def test_cifar10_download_unpack_parse_and_cache(server, tmp_path, monkeypatch):
     source = server.publish("cifar-10-python.tar.gz", _tarball(files))
     monkeypatch.setitem(data.SOURCES, "cifar10", (source,))
 
-    s = data.load("cifar10", resolution=32, data_dir=tmp_path / "cache", val_fraction=0.25)
+    s = data.load("cifar10", resolution=32, data_dir=tmp_path / "cache", val_images=5)
     assert (s.num_classes, s.in_channels, s.flip) == (10, 3, True)
     assert len(s.train_y) + len(s.val_y) == 20 and len(s.val_y) > 0
     assert sorted(torch.cat([s.train_y, s.val_y]).tolist()) == sorted(train_labels)
@@ -186,7 +192,7 @@ def test_idx_download_parse_and_cache(name, flip, server, tmp_path, monkeypatch)
     sources = tuple(server.publish(f"{name}-{i}.gz", p) for i, p in enumerate(payloads))
     monkeypatch.setitem(data.SOURCES, name, sources)
 
-    s = data.load(name, resolution=28, data_dir=tmp_path / "cache", val_fraction=0.2)
+    s = data.load(name, resolution=28, data_dir=tmp_path / "cache", val_images=6)
     assert (s.in_channels, s.flip, s.num_classes) == (1, flip, 10)
     assert torch.equal(s.test_x, torch.from_numpy(test_x).unsqueeze(1))
     assert s.test_y.tolist() == test_y.tolist()
@@ -276,7 +282,7 @@ def _write_images(folder: Path, classes: dict[str, int]) -> None:
 def test_imagefolder_with_own_test_split(tmp_path):
     _write_images(tmp_path, {"cat": 10, "dog": 5})
     (tmp_path / "notes.txt").write_text("not a class")
-    s = data.load(f"imagefolder:{tmp_path}", resolution=8, val_fraction=0.2)
+    s = data.load(f"imagefolder:{tmp_path}", resolution=8, val_images=None)
     assert (s.num_classes, s.in_channels, s.flip) == (2, 3, True)
     assert s.train_x.shape[1:] == (3, 8, 8) and s.train_x.dtype == torch.uint8
     assert len(s.train_y) + len(s.val_y) + len(s.test_y) == 15
@@ -287,7 +293,7 @@ def test_imagefolder_with_own_test_split(tmp_path):
 def test_imagefolder_with_train_and_test_folders(tmp_path):
     _write_images(tmp_path / "train", {"a": 4, "b": 4, "c": 4})
     _write_images(tmp_path / "test", {"b": 2, "c": 1})
-    s = data.load(f"imagefolder:{tmp_path}", resolution=16, val_fraction=0.25)
+    s = data.load(f"imagefolder:{tmp_path}", resolution=16, val_images=3)
     assert s.num_classes == 3
     assert len(s.train_y) + len(s.val_y) == 12
     assert s.test_y.tolist() == [1, 1, 2]
@@ -305,3 +311,139 @@ def test_imagefolder_errors(tmp_path):
     with pytest.raises(DataError) as error:
         data.load(f"imagefolder:{tmp_path}")
     assert str(tmp_path / "cat" / "broken.png") in str(error.value)
+
+
+# ---------------------------------------------------------------- Fashion-MNIST: where it is found
+
+def _idx_dataset(tmp_path, server, monkeypatch, name="fashion-mnist"):
+    """A tiny IDX dataset published on the server, with the decompressed checksums and
+    counts a recompressed copy is verified by; returns (sources, the files' raw bytes)."""
+    rng = np.random.default_rng(2)
+    arrays = [(rng.integers(0, 256, size=(40, 28, 28)), 2051), (np.arange(40) % 10, 2049),
+              (rng.integers(0, 256, size=(10, 28, 28)), 2051), (np.arange(10), 2049)]
+    raws = [gzip.decompress(_idx(a, magic)) for a, magic in arrays]
+    sources = []
+    for filename, raw, (a, _) in zip(data._IDX_FILES, raws, arrays):
+        published = server.publish(filename, gzip.compress(raw, mtime=0))
+        sources.append(Source(published.url, filename, published.md5, hashlib.md5(raw).hexdigest(), len(a)))
+    monkeypatch.setitem(data.SOURCES, name, tuple(sources))
+    return tuple(sources), raws
+
+
+def _install(folder: Path, raws, level: int = 1) -> None:
+    """Recompressed copies, as Debian's package holds them: other .gz bytes, same contents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, raw in zip(data._IDX_FILES, raws):
+        (folder / filename).write_bytes(gzip.compress(raw, compresslevel=level, mtime=1))
+
+
+def test_lookup_order_cache_then_system_package_then_download(server, tmp_path, monkeypatch):
+    sources, raws = _idx_dataset(tmp_path, server, monkeypatch)
+    system, cache = tmp_path / "usr-share", tmp_path / "cache"
+    monkeypatch.setitem(data.SYSTEM_DIRS, "fashion-mnist", (system,))
+    _install(system, raws)
+    assert (system / sources[0].filename).read_bytes() != (server_file := gzip.compress(raws[0], mtime=0))
+    assert hashlib.md5(server_file).hexdigest() == sources[0].md5
+
+    s = data.load("fashion-mnist", resolution=28, data_dir=cache, val_images=10)
+    assert len(s.train_y) + len(s.val_y) == 40 and len(s.test_y) == 10
+    assert server.requests == [] and not (cache / "fashion-mnist").exists()  # the package's copy, verified
+
+    # A package copy with other contents is passed over: the file is downloaded into the cache.
+    _install(system, [raws[0][:-1] + b"\x00"] + raws[1:])
+    data.load("fashion-mnist", resolution=28, data_dir=cache, val_images=10)
+    assert server.requests == ["/train-images-idx3-ubyte.gz"]
+    assert (cache / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()
+
+    # The cache comes first: with the package gone, hand-placed (recompressed) copies serve.
+    for file in system.iterdir():
+        file.unlink()
+    _install(cache / "fashion-mnist", raws, level=9)
+    data.load("fashion-mnist", resolution=28, data_dir=cache, val_images=10)
+    assert server.requests == ["/train-images-idx3-ubyte.gz"]
+
+
+def test_header_count_must_match(server, tmp_path, monkeypatch):
+    sources, raws = _idx_dataset(tmp_path, server, monkeypatch)
+    wrong = tuple(Source(s.url, s.filename, s.md5, None, 41 if i == 0 else s.count) for i, s in enumerate(sources))
+    monkeypatch.setitem(data.SOURCES, "fashion-mnist", wrong)
+    monkeypatch.setitem(data.SYSTEM_DIRS, "fashion-mnist", ())
+    with pytest.raises(DataError, match="holds 40 items, expected 41"):
+        data.load("fashion-mnist", data_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache" / "fashion-mnist").glob("train-images*"))
+
+
+def test_download_whose_contents_differ_is_not_kept(server, tmp_path, monkeypatch):
+    sources, _ = _idx_dataset(tmp_path, server, monkeypatch)
+    lying = tuple(Source(s.url, s.filename, s.md5, "0" * 32, s.count) for s in sources)
+    monkeypatch.setitem(data.SOURCES, "fashion-mnist", lying)
+    monkeypatch.setitem(data.SYSTEM_DIRS, "fashion-mnist", ())
+    with pytest.raises(DataError, match="decompresses to other bytes") as error:
+        data.load("fashion-mnist", data_dir=tmp_path / "cache")
+    assert "\n" not in str(error.value)
+    assert list((tmp_path / "cache" / "fashion-mnist").iterdir()) == []
+
+
+@pytest.fixture
+def cut_off_server():
+    """A server that promises 1000 bytes, sends 400 and hangs up."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x" * 400)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_download_cut_off_half_way_leaves_no_file(cut_off_server, tmp_path):
+    source = Source(f"{cut_off_server}/f.gz", "f.gz", "0" * 32)
+    with pytest.raises(DataError) as error:
+        data.fetch(source, tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and "cut off" in message and "400 of 1000 bytes" in message
+    assert message.endswith(f"put it at {tmp_path / 'f.gz'}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _offline(port: int) -> tuple[Source, ...]:
+    """Fashion-MNIST's real sources, downloaded from a port nobody listens on."""
+    return tuple(dataclasses.replace(s, url=f"http://127.0.0.1:{port}/{s.filename}")
+                 for s in data.SOURCES["fashion-mnist"])
+
+
+def test_fashion_mnist_from_the_debian_package(fashion_mnist, tmp_path, closed_port, monkeypatch):
+    """The real files, with every download pointed at a closed port: nothing is fetched."""
+    monkeypatch.setitem(data.SOURCES, "fashion-mnist", _offline(closed_port))
+    s = data.load("fashion-mnist", resolution=28, data_dir=tmp_path, train_images=5000)
+    assert (s.num_classes, s.in_channels, s.flip) == (10, 1, True)
+    assert s.val_y.bincount().tolist() == [data.VAL_IMAGES // 10] * 10  # class-balanced, held out
+    assert s.train_y.bincount().tolist() == [500] * 10
+    assert len(s.test_y) == 10_000 and s.test_y.bincount().tolist() == [1000] * 10
+    assert set(_rows(s.val_x)).isdisjoint(_rows(s.train_x))
+    assert list(tmp_path.iterdir()) == []  # read in place, nothing copied or downloaded
+    assert data.default_dataset(tmp_path) == ("fashion-mnist", None)
+
+
+def test_default_falls_back_to_digits_with_a_one_line_notice(tmp_path, closed_port, monkeypatch):
+    monkeypatch.setitem(data.SOURCES, "fashion-mnist", _offline(closed_port))
+    monkeypatch.setitem(data.SYSTEM_DIRS, "fashion-mnist", (tmp_path / "no-package",))
+    name, notice = data.default_dataset(tmp_path / "cache")
+    assert name == "digits" and "\n" not in notice
+    assert "apt-get install dataset-fashion-mnist" in notice
+    assert str(tmp_path / "cache" / "fashion-mnist") in notice and "offline" in notice
+    with pytest.raises(DataError, match="could not download train-images"):
+        data.load("fashion-mnist", data_dir=tmp_path / "cache")  # asked for by name: no fallback
+    assert list((tmp_path / "cache" / "fashion-mnist").iterdir()) == []

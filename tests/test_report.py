@@ -27,7 +27,7 @@ from space.named import named
 from space.sampling import match
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--space", "mobilenet", "--epochs", "1", "--proxy-resolution", "8", "--batch-size", "128",
+QUICK = ["--dataset", "digits", "--space", "mobilenet", "--epochs", "1", "--proxy-resolution", "8", "--batch-size", "128",
          "--proxy-width", "0.05"]
 SEARCH_ATTRS = {"genotype", "digest", "family", "flops", "params", "proxy_genotype", "proxy_flops", "proxy_params",
                 "accuracy", "wall_time", "history", "device", "dataset"}

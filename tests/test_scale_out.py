@@ -28,7 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 def quick(epochs: int = 1) -> list[str]:
     """Tiny MobileNet proxies on the embedded digits (as tests/test_search.py's QUICK)."""
-    return ["--budget", "300MFLOPs", "--space", "mobilenet", "--epochs", str(epochs), "--proxy-resolution", "8",
+    return ["--budget", "300MFLOPs", "--dataset", "digits", "--space", "mobilenet", "--epochs", str(epochs), "--proxy-resolution", "8",
             "--batch-size", "128", "--proxy-width", "0.05"]
 
 

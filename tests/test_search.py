@@ -20,7 +20,7 @@ from explorer.trainer import Diverged
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and quick: mobilenet proxies at 8 px, two epochs.
-QUICK = ["--space", "mobilenet", "--epochs", "2", "--proxy-resolution", "8", "--batch-size", "128",
+QUICK = ["--dataset", "digits", "--space", "mobilenet", "--epochs", "2", "--proxy-resolution", "8", "--batch-size", "128",
          "--proxy-width", "0.05"]
 
 
@@ -123,7 +123,7 @@ def test_a_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypat
         return real_train(model, data, recipe, device, on_epoch)
 
     monkeypatch.setattr(search, "train", nan_on_trial_one)
-    explicit = dict(budget="2GFLOPs", space="mobilenet", trials=2, epochs=1, proxy_resolution=8, proxy_width=0.05)
+    explicit = dict(budget="2GFLOPs", dataset="digits", space="mobilenet", trials=2, epochs=1, proxy_resolution=8, proxy_width=0.05)
     runner.search_command(explicit, "nan", None, "cpu", None, False, runner.Console(file=open(os.devnull, "w")))
     trials = trials_of(tmp_path, "nan")
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
@@ -142,7 +142,7 @@ def test_persistent_divergence_stops_with_a_clear_message(tmp_path):
 def test_ctrl_c_marks_the_trial_and_the_next_run_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "cli", "search", "--budget", "2GFLOPs", "--trials", "2",
-                             "--study", "int", "--space", "mobilenet", "--epochs", "40", "--proxy-resolution", "8",
+                             "--study", "int", "--dataset", "digits", "--space", "mobilenet", "--epochs", "40", "--proxy-resolution", "8",
                              "--proxy-width", "0.05"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "studies" / "int" / "study.db"

@@ -1,0 +1,232 @@
+"""Does the default proxy rank genotypes as a far longer training does?  (Fashion-MNIST, CPU)
+
+    python benchmarks/fidelity.py ranking   # default proxy and reference recipe on every genotype
+    python benchmarks/fidelity.py noise     # seed-to-seed spread of the proxy and of the reference
+    python benchmarks/fidelity.py cost      # Kendall's tau against CPU seconds for other proxy settings
+
+The genotypes are the classics that fit 2 GFLOPs (multiply-adds) at 224 px and belong to the
+union space, plus seeded union draws spread over the families. Each is adapted and trained
+exactly as `explore search` does (explorer.proxy.make_proxy, explorer.trainer.train, the
+trial's seeding); the reference is explorer.fidelity.reference, the definition `explore
+fidelity` uses too. Each part writes benchmarks/fidelity-<part>.json and prints its tables;
+`cost` and `noise` reuse the proxy and reference accuracies that `ranking` wrote. Each part
+finishes within 90 minutes on 2 CPU cores. CPU seconds are this process's, so other load on
+the machine inflates wall time but hardly the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import space  # noqa: E402
+from explorer import data as datasets  # noqa: E402
+from explorer import fidelity, zero_cost  # noqa: E402
+from explorer.fidelity import ProxySpec, correlation  # noqa: E402
+from explorer.proxy import make_proxy  # noqa: E402
+from explorer.search import DEPLOY_CLASSES, reference_points  # noqa: E402
+from explorer.study import Settings  # noqa: E402
+from explorer.trainer import Diverged, set_cpu_threads, train  # noqa: E402
+from space.named import named  # noqa: E402
+from space.sampling import load_space, sample  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+BUDGET = 2_000_000_000
+GENOTYPES = 20
+DRAWS_PER_FAMILY = 3  # at most; at least 2 of each of the union's 7 families
+DATASET = "fashion-mnist"
+
+
+def genotypes(seed: int = 0) -> list[tuple[str, space.Genotype]]:
+    """The classics under budget in the union space, then seeded draws, 2 to DRAWS_PER_FAMILY of each
+    family, up to GENOTYPES in all."""
+    union = load_space("union")
+    settings = Settings(space="union", space_doc=union, budget=BUDGET)
+    picked = [(name, named(name)) for name, _ in reference_points(settings)]
+    rng, per_family = random.Random(seed), {}
+    while len(picked) < GENOTYPES or min(per_family.values(), default=0) < 2 or len(per_family) < 7:
+        try:
+            g = sample(union, rng)
+            flops = space.complexity(g, 224, DEPLOY_CLASSES, breakdown=False).flops
+        except space.GenotypeError:
+            continue
+        if flops <= BUDGET and per_family.get(g.family, 0) < DRAWS_PER_FAMILY:
+            per_family[g.family] = per_family.get(g.family, 0) + 1
+            picked.append((f"{g.family}-draw{per_family[g.family]}", g))
+    return picked
+
+
+_DATA: dict[tuple, datasets.Splits] = {}
+
+
+def splits(spec: ProxySpec, seed: int) -> datasets.Splits:
+    key = (spec.resolution, spec.train_images, seed)
+    if key not in _DATA:
+        _DATA[key] = datasets.load(DATASET, resolution=spec.resolution, seed=seed,
+                                   train_images=spec.train_images)
+    return _DATA[key]
+
+
+def run_all(tasks: list[tuple], jobs: int) -> list[dict]:
+    """`run(*task)` for every task, in `jobs` single-threaded processes (one thread each keeps
+    their CPU seconds honest on a shared machine: no OpenMP spin-waiting)."""
+    if jobs <= 1:
+        return [run(*task) for task in tasks]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(_run_star, tasks))
+
+
+def _run_star(task: tuple) -> dict:
+    return run(*task)
+
+
+def run(g: space.Genotype, spec: ProxySpec, seed: int = 0, number: int = 0) -> dict:
+    """Train one genotype's proxy as a search trial would: accuracy and CPU seconds."""
+    data = splits(spec, seed)
+    proxy = make_proxy(g, spec.resolution, spec.width, spec.depth, data.in_channels, data.num_classes)
+    torch.manual_seed(seed * 100_003 + number)
+    model = space.build(proxy, data.num_classes, data.in_channels)
+    cpu, wall = time.process_time(), time.perf_counter()
+    try:
+        accuracy = train(model, data, spec.recipe(seed), torch.device("cpu")).val_accuracy
+    except Diverged:
+        accuracy = None
+    out = {"accuracy": accuracy, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
+           "proxy_flops": space.complexity(proxy, breakdown=False, in_channels=data.in_channels).flops}
+    print(f"  trained {g.name or g.family} #{number} seed {seed} at {spec.resolution}px, {spec.epochs} epochs, "
+          f"{spec.train_images} images: accuracy {_fmt(accuracy)}, {out['cpu_s']:.0f} cpu s", flush=True)
+    return out
+
+
+def scores(g: space.Genotype, spec: ProxySpec) -> dict:
+    data = splits(spec, 0)
+    proxy = make_proxy(g, spec.resolution, spec.width, spec.depth, data.in_channels, data.num_classes)
+    return {k: zero_cost.clean(v) for k, v in zero_cost.score_proxy(proxy, data, zero_cost.SCORES).items()}
+
+
+def correlations(rows: list[dict], key: str, against: str = "reference") -> dict:
+    out = {"all": correlation([r[key] for r in rows], [r[against] for r in rows])}
+    for family in sorted({r["family"] for r in rows}):
+        members = [r for r in rows if r["family"] == family]
+        if len(members) >= 5:
+            out[family] = correlation([r[key] for r in members], [r[against] for r in members])
+    return out
+
+
+def ranking(args) -> dict:
+    proxy, ref = ProxySpec(), fidelity.reference(ProxySpec())
+    chosen = genotypes()
+    tasks = [(g, spec, 0, i) for i, (_, g) in enumerate(chosen) for spec in (proxy, ref)]
+    results = run_all(tasks, args.jobs)
+    rows = []
+    for i, (label, g) in enumerate(chosen):
+        p, r = results[2 * i], results[2 * i + 1]
+        row = {"label": label, "family": g.family or "custom", "digest": space.digest(g),
+               "genotype": space.schema.canonical_json(g),
+               "proxy": p["accuracy"], "proxy_cpu_s": p["cpu_s"], "proxy_flops": p["proxy_flops"],
+               "reference": r["accuracy"], "reference_cpu_s": r["cpu_s"], "reference_flops": r["proxy_flops"],
+               "scores": scores(g, proxy)}
+        rows.append(row)
+        print(f"{i + 1:3d} {label:20s} proxy {_fmt(p['accuracy'])} ({p['cpu_s']:5.0f} cpu s)  "
+              f"reference {_fmt(r['accuracy'])} ({r['cpu_s']:5.0f} cpu s)", flush=True)
+    for r in rows:
+        r.update(r["scores"])
+    ratio = sum(r["reference_cpu_s"] for r in rows) / sum(r["proxy_cpu_s"] for r in rows)
+    result = {"proxy_spec": asdict(proxy), "reference_spec": asdict(ref), "cost_ratio": ratio, "rows": rows,
+              "correlations": {name: correlations(rows, name) for name in ("proxy", *zero_cost.SCORES)}}
+    print(f"reference / proxy CPU seconds: {ratio:.1f}x")
+    for name, by_family in result["correlations"].items():
+        for family, c in by_family.items():
+            print(f"{name:10s} {family:10s} n {c['n']:2d}  tau {_fmt(c['kendall_tau'])} (p {_fmt(c['kendall_p'])})"
+                  f"  rho {_fmt(c['spearman_rho'])} (p {_fmt(c['spearman_p'])})")
+    return result
+
+
+def _fmt(value) -> str:
+    return "  n/a" if value is None else f"{value:.3g}"
+
+
+def noise(args) -> dict:
+    rows = _stored("ranking")["rows"]
+    chosen = rows[:: max(1, len(rows) // 4)][:4]
+    out = {"proxy": [], "reference": []}
+    plan = [(what, spec, row, seed) for what, spec, seeds, n in (
+        ("proxy", ProxySpec(), 3, 4), ("reference", fidelity.reference(ProxySpec()), 2, 3))
+        for row in chosen[:n] for seed in range(1, seeds)]
+    results = run_all([(space.load(json.loads(row["genotype"])), spec, seed, rows.index(row))
+                       for _, spec, row, seed in plan], args.jobs)
+    for what, n in (("proxy", 4), ("reference", 3)):
+        for row in chosen[:n]:
+            accs = [row[what]] + [r["accuracy"] for (w, _, r_row, _), r in zip(plan, results)
+                                  if w == what and r_row is row]
+            out[what].append({"label": row["label"], "accuracies": accs, "std": statistics.stdev(accs)})
+            print(f"{what:9s} {row['label']:28s} {' '.join(f'{a:.4f}' for a in accs)}  "
+                  f"std {statistics.stdev(accs):.4f}", flush=True)
+    for what in ("proxy", "reference"):
+        out[f"{what}_mean_std"] = statistics.fmean(r["std"] for r in out[what])
+    return out
+
+
+def cost(args) -> dict:
+    rows = _stored("ranking")["rows"]
+    base = ProxySpec()
+    variants = {"epochs x2": replace(base, epochs=base.epochs * 2),
+                "train images x2": replace(base, train_images=base.train_images * 2),
+                "resolution 28": replace(base, resolution=28),
+                "width x2": replace(base, width=base.width * 2),
+                "depth +1": replace(base, depth=base.depth + 1)}
+    variants = {name: variants[name] for name in args.variants} if args.variants else variants
+    tasks = [(space.load(json.loads(r["genotype"])), spec, 0, i) for spec in variants.values()
+             for i, r in enumerate(rows)]
+    results = run_all(tasks, args.jobs)
+    table = {}
+    for k, (name, spec) in enumerate({"default": base, **variants}.items()):
+        if name == "default":
+            accs, cpu = [r["proxy"] for r in rows], [r["proxy_cpu_s"] for r in rows]
+        else:
+            runs = results[(k - 1) * len(rows):k * len(rows)]
+            accs, cpu = [x["accuracy"] for x in runs], [x["cpu_s"] for x in runs]
+        c = correlation(accs, [r["reference"] for r in rows])
+        table[name] = {"spec": asdict(spec), "cpu_s_per_trial": statistics.fmean(cpu), **c, "accuracies": accs}
+        print(f"{name:16s} {statistics.fmean(cpu):6.1f} cpu s/trial  tau {_fmt(c['kendall_tau'])} "
+              f"(p {_fmt(c['kendall_p'])})  rho {_fmt(c['spearman_rho'])}", flush=True)
+    return table
+
+
+def _stored(part: str) -> dict:
+    path = HERE / f"fidelity-{part}.json"
+    if not path.exists():
+        sys.exit(f"run `python benchmarks/fidelity.py {part}` first: {path} is missing")
+    return json.loads(path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=("ranking", "noise", "cost"))
+    parser.add_argument("--jobs", type=int, default=2, help="single-threaded training processes at once")
+    parser.add_argument("--variants", nargs="*", help="cost: which proxy variants [default: all]")
+    args = parser.parse_args()
+    set_cpu_threads()
+    started = time.perf_counter()
+    result = {"ranking": ranking, "noise": noise, "cost": cost}[args.part](args)
+    result["machine"] = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                         "wall_s": time.perf_counter() - started,
+                         "date": time.strftime("%Y-%m-%d")}
+    (HERE / f"fidelity-{args.part}.json").write_text(json.dumps(result, indent=1))
+    print(f"{args.part}: {result['machine']['wall_s'] / 60:.1f} min; wrote benchmarks/fidelity-{args.part}.json")
+
+
+if __name__ == "__main__":
+    main()
