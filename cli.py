@@ -151,7 +151,7 @@ def search(
     val_images: Optional[int] = typer.Option(None, "--val-images", min=1, help="class-balanced validation images "
                                              "held out of the training split [default: 2000, at most a tenth of it]"),
     trials: Optional[int] = typer.Option(None, min=1, help="completed (trained) trials to aim for [default: 12]"),
-    epochs: Optional[int] = typer.Option(None, min=1, help="proxy training epochs [default: 3]"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="proxy training epochs [default: 2]"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="[default: 64]"),
     lr: Optional[float] = typer.Option(None, min=0, help="peak learning rate for a batch of 128, scaled with the batch "
                                        "(SGD with Nesterov momentum, one-cycle schedule, label smoothing) [default: 0.1]"),
@@ -296,7 +296,7 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
     """Proxy fidelity: retrain a sample of trials with the reference; Kendall tau and Spearman rho against the proxy.
 
     The reference is the proxy scaled up (explorer/fidelity.py, as in benchmarks/fidelity.py): native
-    resolution, twice the epochs, one more repeat per block. Zero-cost scores of the
+    resolution and twice the epochs. Zero-cost scores of the
     same genotypes are ranked against it too. The result is stored in the study (user attr
     explore:fidelity) for the report.
     """

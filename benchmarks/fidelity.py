@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -83,8 +84,8 @@ def run_all(tasks: list[tuple], jobs: int) -> list[dict]:
     their CPU seconds honest on a shared machine: no OpenMP spin-waiting)."""
     if jobs <= 1:
         return [run(*task) for task in tasks]
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    os.environ["OMP_NUM_THREADS"] = "1"  # the trainer's thread policy respects it; spawned workers inherit it
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_run_star, tasks))
 
 

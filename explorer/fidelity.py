@@ -51,9 +51,10 @@ NATIVE_RESOLUTION = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 3
 def reference(proxy: ProxySpec, native: int = 28) -> ProxySpec:
     """The longer training a proxy's ranking is measured against, in `explore fidelity`
     and benchmarks/fidelity.py alike: the images at their native resolution (never below
-    the proxy's), twice the epochs, and blocks one repeat deeper; width and training images
-    as the proxy's. About 16x the proxy's compute by default (measured: benchmarks/RESULTS.md)."""
-    return replace(proxy, resolution=max(proxy.resolution, native), epochs=2 * proxy.epochs, depth=proxy.depth + 1)
+    the proxy's) and twice the epochs; width, repeat cap and training images as the proxy's.
+    From the default 12 px proxy that is (28/12)^2 x 2 = 10.9x its multiply-adds (measured
+    CPU seconds: benchmarks/RESULTS.md)."""
+    return replace(proxy, resolution=max(proxy.resolution, native), epochs=2 * proxy.epochs)
 
 
 def pick_trials(trials: list, top: int, n_random: int, seed: int) -> list[tuple[str, optuna.trial.FrozenTrial]]:

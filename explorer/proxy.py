@@ -37,7 +37,7 @@ class ProxySpec:
     resolution: int = 12
     width: float = 0.25
     depth: int = 1
-    epochs: int = 3
+    epochs: int = 2
     train_images: int | None = 3000  # class-balanced subset of the training split (None: all)
     batch_size: int = 64
 

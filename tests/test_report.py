@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--dataset", "digits", "--space", "mobilenet", "--epochs", "1", "--proxy-resolution", "8", "--batch-size", "128",
          "--proxy-width", "0.05"]
 SEARCH_ATTRS = {"genotype", "digest", "family", "flops", "params", "proxy_genotype", "proxy_flops", "proxy_params",
-                "accuracy", "wall_time", "history", "device", "dataset"}
+                "accuracy", "wall_time", "history", "device", "dataset", "val_images"}
 States = optuna.trial.TrialState
 
 
@@ -118,8 +118,14 @@ def test_pareto_prints_the_table(cli, home):
     run = cli("pareto", "s")
     assert run.exit_code == 0, run.output
     assert "Pareto front of s" in run.stdout and "nearest named" in run.stdout
-    for p in pareto.front(pareto.points(load(home))):
+    pts = pareto.points(load(home))
+    for p in pareto.front(pts):
         assert re.search(rf"│\s+{p.number}\s+│", run.stdout)
+    # the noise floor: digits' validation split, and the binomial standard error of the best accuracy
+    assert {p.val_images for p in pts} == {144}
+    best = max(p.accuracy for p in pts)
+    assert "validation: 144 images" in run.stdout
+    assert f"standard error is {(best * (1 - best) / 144) ** 0.5:.4f}" in run.stdout
 
 
 # ---------------------------------------------------------------------------- the reference point

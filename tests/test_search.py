@@ -204,3 +204,57 @@ def test_unreadable_space_file(tmp_path):
     bad.write_text("stages: [1, 2\n  - x: :")
     run = explore("search", "--budget", "2GFLOPs", "--space", str(bad), cwd=tmp_path, check=False)
     assert run.returncode == 2 and "space.yaml" in run.stderr and "not valid YAML" in run.stderr
+
+
+# --------------------------------------------------------------------------- the default dataset
+
+@pytest.fixture
+def no_fashion_mnist(tmp_path, monkeypatch):
+    """Fashion-MNIST can't be had: no package, an empty cache, and downloads refused at once."""
+    import dataclasses
+    import socket
+
+    from explorer import data
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setitem(data.SOURCES, "fashion-mnist", tuple(
+        dataclasses.replace(s, url=f"http://127.0.0.1:{port}/{s.filename}") for s in data.SOURCES["fashion-mnist"]))
+    monkeypatch.setitem(data.SYSTEM_DIRS, "fashion-mnist", (tmp_path / "no-package",))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "cache"
+
+
+def test_default_search_falls_back_to_digits_and_names_it(no_fashion_mnist, capsys):
+    console = runner.Console(width=100)
+    runner.search_command({"budget": "2GFLOPs", "space": "mobilenet"}, None, None, "cpu", no_fashion_mnist, True,
+                          console)
+    printed = capsys.readouterr().out
+    notice = [line for line in printed.splitlines() if line.startswith("note:")]
+    assert len(notice) == 1 and "embedded digits" in notice[0] and "apt-get install dataset-fashion-mnist" in notice[0]
+    stored = optuna.load_study(study_name="mobilenet-2GFLOPs-digits",
+                               storage="sqlite:///studies/mobilenet-2GFLOPs-digits/study.db")
+    assert json.loads(stored.user_attrs["explore:settings"])["dataset"] == "digits"
+
+
+def test_an_explicit_dataset_never_falls_back(no_fashion_mnist):
+    from typer.testing import CliRunner
+
+    from cli import app
+    run = CliRunner().invoke(app, ["search", "--budget", "2GFLOPs", "--dataset", "fashion-mnist", "--data-dir",
+                                   str(no_fashion_mnist), "--no-run"])
+    assert run.exit_code == 2, run.output
+    lines = run.output.strip().splitlines()
+    assert len(lines) == 1 and "could not download train-images-idx3-ubyte.gz" in lines[0]
+    assert not Path("studies").exists(), "no study is created for data that can't be had"
+
+
+def test_default_search_uses_fashion_mnist(fashion_mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    console = runner.Console(width=100, file=open(os.devnull, "w"))
+    runner.search_command({"budget": "2GFLOPs", "space": "mobilenet"}, None, None, "cpu", tmp_path, True, console)
+    stored = optuna.load_study(study_name="mobilenet-2GFLOPs-fashion-mnist",
+                               storage="sqlite:///studies/mobilenet-2GFLOPs-fashion-mnist/study.db")
+    settings = json.loads(stored.user_attrs["explore:settings"])
+    assert settings["dataset"] == "fashion-mnist" and settings["train_images"] == runner.PROXY.train_images
+    assert settings["proxy_resolution"] == runner.PROXY.resolution
