@@ -296,7 +296,7 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
     """Proxy fidelity: retrain a sample of trials with the reference; Kendall tau and Spearman rho against the proxy.
 
     The reference is the proxy scaled up (explorer/fidelity.py, as in benchmarks/fidelity.py): native
-    resolution and twice the epochs. Zero-cost scores of the
+    resolution with twice the width, epochs and training images. Zero-cost scores of the
     same genotypes are ranked against it too. The result is stored in the study (user attr
     explore:fidelity) for the report.
     """

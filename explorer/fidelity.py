@@ -51,10 +51,13 @@ NATIVE_RESOLUTION = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 3
 def reference(proxy: ProxySpec, native: int = 28) -> ProxySpec:
     """The longer training a proxy's ranking is measured against, in `explore fidelity`
     and benchmarks/fidelity.py alike: the images at their native resolution (never below
-    the proxy's) and twice the epochs; width, repeat cap and training images as the proxy's.
-    From the default 12 px proxy that is (28/12)^2 x 2 = 10.9x its multiply-adds (measured
-    CPU seconds: benchmarks/RESULTS.md)."""
-    return replace(proxy, resolution=max(proxy.resolution, native), epochs=2 * proxy.epochs)
+    the proxy's), twice the width, the epochs and the training images; the repeat cap as
+    the proxy's. Resolution and epochs alone bought only 2-5x the proxy's CPU seconds (the
+    proxy keeps small maps from shrinking, so a 12 px proxy costs more than (12/28)^2 of a
+    28 px one); the four together measure about 10-20x (benchmarks/RESULTS.md)."""
+    images = None if proxy.train_images is None else 2 * proxy.train_images
+    return replace(proxy, resolution=max(proxy.resolution, native), width=2 * proxy.width,
+                   epochs=2 * proxy.epochs, train_images=images)
 
 
 def pick_trials(trials: list, top: int, n_random: int, seed: int) -> list[tuple[str, optuna.trial.FrozenTrial]]:
@@ -100,9 +103,9 @@ def reference_of(settings: Settings, multiplier: int | None = None) -> ProxySpec
 
 
 def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: int | None = None, seed: int = 0,
-        device: str = "auto", data_dir=None, on_trial=None) -> dict:
-    """Retrain the sample with the reference, measure rank agreement, store and return the result
-    (see the module doc)."""
+        device: str = "auto", data_dir=None, on_trial=None, ref: ProxySpec | None = None) -> dict:
+    """Retrain the sample with the reference (`ref`, default `reference_of(settings, multiplier)`),
+    measure rank agreement, store and return the result (see the module doc)."""
     from .search import completed
     trials = [t for t in completed(study) if "genotype" in t.user_attrs]
     if len(trials) < 2:
@@ -114,7 +117,7 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
     dev = resolve_device(device)
     if dev.type == "cpu":
         set_cpu_threads()
-    ref = reference_of(settings, multiplier)
+    ref = ref or reference_of(settings, multiplier)
     data = datasets.load(settings.dataset, resolution=ref.resolution, data_dir=data_dir, seed=settings.seed,
                          val_images=settings.val_images, train_images=ref.train_images)
     rows = []
