@@ -1,8 +1,14 @@
-"""Blocks and stages: branches merged, then a residual or dense skip.
+"""Blocks and stages: branches merged, then a residual, highway or dense skip.
 
 One Block spec with `repeat: n` becomes n modules; only the first keeps the
 strides, and only it may change the shape, so a shortcut projection appears
 where the shape changes and identity elsewhere, as in ResNet.
+
+A highway block (Srivastava et al. 2015) mixes its branch H(x) and its input:
+T * H(x) + (1 - T) * x, with a gate T = sigmoid(1x1 conv of x, with a bias) per
+channel and position. ResNet's add is the ungated special case. The gate's bias
+starts at HIGHWAY_GATE_BIAS, so T is about 0.12 and a fresh block passes its
+input on almost unchanged, as the paper recommends for deep highway nets.
 """
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ from . import schema as S
 from .cost import Cost, conv_size
 from .errors import GenotypeError
 from .ops import Branch, Branches, Context, stride_of
+
+
+HIGHWAY_GATE_BIAS = -2.0  # Srivastava et al. suggest -1 to -3; sigmoid(-2) = 0.12
 
 
 class PadShortcut(nn.Module):
@@ -40,6 +49,30 @@ def _shortcut(spec: S.Block, c_in: int, c_out: int, stride: int, ctx: Context) -
     return nn.Sequential(OrderedDict(layers))
 
 
+def _shortcut_complexity(spec: S.Block, c: int, c_out: int, stride: int, h_out: int, w_out: int,
+                         ctx: Context, cost: Cost) -> None:
+    if c == c_out and stride == 1:
+        return
+    if spec.shortcut == "pad":
+        if c_out < c:
+            raise GenotypeError("shortcut", f"pad can't shrink {c} to {c_out} channels; use conv-norm")
+        return
+    cost.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
+    if spec.shortcut == "conv-norm":
+        ctx.norm_cost(cost, c_out, h_out, w_out)
+
+
+def _gate(c_in: int, c_out: int, stride: int) -> nn.Conv2d:
+    """A highway gate's pre-activation: a 1x1 conv of the block's input, its bias starting negative."""
+    gate = nn.Conv2d(c_in, c_out, 1, stride, bias=True)
+    nn.init.constant_(gate.bias, HIGHWAY_GATE_BIAS)
+    return gate
+
+
+def _gate_complexity(c: int, c_out: int, h_out: int, w_out: int, cost: Cost) -> None:
+    cost.conv(c, c_out, 1, 1, 1, True, h_out, w_out)  # the sigmoid and the mixing are free (fvcore)
+
+
 class Block(Branches):
     """Branches (a Block spec has `branches` and `merge` too), then post ops and the skip."""
 
@@ -48,9 +81,12 @@ class Block(Branches):
         self.post = Branch(spec.post, self.c_out, ctx, first)
         c = self.post.c_out
         self.skip, self.scale = spec.skip, spec.scale
-        if spec.skip == "residual":
+        self.gamma = None if spec.layer_scale is None else nn.Parameter(torch.full((c,), spec.layer_scale))
+        if spec.skip in ("residual", "highway"):
             stride = stride_of(spec.branches[0] + spec.post, first)
             self.shortcut = _shortcut(spec, c_in, c, stride, ctx)
+            if spec.skip == "highway":
+                self.gate = _gate(c_in, c, stride)
         elif spec.skip == "dense":
             c += c_in
         self.act = ctx.act_layer() if spec.act else None
@@ -69,9 +105,14 @@ class Block(Branches):
             y = self.shortcut(x)  # the branch is deleted (lesion) or dropped for this batch (stochastic depth)
             return y if self.lesioned or self.act is None else self.act(y)
         y = self.post(super().forward(x))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1)
         if self.skip == "residual":
             scale = self.scale if self.training else self.scale * self.survival
             y = self.shortcut(x) + (y if scale == 1.0 else y * scale)
+        elif self.skip == "highway":
+            t = torch.sigmoid(self.gate(x))
+            y = t * (y if self.scale == 1.0 else y * self.scale) + (1 - t) * self.shortcut(x)
         elif self.skip == "dense":
             y = torch.cat([x, y], 1)
         return self.act(y) if self.act is not None else y
@@ -89,19 +130,16 @@ class Block(Branches):
                 raise GenotypeError("skip", f"a dense block must keep the {h}x{w} map size (got {h_out}x{w_out}); "
                                     "downsample in a transition block")
             return c + c_out, h, w
-        if spec.skip == "residual":
+        if spec.layer_scale is not None:
+            cost.params += c_out  # gamma; its multiply is free (fvcore)
+        if spec.skip in ("residual", "highway"):
             stride = stride_of(spec.branches[0] + spec.post, first)
             if (h_out, w_out) != (conv_size(h, 1, stride, 0), conv_size(w, 1, stride, 0)):
                 raise GenotypeError("skip", f"the branch maps {h}x{w} to {h_out}x{w_out}, which a stride-{stride} "
                                     "shortcut can't follow; pad the convs to keep the size")
-            if c != c_out or stride != 1:
-                if spec.shortcut == "pad":
-                    if c_out < c:
-                        raise GenotypeError("shortcut", f"pad can't shrink {c} to {c_out} channels; use conv-norm")
-                else:
-                    cost.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
-                    if spec.shortcut == "conv-norm" and ctx.norm == "batch":
-                        cost.batch_norm(c_out, h_out, w_out)
+            _shortcut_complexity(spec, c, c_out, stride, h_out, w_out, ctx, cost)
+            if spec.skip == "highway":
+                _gate_complexity(c, c_out, h_out, w_out, cost)
         return c_out, h_out, w_out
 
 

@@ -3,8 +3,9 @@
 `to_graph` unrolls a genotype into a `networkx.DiGraph`: one node per op of the
 stem, of every repetition of every block (repetitions after the first run with
 stride 1, as in `Stage.complexity`), of residual shortcut projections, branch
-merges, residual adds, dense concatenations, the head and auxiliary heads,
-between one `input` and one `output` node. Edges are data flow.
+merges, channel splits, residual adds, highway gates, layer scales, dense
+concatenations, the head and auxiliary heads, between one `input` and one
+`output` node. Edges are data flow.
 
 Each node's FLOPs (multiply-adds, fvcore convention), params and activations
 come from the op class's own `complexity()` run into a fresh `Cost` (or from
@@ -28,9 +29,9 @@ from typing import Any
 import networkx as nx
 
 from . import schema as S
-from .cost import Cost
+from .cost import NORM_FLOPS, Cost
 from .network import complexity
-from .ops import OPS, Context, _hw, _stride, merge_shapes, stride_of
+from .ops import OPS, Context, _hw, _stride, groups_of, merge_shapes, split_sizes, stride_of
 
 FORMATS = ("dot", "graphml", "json", "html")
 
@@ -76,8 +77,7 @@ class _Builder:
         for i, spec in enumerate(ops):
             p = f"{path}[{i}]"
             if isinstance(spec, S.Branches):
-                src, shape = self.branches(spec.branches, spec.merge, src, shape, f"{p}.branches", p, stage,
-                                           first, aux, kind)
+                src, shape = self.branches(spec, src, shape, f"{p}.branches", p, stage, first, aux, kind)
             else:
                 cost = Cost()
                 out = OPS[type(spec)].complexity(spec, *shape, self.ctx, cost, first)
@@ -89,12 +89,21 @@ class _Builder:
             kind = "data"
         return src, shape
 
-    def branches(self, branches: list, merge: str, src: str, shape: tuple, path: str, merge_path: str,
+    def branches(self, spec, src: str, shape: tuple, path: str, merge_path: str,
                  stage: str | None, first: bool, aux: bool = False, kind: str = "data") -> tuple[str, tuple]:
-        outs = [self.ops(ops, src, shape, f"{path}[{i}]", stage, first, aux, kind)
-                for i, ops in enumerate(branches)]
+        """A Branches op or a Block's branches: an optional channel split, the branches, their merge."""
+        c, h, w = shape
+        sizes = split_sizes(spec.split, c, len(spec.branches))
+        if spec.split is not None:
+            node = self.node("split", "split " + "/".join(map(str, sizes)), f"{merge_path}.split", stage, c, shape,
+                             aux=aux, role="split", sizes=sizes)
+            self.edge(src, node, kind)
+            src, kind = node, "data"
+        outs = [self.ops(ops, src, (c_i, h, w), f"{path}[{i}]", stage, first, aux, kind)
+                for i, (ops, c_i) in enumerate(zip(spec.branches, sizes))]
         if len(outs) == 1:
             return outs[0]
+        merge = spec.merge
         merged = merge_shapes([s for _, s in outs], merge, "branches")
         node = self.node("concat" if merge == "concat" else "add", merge, merge_path, stage, shape[0], merged,
                          aux=aux, role="branches", inputs=len(outs))
@@ -105,54 +114,71 @@ class _Builder:
     # ------------------------------------------------------------------ blocks
 
     def block(self, spec: S.Block, src: str, shape: tuple, path: str, stage: str, first: bool) -> tuple[str, tuple]:
-        """Mirrors Block.complexity: branches, merge, post, then the skip and the activation."""
+        """Mirrors Block.complexity: branches, merge, post, layer scale, then the skip and the activation."""
         c, h, w = shape
-        y, y_shape = self.branches(spec.branches, spec.merge, src, shape, f"{path}.branches", f"{path}.merge",
-                                   stage, first)
+        y, y_shape = self.branches(spec, src, shape, f"{path}.branches", f"{path}.merge", stage, first)
         y, (c_out, h_out, w_out) = self.ops(spec.post, y, y_shape, f"{path}.post", stage, first)
+        out = (c_out, h_out, w_out)
+        if spec.layer_scale is not None:
+            cost = Cost(params=c_out)
+            node = self.node("scale", f"layer scale {spec.layer_scale:g}", f"{path}.layer_scale", stage, c_out, out,
+                             cost, role="layer_scale", init=spec.layer_scale)
+            self.edge(y, node)
+            y = node
         if spec.skip == "dense":
             out = (c + c_out, h, w)
             node = self.node("concat", "dense concat", f"{path}.skip", stage, c, out, role="dense", inputs=2)
             self.edge(src, node, "dense")
             self.edge(y, node)
-            y, y_shape = node, out
-        elif spec.skip == "residual":
-            out = (c_out, h_out, w_out)
-            stride = stride_of(spec.branches[0] + spec.post, first)
-            short = src
-            if c != c_out or stride != 1:
-                if spec.shortcut == "pad":
-                    short = self.node("shortcut", f"pad shortcut /{stride}" if stride > 1 else "pad shortcut",
-                                      f"{path}.shortcut", stage, c, out, stride=stride, role="shortcut",
-                                      shortcut="pad")
-                    self.edge(src, short, "shortcut")
-                else:  # the same calls, in the same order, as Block.complexity
-                    cost = Cost()
-                    cost.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
-                    short = self.node("conv", f"conv 1x1/{stride} {c_out}" if stride > 1 else f"conv 1x1 {c_out}",
-                                      f"{path}.shortcut", stage, c, out, cost, kernel=1, stride=stride, groups=1,
-                                      role="shortcut", order="c")
-                    self.edge(src, short, "shortcut")
-                    if spec.shortcut == "conv-norm" and self.ctx.norm == "batch":
-                        cost = Cost()
-                        cost.batch_norm(c_out, h_out, w_out)
-                        norm = self.node("norm", "bn", f"{path}.shortcut", stage, c_out, out, cost, role="shortcut",
-                                         norm=self.ctx.norm)
-                        self.edge(short, norm, "shortcut")
-                        short = norm
-            label = "add" if spec.scale == 1.0 else f"add x{spec.scale:g}"
-            node = self.node("add", label, f"{path}.skip", stage, c_out, out, role="residual", inputs=2,
-                             scale=spec.scale)
+            y = node
+        elif spec.skip in ("residual", "highway"):
+            short = self.shortcut(spec, src, c, out, stride_of(spec.branches[0] + spec.post, first), path, stage)
+            scale = "" if spec.scale == 1.0 else f" x{spec.scale:g}"
+            if spec.skip == "highway":  # the same call as Block.complexity's _gate_complexity
+                cost = Cost()
+                cost.conv(c, c_out, 1, 1, 1, True, h_out, w_out)
+                gate = self.node("conv", f"gate conv 1x1 {c_out} + sigmoid", f"{path}.gate", stage, c, out, cost,
+                                 kernel=1, groups=1, role="gate", order="c")
+                self.edge(src, gate, "shortcut")
+                node = self.node("gate", "highway" + scale, f"{path}.skip", stage, c_out, out, role="highway",
+                                 inputs=3, scale=spec.scale)
+                self.edge(gate, node, "shortcut")
+            else:
+                node = self.node("add", "add" + scale, f"{path}.skip", stage, c_out, out, role="residual", inputs=2,
+                                 scale=spec.scale)
             self.edge(short, node, "shortcut")
             self.edge(y, node)
-            y, y_shape = node, out
-        else:
-            y_shape = (c_out, h_out, w_out)
+            y = node
         if spec.act:
-            node = self.node("act", self.ctx.act, f"{path}.act", stage, y_shape[0], y_shape, act=self.ctx.act)
+            node = self.node("act", self.ctx.act, f"{path}.act", stage, out[0], out, act=self.ctx.act)
             self.edge(y, node)
             y = node
-        return y, y_shape
+        return y, out
+
+    def shortcut(self, spec: S.Block, src: str, c: int, out: tuple, stride: int, path: str, stage: str) -> str:
+        """The projection where the shape changes: the same calls, in the same order, as _shortcut_complexity."""
+        c_out, h_out, w_out = out
+        if c == c_out and stride == 1:
+            return src
+        if spec.shortcut == "pad":
+            short = self.node("shortcut", f"pad shortcut /{stride}" if stride > 1 else "pad shortcut",
+                              f"{path}.shortcut", stage, c, out, stride=stride, role="shortcut", shortcut="pad")
+            self.edge(src, short, "shortcut")
+            return short
+        cost = Cost()
+        cost.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
+        short = self.node("conv", f"conv 1x1/{stride} {c_out}" if stride > 1 else f"conv 1x1 {c_out}",
+                          f"{path}.shortcut", stage, c, out, cost, kernel=1, stride=stride, groups=1,
+                          role="shortcut", order="c")
+        self.edge(src, short, "shortcut")
+        if spec.shortcut == "conv-norm" and self.ctx.norm != "none":
+            cost = Cost()
+            self.ctx.norm_cost(cost, c_out, h_out, w_out)
+            norm = self.node("norm", _norm_label(self.ctx.norm), f"{path}.shortcut", stage, c_out, out, cost,
+                             role="shortcut", norm=self.ctx.norm)
+            self.edge(short, norm, "shortcut")
+            short = norm
+        return short
 
     # ------------------------------------------------------------------ head
 
@@ -175,6 +201,13 @@ class _Builder:
             node = self.node("act", self.ctx.act, f"{path}.hidden[{k}]", stage, width, (width, 1, 1), aux=aux,
                              act=self.ctx.act)
             self.edge(src, node)
+            if spec.norm != "none":
+                cost = Cost()
+                cost.norm(width, 1, 1, NORM_FLOPS[spec.norm])
+                norm = self.node("norm", _norm_label(spec.norm), f"{path}.norm", stage, width, (width, 1, 1), cost,
+                                 aux, norm=spec.norm)
+                self.edge(node, norm)
+                node = norm
             drop = self.node("dropout", f"dropout {spec.dropout:g}", f"{path}.dropout", stage, width, (width, 1, 1),
                              aux=aux, p=spec.dropout)
             self.edge(node, drop)
@@ -204,7 +237,7 @@ def _op_attrs(spec, c_in: int, first: bool, ctx: Context) -> dict:
     if hasattr(spec, "stride"):
         attrs["stride"] = _stride(spec, first)
     if isinstance(spec, S.Conv):
-        attrs.update(groups=spec.groups, order=spec.order)
+        attrs.update(groups=groups_of(spec, c_in), order=spec.order)
     elif isinstance(spec, S.Sep):
         attrs.update(groups=c_in, order=spec.order, mid=spec.mid)  # groups: the depthwise conv's
     elif isinstance(spec, (S.Pool, S.AdaptivePool)):
@@ -220,6 +253,10 @@ def _op_attrs(spec, c_in: int, first: bool, ctx: Context) -> dict:
     return attrs
 
 
+def _norm_label(norm: str) -> str:
+    return {"batch": "bn", "layer": "ln"}.get(norm, "norm (none)")
+
+
 def _kernel_text(kernel) -> str:
     return f"{kernel}x{kernel}" if isinstance(kernel, int) else f"{kernel[0]}x{kernel[1]}"
 
@@ -227,14 +264,15 @@ def _kernel_text(kernel) -> str:
 def _op_label(spec, attrs: dict, out: tuple, ctx: Context) -> str:
     stride = f"/{attrs['stride']}" if attrs.get("stride", 1) > 1 else ""
     if isinstance(spec, (S.Conv, S.Sep)):
-        groups = f" g{spec.groups}" if isinstance(spec, S.Conv) and spec.groups > 1 else ""
+        groups = f" g{attrs['groups']}" if isinstance(spec, S.Conv) and attrs["groups"] > 1 else ""
+        groups = " dw" if isinstance(spec, S.Conv) and spec.groups == "depthwise" else groups
         return f"{spec.op} {_kernel_text(attrs['kernel'])}{stride} {out[0]}{groups}"
     if isinstance(spec, S.Pool):
         return f"{spec.type}pool {_kernel_text(attrs['kernel'])}{stride}"
     if isinstance(spec, S.AdaptivePool):
         return f"{spec.type}pool ->{spec.output}x{spec.output}"
     if isinstance(spec, S.Norm):
-        return "bn" if ctx.norm == "batch" else "norm (none)"
+        return _norm_label(ctx.norm)
     if isinstance(spec, S.Act):
         return ctx.act
     if isinstance(spec, S.Dropout):
@@ -378,7 +416,8 @@ def _dot(graph: nx.DiGraph) -> str:
 
 _PALETTE = {"input": "#cccccc", "output": "#cccccc", "conv": "#8ecae6", "sep": "#90be6d", "pool": "#f9c74f",
             "adaptive_pool": "#f8961e", "norm": "#e9c46a", "act": "#f4a261", "dropout": "#d9d9d9",
-            "concat": "#cdb4db", "add": "#ffafcc", "shortcut": "#bde0fe", "linear": "#e76f51"}
+            "concat": "#cdb4db", "add": "#ffafcc", "shortcut": "#bde0fe", "linear": "#e76f51",
+            "identity": "#eeeeee", "split": "#cdb4db", "gate": "#ffafcc", "scale": "#e9c46a"}
 
 
 def _colour(op_type: str) -> str:

@@ -12,13 +12,14 @@ from torch import nn
 
 from . import schema as S
 from .blocks import Stage
-from .cost import Cost
+from .cost import NORM_FLOPS, Cost
 from .errors import GenotypeError
 from .ops import Branch, Context
 
 
 class Head(nn.Module):
-    """ops -> adaptive pool -> flatten -> [linear, act, dropout] per hidden layer -> dropout -> classifier."""
+    """ops -> adaptive pool -> flatten -> [linear, act, (layer norm), dropout] per hidden layer -> dropout
+    -> classifier."""
 
     def __init__(self, spec: S.Head, shape: tuple[int, int, int], ctx: Context, num_classes: int):
         super().__init__()
@@ -29,7 +30,10 @@ class Head(nn.Module):
         n = c * spec.size * spec.size if pool else c * h * w
         layers: list[nn.Module] = [nn.Flatten()]
         for width in spec.hidden:
-            layers += [nn.Linear(n, width), ctx.act_layer(), nn.Dropout(spec.dropout)]
+            layers += [nn.Linear(n, width), ctx.act_layer()]
+            if spec.norm == "layer":
+                layers.append(nn.LayerNorm(width, eps=ctx.eps))
+            layers.append(nn.Dropout(spec.dropout))
             n = width
         if not spec.hidden and spec.dropout:
             layers.append(nn.Dropout(spec.dropout))
@@ -50,6 +54,8 @@ class Head(nn.Module):
         n = c * h * w if spec.pool == "none" else c * spec.size * spec.size
         for width in spec.hidden:
             cost.linear(n, width)
+            if spec.norm != "none":
+                cost.norm(width, 1, 1, NORM_FLOPS[spec.norm])
             n = width
         cost.linear(n, num_classes)
 

@@ -11,18 +11,26 @@ import torch
 from torch import nn
 
 from . import schema as S
-from .cost import Cost, conv_size, pool_size
+from .cost import NORM_FLOPS, Cost, conv_size, pool_size
 from .errors import GenotypeError
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "gelu": nn.GELU, "hardswish": nn.Hardswish}
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of each position of an N, C, H, W map (ConvNeXt's channels-first norm)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class Context:
     """Genotype-wide settings every op needs: width multiplier, norm and activation."""
-    __slots__ = ("width", "norm", "eps", "act")
+    __slots__ = ("width", "norm", "eps", "act", "norm_flops")
 
     def __init__(self, g: S.Genotype):
         self.width, self.norm, self.eps, self.act = g.width, g.norm, g.norm_eps, g.act
+        self.norm_flops = NORM_FLOPS[g.norm]
 
     def channels(self, out: int | float, c_in: int) -> int:
         """An op's output channels: a fraction of the input (DenseNet transitions),
@@ -34,13 +42,20 @@ class Context:
         return max(8, int(out * self.width + 4) // 8 * 8)
 
     def norm_layer(self, c: int) -> nn.Module:
-        return nn.BatchNorm2d(c, eps=self.eps) if self.norm == "batch" else nn.Identity()
+        if self.norm == "none":
+            return nn.Identity()
+        return nn.BatchNorm2d(c, eps=self.eps) if self.norm == "batch" else LayerNorm2d(c, eps=self.eps)
+
+    def norm_cost(self, cost: Cost, c: int, h: int, w: int) -> None:
+        """What norm_layer(c) costs on an h x w map."""
+        if self.norm_flops:
+            cost.norm(c, h, w, self.norm_flops)
 
     def act_layer(self) -> nn.Module:
         return ACTIVATIONS[self.act]()
 
     def has_norm(self, order: str) -> bool:
-        return "n" in order and self.norm == "batch"
+        return "n" in order and self.norm != "none"
 
 
 def _norm_side(order: str) -> int:
@@ -72,6 +87,10 @@ def _padding(spec) -> tuple[int, int]:
 
 def _bias(spec, ctx: Context) -> bool:
     return (not ctx.has_norm(spec.order)) if spec.bias is None else spec.bias
+
+
+def groups_of(spec: S.Conv, c_in: int) -> int:
+    return c_in if spec.groups == "depthwise" else spec.groups
 
 
 def _stride(spec, first: bool) -> int:
@@ -110,7 +129,7 @@ class Conv(nn.Sequential):
         super().__init__()
         self.c_out = ctx.channels(spec.out, c_in)
         conv = nn.Conv2d(c_in, self.c_out, _hw(spec.kernel), _stride(spec, first), _padding(spec),
-                         groups=spec.groups, bias=_bias(spec, ctx))
+                         groups=groups_of(spec, c_in), bias=_bias(spec, ctx))
         _named_sequential(self, _wrap(spec.order, [("conv", conv)], c_in, self.c_out, ctx))
 
     @staticmethod
@@ -118,6 +137,8 @@ class Conv(nn.Sequential):
         # The hot path of every search (thousands of calls a second): helpers inlined, same rules.
         out, groups, kernel, pad = spec.out, spec.groups, spec.kernel, spec.padding
         c_out = out if (ctx.width == 1.0 and out.__class__ is int) else ctx.channels(out, c)
+        if groups.__class__ is str:  # depthwise
+            groups = c
         if groups != 1 and (c % groups or c_out % groups):
             raise GenotypeError("groups", f"{groups} groups don't divide {c if c % groups else c_out} channels")
         kh, kw = (kernel, kernel) if kernel.__class__ is int else kernel
@@ -126,9 +147,9 @@ class Conv(nn.Sequential):
         h_out, w_out = (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1
         if h_out < 1 or w_out < 1 or h < s or w < s:
             _check_fits(h, w, h_out, w_out, s, f"{kh}x{kw}")
-        norm = NORM_SIDE[spec.order] if ctx.norm == "batch" else 0
+        norm = NORM_SIDE[spec.order] if ctx.norm_flops else 0
         cost.normed_conv(c, c_out, kh, kw, groups, (not norm) if spec.bias is None else spec.bias,
-                         h, w, h_out, w_out, norm)
+                         h, w, h_out, w_out, norm, ctx.norm_flops)
         return c_out, h_out, w_out
 
 
@@ -150,13 +171,13 @@ class Sep(nn.Sequential):
         h_out, w_out = conv_size(h, kh, s, ph), conv_size(w, kw, s, pw)
         _check_fits(h, w, h_out, w_out, s, f"{kh}x{kw}")
         if ctx.has_norm(spec.order) and spec.order.index("n") < spec.order.index("c"):
-            cost.batch_norm(c, h, w)
+            ctx.norm_cost(cost, c, h, w)
         cost.conv(c, c, kh, kw, c, False, h_out, w_out)
-        if "n" in spec.mid and ctx.norm == "batch":
-            cost.batch_norm(c, h_out, w_out)
+        if "n" in spec.mid:
+            ctx.norm_cost(cost, c, h_out, w_out)
         cost.conv(c, c_out, 1, 1, 1, _bias(spec, ctx), h_out, w_out)
         if ctx.has_norm(spec.order) and spec.order.index("n") > spec.order.index("c"):
-            cost.batch_norm(c_out, h_out, w_out)
+            ctx.norm_cost(cost, c_out, h_out, w_out)
         return c_out, h_out, w_out
 
 
@@ -203,8 +224,17 @@ class Norm(nn.Sequential):
 
     @staticmethod
     def complexity(spec: S.Norm, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
-        if ctx.norm == "batch":
-            cost.batch_norm(c, h, w)
+        ctx.norm_cost(cost, c, h, w)
+        return c, h, w
+
+
+class Identity(nn.Sequential):
+    def __init__(self, spec: S.Identity, c_in: int, ctx: Context, first: bool = True):
+        super().__init__()
+        self.c_out = c_in
+
+    @staticmethod
+    def complexity(spec: S.Identity, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
         return c, h, w
 
 
@@ -230,33 +260,55 @@ class Dropout(nn.Sequential):
         return c, h, w
 
 
+def split_sizes(split: list | None, c: int, n: int) -> list[int]:
+    """Each branch's input channels: all c, or its slice of them (see schema._check_split)."""
+    if split is None:
+        return [c] * n
+    if isinstance(split[0], float):
+        rest = [int(c * f) for f in split[1:]]
+        sizes = [c - sum(rest)] + rest
+    else:
+        sizes = list(split)
+        if sum(sizes) != c:
+            raise GenotypeError("split", f"the slices {sizes} add up to {sum(sizes)} channels, but the input "
+                                f"has {c}; make them add up, or give fractions")
+    for i, size in enumerate(sizes):
+        if size < 1:
+            raise GenotypeError("split", f"leaves branch {i} no channels of the {c}; give it a larger share")
+    return sizes
+
+
 class Branches(nn.Module):
-    """Parallel branches merged by concat or sum; also the body of every block."""
+    """Parallel branches merged by concat or sum; also the body of every block.
+    With `split`, each branch reads its own slice of the input channels."""
 
     def __init__(self, spec: S.Branches, c_in: int, ctx: Context, first: bool = True):
         super().__init__()
         self.concat = spec.merge == "concat"
-        self.branches = nn.ModuleList(Branch(ops, c_in, ctx, first) for ops in spec.branches)
+        sizes = split_sizes(spec.split, c_in, len(spec.branches))
+        self.split = sizes if spec.split is not None else None
+        self.branches = nn.ModuleList(Branch(ops, c, ctx, first) for ops, c in zip(spec.branches, sizes))
         outs = [b.c_out for b in self.branches]
         self.c_out = sum(outs) if self.concat else outs[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs = torch.split(x, self.split, dim=1) if self.split else [x] * len(self.branches)
         if len(self.branches) == 1:
-            return self.branches[0](x)
-        ys = [branch(x) for branch in self.branches]
+            return self.branches[0](xs[0])
+        ys = [branch(x) for branch, x in zip(self.branches, xs)]
         return torch.cat(ys, dim=1) if self.concat else torch.stack(ys).sum(0)
 
     @staticmethod
     def complexity(spec: S.Branches, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
-        if len(spec.branches) == 1:
+        if len(spec.branches) == 1 and spec.split is None:
             try:
                 return Branch.complexity(spec.branches[0], c, h, w, ctx, cost, first)
             except GenotypeError as e:
                 raise e.within("branches[0]") from None
         shapes = []
-        for i, ops in enumerate(spec.branches):
+        for i, (ops, c_i) in enumerate(zip(spec.branches, split_sizes(spec.split, c, len(spec.branches)))):
             try:
-                shapes.append(Branch.complexity(ops, c, h, w, ctx, cost, first))
+                shapes.append(Branch.complexity(ops, c_i, h, w, ctx, cost, first))
             except GenotypeError as e:
                 raise e.within(f"branches[{i}]") from None
         return merge_shapes(shapes, spec.merge, "branches")
@@ -308,4 +360,4 @@ def stride_of(ops: list, first: bool = True) -> int:
 
 
 OPS = {S.Conv: Conv, S.Sep: Sep, S.Pool: Pool, S.AdaptivePool: AdaptivePool, S.Norm: Norm,
-       S.Act: Act, S.Dropout: Dropout, S.Branches: Branches}
+       S.Identity: Identity, S.Act: Act, S.Dropout: Dropout, S.Branches: Branches}

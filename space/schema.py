@@ -6,8 +6,9 @@ order, defaults omitted, square kernels as one int) so equal genotypes
 serialise, hash and compare identically.
 
 Ops are the leaves. Blocks hold parallel branches of ops, merged by concat or
-sum, optionally followed by `post` ops and wrapped in a residual (add) or dense
-(concat) skip. A block's `repeat` is its depth; strides in its ops apply to
+sum, optionally followed by `post` ops and wrapped in a residual (add), highway
+(gated add) or dense (concat) skip. Branches may each take their own slice of
+the input channels (`split`, as in InceptionNeXt's token mixer). A block's `repeat` is its depth; strides in its ops apply to
 its first repetition only, as in every staged CNN.
 """
 from __future__ import annotations
@@ -24,7 +25,15 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag,
 from .errors import GenotypeError, join
 
 ACTIVATIONS = ("relu", "relu6", "silu", "gelu", "hardswish")
-NORMS = ("batch", "none")
+NORMS = ("batch", "layer", "none")  # layer: LayerNorm over the channels of each position
+
+
+class FieldError(ValueError):
+    """A check that spans several fields but blames one: the error's path ends in `field`."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field = field
 
 
 class Spec(BaseModel):
@@ -45,13 +54,21 @@ def _pair(value: Any, what: str) -> Any:
     return value
 
 
-def _odd_kernel(value: Any) -> Any:
+def _positive_kernel(value: Any) -> Any:
     for k in value if isinstance(value, tuple) else (value,):
         if k < 1:
             raise ValueError(f"{k} must be at least 1")
-        if k % 2 == 0:
-            raise ValueError(f"{k} is even; kernels must be odd")
     return value
+
+
+def _odd_or_patchify(spec):
+    """Kernels are odd, so that symmetric padding keeps the size; an even kernel is legal only as a
+    patchify conv (ConvNeXt's stem and downsampling): square, stride equal to the kernel, padding 0."""
+    for k in spec.kernel if isinstance(spec.kernel, tuple) else (spec.kernel,):
+        if k % 2 == 0 and not (isinstance(spec.kernel, int) and spec.stride == k and spec.padding == 0):
+            raise FieldError("kernel", f"{k} is even; kernels must be odd, except a square patchify kernel "
+                             f"with stride {k} and padding 0")
+    return spec
 
 
 Kernel = Union[int, tuple[int, int]]
@@ -78,9 +95,9 @@ def _check_order(order: str, letters: str, need: str) -> str:
 class _Windowed(Spec):
     """The checks shared by the ops that slide a conv kernel with symmetric padding (conv, sep)."""
     _pairs = field_validator("kernel", "padding", mode="before", check_fields=False)(lambda v: _pair(v, "kernel"))
-    _odd = field_validator("kernel", check_fields=False)(lambda v: _odd_kernel(v))
+    _kernel_size = field_validator("kernel", check_fields=False)(lambda v: _positive_kernel(v))
     _order = field_validator("order", check_fields=False)(lambda v: _check_order(v, "cna", "c"))
-    _same = model_validator(mode="after")(lambda self: _default_padding(self))
+    _same = model_validator(mode="after")(lambda self: _default_padding(_odd_or_patchify(self)))
 
 
 class Conv(_Windowed):
@@ -90,9 +107,9 @@ class Conv(_Windowed):
     kernel: Kernel = 3
     stride: int = Field(1, ge=1)
     padding: Union[int, tuple[int, int], None] = None  # None: kernel // 2 on each side
-    groups: int = Field(1, ge=1)
+    groups: Union[int, Literal["depthwise"]] = 1  # depthwise: one group per input channel
     order: str = "cna"
-    bias: bool | None = None  # None: a bias only where no norm follows
+    bias: bool | None = None  # None: a bias only where no norm follows; true/false: always/never
 
     @field_validator("out")
     @classmethod
@@ -101,6 +118,13 @@ class Conv(_Windowed):
             raise ValueError(f"{v} must be a positive channel count or fraction")
         if isinstance(v, float) and v > 8:
             raise ValueError(f"{v} is a fraction of the input channels and must be at most 8; write an int for a channel count")
+        return v
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"{v}: input should be greater than or equal to 1 (or 'depthwise')")
         return v
 
 
@@ -155,6 +179,11 @@ class Norm(Spec):
     op: Literal["norm"]
 
 
+class Identity(Spec):
+    """The input, unchanged: InceptionNeXt's untouched channel group, or a block that only skips."""
+    op: Literal["identity"]
+
+
 class Act(Spec):
     op: Literal["act"]
 
@@ -164,13 +193,18 @@ class Dropout(Spec):
     p: float = Field(ge=0, lt=1)
 
 
+Split = list[Union[int, float]]
+
+
 class Branches(Spec):
     """Parallel branches inside a branch (Inception v3's split 1x3 / 3x1 heads)."""
     op: Literal["branches"]
     branches: list[list["Op"]] = Field(min_length=1)
     merge: Literal["concat", "sum"] = "concat"
+    split: Split | None = None  # None: every branch sees all the input channels
 
     _nonempty = field_validator("branches")(lambda v: _nonempty_branches(v))
+    _split = model_validator(mode="after")(lambda self: _check_split(self))
 
 
 def _nonempty_branches(branches):
@@ -180,8 +214,29 @@ def _nonempty_branches(branches):
     return branches
 
 
+def _check_split(spec):
+    """`split` gives each branch its slice of the input channels: all channel counts (which must sum to the
+    input channels, checked against the shape), or all fractions summing to 1 (each branch after the
+    first takes int(channels x fraction), the first takes the rest, as timm's InceptionNeXt rounds)."""
+    split = spec.split
+    if split is None:
+        return spec
+    if len(split) != len(spec.branches):
+        raise FieldError("split", f"gives {len(split)} slices for {len(spec.branches)} branches; give one per branch")
+    kinds = {type(v) for v in split}
+    for v in split:
+        if v <= 0 or (isinstance(v, float) and v >= 1):
+            raise FieldError("split", f"{v} is neither a channel count (an int, at least 1) nor a fraction "
+                             "(a float between 0 and 1)")
+    if len(kinds) > 1:
+        raise FieldError("split", f"{split} mixes channel counts and fractions; use all ints or all floats")
+    if float in kinds and abs(sum(split) - 1) > 1e-6:
+        raise FieldError("split", f"the fractions {split} sum to {sum(split):g}, not 1")
+    return spec
+
+
 OP_TYPES = {cls.model_fields["op"].annotation.__args__[0]: cls
-            for cls in (Conv, Sep, Pool, AdaptivePool, Norm, Act, Dropout, Branches)}
+            for cls in (Conv, Sep, Pool, AdaptivePool, Norm, Identity, Act, Dropout, Branches)}
 
 
 def _op_tag(value: Any) -> str | None:
@@ -200,33 +255,50 @@ Branches.model_rebuild()
 class Head(Spec):
     """ops -> adaptive pool to size x size -> flatten -> hidden FC stack -> classifier.
 
-    Dropout sits before the classifier and after each hidden layer's activation.
+    Dropout sits before the classifier and after each hidden layer's activation,
+    and `norm: layer` puts a LayerNorm between the two (timm's MlpClassifierHead).
     `pool: none` flattens whatever the ops leave (for heads that pool in `ops`).
     """
     ops: list[Op] = []
     pool: Literal["avg", "max", "none"] = "avg"
     size: int = Field(1, ge=1)
     hidden: list[Annotated[int, Field(ge=1)]] = []
+    norm: Literal["none", "layer"] = "none"
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _norm_needs_hidden(self):
+        if self.norm != "none" and not self.hidden:
+            raise FieldError("norm", "normalises the hidden layers' outputs, and there are none; add hidden or drop it")
+        return self
 
 
 class Block(Spec):
     repeat: int = Field(1, ge=1, description="depth: how many times the block is stacked")
     branches: list[list[Op]] = Field(min_length=1)
     merge: Literal["concat", "sum"] = "concat"
+    split: Split | None = None  # each branch's slice of the input channels, as in Branches
     post: list[Op] = []
-    skip: Literal["none", "residual", "dense"] = "none"
-    shortcut: Literal["conv-norm", "conv", "pad"] = "conv-norm"  # residual shortcut when shapes differ
+    skip: Literal["none", "residual", "highway", "dense"] = "none"
+    shortcut: Literal["conv-norm", "conv", "pad"] = "conv-norm"  # residual/highway shortcut when shapes differ
     scale: float = Field(1.0, gt=0)  # residual scale (Inception-ResNet: 0.1-0.3)
+    layer_scale: float | None = Field(None, gt=0)  # a learnt per-channel branch scale, initialised to this
     act: bool = False  # activation after merge / residual add (post-activation)
     aux: Head | None = None  # auxiliary classifier on this block's output (training only)
 
     _nonempty = field_validator("branches")(lambda v: _nonempty_branches(v))
+    _split = model_validator(mode="after")(lambda self: _check_split(self))
 
     @model_validator(mode="after")
     def _skip_fields(self):
-        if self.skip != "residual" and self.scale != 1.0:
-            raise ValueError("scale is a residual scale; set skip: residual or drop it")
+        if self.skip not in ("residual", "highway"):
+            if self.scale != 1.0:
+                raise ValueError("scale is a residual scale; set skip: residual (or highway) or drop it")
+            if self.layer_scale is not None:
+                raise FieldError("layer_scale", "scales a residual branch; set skip: residual (or highway) or drop it")
+            if "shortcut" in self.model_fields_set:
+                raise FieldError("shortcut", f"is the projection of a residual or highway skip, and this block's skip "
+                                 f"is {self.skip}; drop it")
         return self
 
 
@@ -324,7 +396,10 @@ def _first_error(e: ValidationError) -> GenotypeError:
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         return GenotypeError(join(path, "op"), f"unknown op '{got}'{hint}; known ops: {known}")
     if kind == "value_error":
-        msg = str(ctx.get("error", msg))
+        error = ctx.get("error", msg)
+        if isinstance(error, FieldError):
+            path = join(path, error.field)
+        msg = str(error)
     elif kind == "literal_error":
         msg = f"{err['input']!r} is not allowed; expected {ctx.get('expected')}"
     else:

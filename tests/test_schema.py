@@ -86,7 +86,7 @@ MALFORMED = [
     (edit(["stages", 0, "blocks"], DELETE), "stages[0].blocks", "required"),
     (edit(["stages", 0, "colour"], "red"), "stages[0].colour", "unknown field"),
     (edit(["act"], "tanhh"), "act", "expected"),
-    (edit(["norm"], "layer"), "norm", "expected"),
+    (edit(["norm"], "group"), "norm", "expected"),
     (edit(["width"], 0), "width", "greater than 0"),
     (edit(["resolution"], 0), "resolution", "greater than or equal to 1"),
     (edit(["resolution"], 1), "stages[1].blocks[1].branches[0][0].stride", "vanishes at input resolution 1"),

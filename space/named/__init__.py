@@ -46,3 +46,4 @@ from . import densenet  # noqa: E402,F401
 from . import xception  # noqa: E402,F401
 from . import mobilenet  # noqa: E402,F401
 from . import inception  # noqa: E402,F401
+from . import metanext  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""The Inception family: GoogLeNet (v1), Inception v3 and v4, Inception-ResNet v1 and v2.
+"""The Inception family: GoogLeNet (v1), BN-Inception, Inception v3 and v4, Inception-ResNet v1 and v2.
 
 Every Inception module is one block whose branches are its parallel paths,
 merged by concat; reduction modules are blocks with strided (valid) conv
@@ -9,13 +9,17 @@ up-projection (a bias, no norm or activation: `order: "c"`) as the block's
 Layouts follow the reference implementations to the parameter:
   googlenet            torchvision `googlenet(aux_logits=False)`     6,624,904 params
   googlenet_aux        torchvision `googlenet(aux_logits=True)`     13,004,888
+  bn_inception         the Caffe port of Ioffe & Szegedy 2015        11,295,240
+                       (Cadene's pretrainedmodels `bninception`)
   inception_v3         torchvision `inception_v3(aux_logits=False)` 23,834,568
   inception_v3_aux     torchvision `inception_v3(aux_logits=True)`  27,161,264
   inception_v4         timm `inception_v4`                          42,679,816
   inception_resnet_v2  timm `inception_resnet_v2`                   55,843,464
   inception_resnet_v1  Szegedy et al. 2016, Figures 14, 10-13      22,756,328 (no published count to check
                        against; see its constructor)
-All use batch norm with eps 0.001 and bias-free conv-BN-ReLU convs.
+All but BN-Inception use batch norm with eps 0.001 and bias-free conv-BN-ReLU
+convs; BN-Inception's convs keep their Caffe biases in front of the norm
+(eps 1e-5) and its pools round up (ceil mode).
 """
 from . import conv, pool, register
 
@@ -93,6 +97,50 @@ def googlenet(aux: bool = False) -> dict:
 @register
 def googlenet_aux() -> dict:
     return googlenet(aux=True)
+
+
+# --------------------------------------------------------------------------- BN-Inception
+
+def biased(out, kernel=1, stride=1) -> dict:
+    """BN-Inception's conv: conv with a bias, BN, ReLU."""
+    return conv(out, kernel, stride, bias=True)
+
+
+def bn_inception_module(c1, c3_reduce, c3, d3_reduce, d3, pool_proj, pool_type="avg") -> dict:
+    """Ioffe & Szegedy 2015, Figure 5's modules: 1x1 | 1x1, 3x3 | 1x1, 3x3, 3x3 (the "5x5" as two 3x3s)
+    | 3x3 pool (average, or max in 5b), 1x1."""
+    return block([biased(c1)],
+                 [biased(c3_reduce), biased(c3, 3)],
+                 [biased(d3_reduce), biased(d3, 3), biased(d3, 3)],
+                 [pool(3, 1, type=pool_type, ceil=True), biased(pool_proj)])
+
+
+def bn_inception_reduction(c3_reduce, c3, d3_reduce, d3) -> dict:
+    """3c and 4e: the 3x3 paths end with a stride-2 conv, beside a 3x3/2 max pool; the widths add up."""
+    return block([biased(c3_reduce), biased(c3, 3, 2)],
+                 [biased(d3_reduce), biased(d3, 3), biased(d3, 3, 2)],
+                 [maxpool(ceil=True)])
+
+
+@register
+def bn_inception() -> dict:
+    """BN-Inception (Ioffe & Szegedy 2015), the layout of its widely used Caffe port."""
+    down = maxpool(ceil=True)
+    stem = [biased(64, 7, 2), down, biased(64), biased(192, 3), down]
+    stages = [
+        ("inception_3", [bn_inception_module(64, 64, 64, 64, 96, 32),
+                         bn_inception_module(64, 64, 96, 64, 96, 64),
+                         bn_inception_reduction(128, 160, 64, 96)]),
+        ("inception_4", [bn_inception_module(224, 64, 96, 96, 128, 128),
+                         bn_inception_module(192, 96, 128, 96, 128, 128),
+                         bn_inception_module(160, 128, 160, 128, 160, 128),
+                         bn_inception_module(96, 128, 192, 160, 192, 128),
+                         bn_inception_reduction(128, 192, 192, 256)]),
+        ("inception_5", [bn_inception_module(352, 192, 320, 160, 224, 128),
+                         bn_inception_module(352, 192, 320, 192, 224, 128, pool_type="max")]),
+    ]
+    return dict(name="bn_inception", family="inception", stem=stem,
+                stages=[dict(name=n, blocks=b) for n, b in stages])
 
 
 # --------------------------------------------------------------------------- Inception v3
