@@ -1,4 +1,4 @@
-"""The Inception family as fixed points of the grammar: GoogLeNet, Inception v3 and v4,
+"""The Inception family as fixed points of the grammar: GoogLeNet, BN-Inception, Inception v3 and v4,
 Inception-ResNet v1 and v2, with and without auxiliary classifiers.
 
 Each one's built parameter count matches its reference implementation exactly and
@@ -26,6 +26,7 @@ from space.schema import dump, load
 CASES = [
     ("googlenet", "inception", 224, 6_624_904),  # torchvision googlenet(aux_logits=False)
     ("googlenet_aux", "inception", 224, 13_004_888),  # torchvision googlenet(aux_logits=True)
+    ("bn_inception", "inception", 224, 11_295_240),  # Cadene's pretrainedmodels bninception (Caffe port)
     ("inception_v3", "inception", 299, 23_834_568),  # torchvision inception_v3(aux_logits=False)
     ("inception_v3_aux", "inception", 299, 27_161_264),  # torchvision inception_v3(aux_logits=True)
     ("inception_v4", "inception", 299, 42_679_816),  # timm inception_v4
@@ -37,6 +38,7 @@ NAMES = [case[0] for case in CASES]
 # (channels, size) after each stage, as the reference implementations' feature maps are
 STAGE_SHAPES = {
     "googlenet": [(480, 28), (832, 14), (1024, 7)],  # inception3b, 4e, 5b
+    "bn_inception": [(576, 14), (1056, 7), (1024, 7)],  # inception_3c, 4e, 5b
     "inception_v3": [(288, 35), (768, 17), (2048, 8)],  # Mixed_5d, 6e, 7c
     "inception_v4": [(384, 35), (384, 35), (1024, 17), (1536, 8)],  # Mixed_5a, A, B, C
     "inception_resnet_v2": [(320, 35), (1088, 17), (1536, 8)],  # repeat, repeat_1, conv2d_7b
@@ -124,8 +126,19 @@ def test_stage_shapes_match_reference(name):
 @pytest.mark.parametrize("name, family, resolution, reference", CASES, ids=NAMES)
 def test_name_family_resolution_and_canonical_form(name, family, resolution, reference):
     g = named(name)
-    assert (g.name, g.family, g.resolution, g.norm_eps) == (name, family, resolution, 1e-3)
+    eps = 1e-5 if name == "bn_inception" else 1e-3  # the Caffe port keeps PyTorch's default
+    assert (g.name, g.family, g.resolution, g.norm_eps) == (name, family, resolution, eps)
     assert load(dump(g)) == g
+
+
+def test_bn_inception_convs_carry_biases_and_pools_round_up():
+    m = model("bn_inception")
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
+    pools = [x for x in m.modules() if isinstance(x, (torch.nn.MaxPool2d, torch.nn.AvgPool2d))]
+    # stem 3; 8 modules of 1 + 2 + 3 + 1 convs; 2 reductions (3c, 4e) of 2 + 3
+    assert len(convs) == 3 + 8 * 7 + 2 * 5 and all(c.bias is not None for c in convs)
+    assert len(pools) == 2 + 8 + 2 and all(p.ceil_mode for p in pools)
+    assert sum(isinstance(p, torch.nn.BatchNorm2d) for p in m.modules()) == len(convs)
 
 
 def test_inception_resnet_v2_residual_layout():

@@ -100,6 +100,51 @@ MALFORMED = [
     (edit(["stem", 0], dict(op="dropout", p=2)), "stem[0].p", "less than 1"),
     (edit(["stem", 0], dict(op="branches", branches=[[conv(8)], [conv(8, stride=2)]])), "stem[0].branches[1]", "must agree in size"),
     (edit(["stem"], "conv"), "stem", "valid list"),
+    # channel-split branches (issue 13): the block's input has 16 channels and three branches
+    (edit(BLOCK + ["split"], [0.5, 0.25, 0.25]) | {}, None, None),  # valid: 8 | 4 | 4 channels
+    (edit(BLOCK + ["split"], [8, 4, 4]) | {}, None, None),  # valid: the same as counts
+    (edit(BLOCK + ["split"], [0.5, 0.25, 0.125]), "stages[1].blocks[0].split", "sum to 0.875, not 1"),
+    (edit(BLOCK + ["split"], [0.5, 0.5]), "stages[1].blocks[0].split", "2 slices for 3 branches"),
+    (edit(BLOCK + ["split"], [8, 0.25, 0.25]), "stages[1].blocks[0].split", "mixes channel counts and fractions"),
+    (edit(BLOCK + ["split"], [8, 4, 2]), "stages[1].blocks[0].split", "add up to 14 channels, but the input has 16"),
+    (edit(BLOCK + ["split"], [0.96, 0.02, 0.02]), "stages[1].blocks[0].split", "leaves branch 1 no channels"),
+    (edit(BLOCK + ["split"], [-8, 12, 12]), "stages[1].blocks[0].split", "neither a channel count"),
+    (edit(BLOCK + ["split"], [1.5, 0.25, 0.25]), "stages[1].blocks[0].split", "neither a channel count"),
+    (edit(["stem", 0], dict(op="branches", split=[0.5, 0.25], branches=[[conv(8)], [conv(8)]])), "stem[0].split",
+     "sum to 0.75"),
+    (edit(BLOCK + ["branches", 0, 0], dict(op="identity", out=8)), "stages[1].blocks[0].branches[0][0].out",
+     "unknown field"),
+    # patchify kernels: even, square, stride = kernel, padding 0; any other even kernel is refused
+    (edit(["stem", 0], conv(16, 4, 4, padding=0)) | {}, None, None),  # valid
+    (edit(["stem", 0], conv(16, [2, 2], 2, padding=0)) | {}, None, None),  # valid: [2, 2] is 2
+    (edit(["stem", 0], conv(16, 4, 4)), "stem[0].kernel", "4 is even; kernels must be odd, except a square patchify"),
+    (edit(["stem", 0], conv(16, 4, 4, padding=1)), "stem[0].kernel", "with stride 4 and padding 0"),
+    (edit(["stem", 0], conv(16, 4, 2, padding=0)), "stem[0].kernel", "4 is even"),
+    (edit(["stem", 0], conv(16, [2, 4], 2, padding=0)), "stem[0].kernel", "2 is even; kernels must be odd, except a square"),
+    (edit(["stem", 0], dict(op="sep", out=16, kernel=2)), "stem[0].kernel", "2 is even"),
+    # depthwise groups
+    (edit(["stages", 0, "blocks", 0, "branches", 0, 1, "groups"], "depthwise") | {}, None, None),  # valid: 16 -> 16
+    (edit(["stages", 1, "blocks", 1, "branches", 0, 0, "groups"], "depthwise"),
+     "stages[1].blocks[1].branches[0][0].groups", "40 groups don't divide 32 channels"),
+    (edit(["stages", 1, "blocks", 1, "branches", 0, 0, "groups"], "dw"), "stages[1].blocks[1].branches[0][0].groups",
+     "'dw'"),
+    # highway skips, layer scale, shortcut
+    (edit(["stages", 0, "blocks", 0, "skip"], "highway") | {}, None, None),  # valid
+    (edit(["stages", 1, "blocks", 1], dict(skip="highway", shortcut="pad", branches=[[conv(32, 3, 2)]])),
+     "stages[1].blocks[1].shortcut", "pad can't shrink 40 to 32 channels"),
+    (edit(["stages", 1, "blocks", 1], dict(skip="highway", branches=[[conv(32, 3, 2, padding=0)]])),
+     "stages[1].blocks[1].skip", "can't follow"),
+    (edit(["stages", 1, "blocks", 1], dict(skip="highway", scale=0.5, branches=[[conv(32, 3, 2)]])) | {}, None, None),
+    (edit(["stages", 0, "blocks", 0, "layer_scale"], 1e-6) | {}, None, None),  # valid
+    (edit(["stages", 0, "blocks", 0, "layer_scale"], 0), "stages[0].blocks[0].layer_scale", "greater than 0"),
+    (edit(BLOCK + ["layer_scale"], 1e-6), "stages[1].blocks[0].layer_scale", "scales a residual branch"),
+    (edit(BLOCK + ["shortcut"], "conv"), "stages[1].blocks[0].shortcut", "this block's skip is none; drop it"),
+    (edit(["stages", 2, "blocks", 0, "shortcut"], "pad"), "stages[2].blocks[0].shortcut", "skip is dense"),
+    # layer norm: channels-first on maps (norm: layer), on the head's hidden vectors (head.norm)
+    (edit(["norm"], "layer") | {}, None, None),  # valid
+    (edit(["head", "norm"], "layer") | {}, None, None),  # valid: base() has a hidden layer
+    (edit(["head"], dict(norm="layer")), "head.norm", "there are none; add hidden"),
+    (edit(["head", "norm"], "batch"), "head.norm", "expected 'none' or 'layer'"),
 ]
 
 
