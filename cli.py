@@ -440,7 +440,7 @@ def _open_in_browser(path: Path) -> None:
 def report(study: str = typer.Argument(..., help="the study to report on"),
            storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
            by: Optional[list[str]] = typer.Option(None, "--by", help="group error EDFs by this genotype field "
-                                                  "(repeatable): family, residual, dense, separable, preact, depth, "
+                                                  "(repeatable): family, residual, highway, dense, separable, preact, depth, "
                                                   "width, any top-level field or a path [default: family]"),
            open_: bool = typer.Option(False, "--open", help="open the page in a browser")) -> None:
     """One self-contained HTML page for the whole study, as studies/STUDY/report.html.
@@ -470,7 +470,7 @@ def pareto(study: str = typer.Argument(..., help="the study"),
 @friendly
 def edf(study: str = typer.Argument(..., help="the study"),
         by: Optional[list[str]] = typer.Option(None, "--by", help="genotype field to group by (repeatable): family, "
-                                               "residual, dense, separable, preact, depth, width, any top-level "
+                                               "residual, highway, dense, separable, preact, depth, width, any top-level "
                                                "field or a path such as stages[2].blocks[0].repeat [default: family]"),
         flop_normalised: bool = typer.Option(False, "--flop-normalised", help="reweight every group to the same "
                                              "log-FLOPs distribution (NDS's normalised EDF)"),

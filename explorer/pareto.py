@@ -22,7 +22,7 @@ AXES = ("flops", "params")
 AXIS_TITLES = {"flops": "FLOPs (multiply-adds)", "params": "parameters"}
 # Families in the order the shipped spaces list them, then the classics' own; others are appended.
 FAMILY_ORDER = ("vanilla", "residual", "resnext", "dense", "inception", "inception-resnet", "separable",
-                "mobilenet", "custom")
+                "mobilenet", "metanext", "custom")
 PALETTE = ("#1f77b4", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e", "#8c564b", "#17becf", "#e377c2",
            "#7f7f7f", "#bcbd22", "#393b79", "#637939")
 

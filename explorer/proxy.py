@@ -6,6 +6,8 @@ The rules, applied in this order, each tested in tests/test_proxy.py:
 3. strides: where a block would shrink the map below MIN_SIZE pixels (or make it
    vanish), its strides become 1 and its convs and pools pad to keep the size
    (an even pool window, which can't, shrinks to 1x1);
+   in both rules a patchify conv (even kernel k, stride k, no padding), which is
+   legal only with its stride, becomes a padded (k - 1) x (k - 1) conv: 4x4/4 -> 3x3, 2x2/2 -> 1x1;
 4. width: the width multiplier is scaled by `width` (--proxy-width); where that
    leaves a grouped conv's channels indivisible by its groups, the groups are
    halved until they divide.
@@ -71,7 +73,9 @@ def _unstride(ops: list, keep_padding: bool = False) -> list:
             op = op.model_copy(update={"branches": [_unstride(b, keep_padding) for b in op.branches]})
         elif isinstance(op, (S.Conv, S.Sep, S.Pool)):
             update: dict[str, Any] = {"stride": 1}
-            if not keep_padding:
+            if not isinstance(op, S.Pool) and isinstance(op.kernel, int) and op.kernel % 2 == 0:
+                update.update(kernel=op.kernel - 1, padding=None)  # patchify: see rule 3
+            elif not keep_padding:
                 update["padding"] = None
                 if isinstance(op, S.Pool):
                     update["ceil"] = False
@@ -124,6 +128,8 @@ def _fit_groups(doc: dict, in_channels: int) -> S.Genotype:
             if not e.path.endswith(".groups"):
                 raise
             node = _at(doc, e.path[: -len(".groups")])
+            if not isinstance(node.get("groups", 1), int):  # depthwise: a fraction `out` always fits it
+                raise
             node["groups"] = max(1, node.get("groups", 1) // 2)
     raise GenotypeError("width", "the proxy width leaves no grouping that fits")
 

@@ -85,6 +85,7 @@ def _yes(flag: bool) -> str:
 DERIVED: dict[str, tuple[str, Callable[[S.Genotype], str]]] = {
     "family": ("the genotype's family (custom when it has none)", lambda g: g.family or "custom"),
     "residual": ("any block with a residual skip", lambda g: _yes(any(b.skip == "residual" for b in blocks(g)))),
+    "highway": ("any block with a highway (gated) skip", lambda g: _yes(any(b.skip == "highway" for b in blocks(g)))),
     "dense": ("any block with a dense (concatenating) skip", lambda g: _yes(any(b.skip == "dense" for b in blocks(g)))),
     "separable": ("any depthwise-separable conv", lambda g: _yes(any(isinstance(o, S.Sep) for o in all_ops(g)))),
     "preact": ("any conv whose order starts with the norm (pre-activation)",

@@ -199,9 +199,9 @@ Split = list[Union[int, float]]
 class Branches(Spec):
     """Parallel branches inside a branch (Inception v3's split 1x3 / 3x1 heads)."""
     op: Literal["branches"]
+    split: Split | None = None  # each branch's slice of the input channels; None: every branch sees them all
     branches: list[list["Op"]] = Field(min_length=1)
     merge: Literal["concat", "sum"] = "concat"
-    split: Split | None = None  # None: every branch sees all the input channels
 
     _nonempty = field_validator("branches")(lambda v: _nonempty_branches(v))
     _split = model_validator(mode="after")(lambda self: _check_split(self))
@@ -275,9 +275,9 @@ class Head(Spec):
 
 class Block(Spec):
     repeat: int = Field(1, ge=1, description="depth: how many times the block is stacked")
+    split: Split | None = None  # each branch's slice of the input channels, as in Branches
     branches: list[list[Op]] = Field(min_length=1)
     merge: Literal["concat", "sum"] = "concat"
-    split: Split | None = None  # each branch's slice of the input channels, as in Branches
     post: list[Op] = []
     skip: Literal["none", "residual", "highway", "dense"] = "none"
     shortcut: Literal["conv-norm", "conv", "pad"] = "conv-norm"  # residual/highway shortcut when shapes differ

@@ -34,6 +34,18 @@ def test_strides_clamp_where_the_map_would_vanish():
     assert [p.size for p in space.complexity(resnet).parts[1:5]] == [(32, 32), (16, 16), (8, 8), (4, 4)]
 
 
+def test_patchify_convs_lose_their_stride_as_odd_padded_convs():
+    # InceptionNeXt on 8 px digits: the 4x4/4 stem becomes a 3x3, and the last 2x2/2 downsampling,
+    # which would take the map below 2 px, becomes a 1x1; the proxy still validates and builds.
+    proxy = make_proxy(named("inception_next_tiny"), 8, width=0.25, depth=1, in_channels=1, classes=10)
+    assert (proxy.stem[0].kernel, proxy.stem[0].stride, proxy.stem[0].padding) == (3, 1, None)
+    downs = [s.blocks[0].branches[0][0] for s in proxy.stages[1:]]
+    assert [(d.kernel, d.stride) for d in downs] == [(2, 2), (2, 2), (1, 1)]
+    again = space.load(space.dump(proxy))  # what a study stores reloads
+    assert [p.size for p in space.complexity(again, in_channels=1).parts[:-1]] == [(8, 8), (8, 8), (4, 4), (2, 2), (2, 2)]
+    assert space.build(again, in_channels=1).eval()(__import__("torch").zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
 def test_width_is_scaled_and_groups_fit():
     g = named("resnext50_32x4d")
     proxy = make_proxy(g, 32, width=0.125)

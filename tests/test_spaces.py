@@ -18,16 +18,17 @@ from space import GenotypeError
 from space.named import named
 from space.sampling import SPACES_DIR, FixedSource, _first_options, load_space, match, sample, space_names
 
-FAMILIES = ["vanilla", "residual", "resnext", "dense", "inception", "separable", "mobilenet"]
+FAMILIES = ["vanilla", "residual", "resnext", "dense", "inception", "separable", "mobilenet", "metanext"]
 SPACES = FAMILIES + ["union"]
 MEMBERS = {
     "vanilla": ["vgg16", "vgg19", "alexnet"],
     "residual": ["resnet50", "resnet101", "resnet152"],
     "resnext": ["resnext50_32x4d"],
     "dense": ["densenet121", "densenet169"],
-    "inception": ["googlenet"],
+    "inception": ["googlenet", "bn_inception"],
     "separable": ["xception"],
     "mobilenet": ["mobilenet"],
+    "metanext": ["inception_next_tiny", "convnext_tiny"],
 }
 MEMBERS["union"] = [n for family in FAMILIES for n in MEMBERS[family]]
 PAIRS = [(s, n) for s in SPACES for n in MEMBERS[s]]
@@ -90,6 +91,19 @@ def test_classic_is_a_member(space_name, genotype):
     assert space.digest(drawn) == space.digest(at_224(genotype))
     if space_name == "union":
         assert params["family"] == named(genotype).family
+
+
+def test_residual_space_offers_highway_beside_every_resnet():
+    """Highway contains ResNet's solutions: each ResNet in the space has a highway twin, the same
+    network with the add gated (one 1x1 gate conv per block on top of ResNet's parameters)."""
+    s = load_space("residual")
+    params = match(s, named("resnet50"))
+    assert params["residual.skip"] == "residual"
+    twin = sample(s, FixedSource(params | {"residual.skip": "highway"}))
+    assert {b.skip for st in twin.stages for b in st.blocks} == {"highway"}
+    assert [len(st.blocks) for st in twin.stages] == [len(st.blocks) for st in named("resnet50").stages]
+    assert space.complexity(twin).params > space.complexity(named("resnet50")).params
+    assert {g.stages[0].blocks[0].skip for _, g, _ in draws("residual") if g is not None} == {"residual", "highway"}
 
 
 # --------------------------------------------------------------------------- sampling
