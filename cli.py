@@ -440,8 +440,8 @@ def _open_in_browser(path: Path) -> None:
 def report(study: str = typer.Argument(..., help="the study to report on"),
            storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
            by: Optional[list[str]] = typer.Option(None, "--by", help="group error EDFs by this genotype field "
-                                                  "(repeatable): family, residual, highway, dense, separable, preact, depth, "
-                                                  "width, any top-level field or a path [default: family]"),
+                                                  "(repeatable): family, residual, highway, dense, separable, preact, "
+                                                  "depth, width, any top-level field or a path [default: family]"),
            open_: bool = typer.Option(False, "--open", help="open the page in a browser")) -> None:
     """One self-contained HTML page for the whole study, as studies/STUDY/report.html.
 

@@ -8,8 +8,9 @@ serialise, hash and compare identically.
 Ops are the leaves. Blocks hold parallel branches of ops, merged by concat or
 sum, optionally followed by `post` ops and wrapped in a residual (add), highway
 (gated add) or dense (concat) skip. Branches may each take their own slice of
-the input channels (`split`, as in InceptionNeXt's token mixer). A block's `repeat` is its depth; strides in its ops apply to
-its first repetition only, as in every staged CNN.
+the input channels (`split`, as in InceptionNeXt's token mixer). A block's
+`repeat` is its depth; strides in its ops apply to its first repetition only,
+as in every staged CNN.
 """
 from __future__ import annotations
 

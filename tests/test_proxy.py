@@ -42,7 +42,8 @@ def test_patchify_convs_lose_their_stride_as_odd_padded_convs():
     downs = [s.blocks[0].branches[0][0] for s in proxy.stages[1:]]
     assert [(d.kernel, d.stride) for d in downs] == [(2, 2), (2, 2), (1, 1)]
     again = space.load(space.dump(proxy))  # what a study stores reloads
-    assert [p.size for p in space.complexity(again, in_channels=1).parts[:-1]] == [(8, 8), (8, 8), (4, 4), (2, 2), (2, 2)]
+    sizes = [p.size for p in space.complexity(again, in_channels=1).parts[:-1]]
+    assert sizes == [(8, 8), (8, 8), (4, 4), (2, 2), (2, 2)]
     assert space.build(again, in_channels=1).eval()(__import__("torch").zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
