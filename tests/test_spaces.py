@@ -106,6 +106,21 @@ def test_residual_space_offers_highway_beside_every_resnet():
     assert {g.stages[0].blocks[0].skip for _, g, _ in draws("residual") if g is not None} == {"residual", "highway"}
 
 
+def test_metanext_mixers_span_identity_depthwise_and_inception():
+    """The token mixer is one choice for every block: no mixing, a square depthwise conv, or the Inception split."""
+    mixers = {}
+    for _, g, _ in draws("metanext"):
+        mixer = g.stages[0].blocks[0].branches[0][0]
+        kind = ("identity" if mixer.op == "identity" else "inception" if mixer.op == "branches"
+                else f"dw{mixer.kernel}")
+        assert {b.branches[0][0] for st in g.stages for b in st.blocks if b.skip == "residual"} == {mixer}
+        mixers[kind] = mixers.get(kind, 0) + 1
+    assert set(mixers) == {"identity", "dw3", "dw5", "dw7", "inception"}, mixers
+    inception = match(load_space("metanext"), named("inception_next_tiny"))
+    assert (inception["metanext.mixer"], inception["metanext.band"]) == ("inception", 11)
+    assert match(load_space("metanext"), named("convnext_tiny"))["metanext.mixer"] == "dw7x7"
+
+
 # --------------------------------------------------------------------------- sampling
 
 @pytest.mark.parametrize("name", SPACES)
