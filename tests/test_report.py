@@ -289,7 +289,7 @@ def test_grouping_fields(name, field, value):
 
 
 def test_unknown_fields_name_the_choices():
-    with pytest.raises(UserError, match="residual, dense, separable, preact, depth, width"):
+    with pytest.raises(UserError, match="residual, highway, dense, separable, preact, depth, width"):
         stats.check_field("colour")
 
 
