@@ -288,15 +288,15 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
              random_: int = typer.Option(5, "--random", min=0, help="and this many other completed trials at random"),
              epochs_multiplier: Optional[int] = typer.Option(None, "--epochs-multiplier", min=1,
                                                              help="the reference's epochs: the proxy's times this "
-                                                             "[default: 2]"),
+                                                             "[default: 4]"),
              seed: int = typer.Option(0, help="seed of the random pick"),
              device: str = typer.Option("auto", help="auto, cpu or cuda"),
              data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache"),
              as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Proxy fidelity: retrain a sample of trials with the reference; Kendall tau and Spearman rho against the proxy.
 
-    The reference is the proxy scaled up (explorer/fidelity.py, as in benchmarks/fidelity.py): native
-    resolution with twice the width, epochs and training images. Zero-cost scores of the
+    The reference is the same proxy trained longer (explorer/fidelity.py, as in benchmarks/fidelity.py):
+    4x the epochs on 3x the training images. Zero-cost scores of the
     same genotypes are ranked against it too. The result is stored in the study (user attr
     explore:fidelity) for the report.
     """

@@ -186,9 +186,9 @@ def test_fidelity_measures_and_stores_rank_agreement(screened):
                   cwd=cwd)
     study = load(cwd, "s")
     record = json.loads(study.user_attrs["explore:fidelity"])
-    # the one reference definition: native resolution (digits: 8 px), twice the width; epochs x 1 here
+    # the one reference definition: 3x the training images; its epochs x 1 here
     assert record["reference"] == dataclasses.asdict(reference_of(settings_of(study), 1))
-    assert record["reference"]["width"] == 2 * record["proxy"]["width"] and record["reference"]["resolution"] == 8
+    assert record["reference"]["train_images"] == 3 * record["proxy"]["train_images"]
     assert record["epochs"] == record["proxy_epochs"] == 2 and record["dataset"] == "digits"
     assert [r["picked"] for r in record["trials"]] == ["top", "top", "random"]
     for r in record["trials"]:
