@@ -37,20 +37,7 @@ def friendly(fn):
 def resolve_genotype(ref: str):
     """A registered name or a YAML/JSON file holding a genotype."""
     import space
-    from explorer.errors import UserError
-    from space.named import REGISTRY, named
-    if ref in REGISTRY or not Path(ref).exists():
-        if ref not in REGISTRY and (ref.endswith((".yaml", ".yml", ".json")) or "/" in ref):
-            raise UserError(f"{ref}: no such file")
-        return named(ref)
-    try:
-        text = Path(ref).read_text()
-    except OSError as e:
-        raise UserError(f"{ref}: can't read it ({e.strerror})") from None
-    try:
-        return space.load(text)
-    except space.GenotypeError as e:
-        raise space.GenotypeError(f"{ref}: {e.path}" if e.path else ref, e.reason) from None
+    return space.load(ref)
 
 
 def gflops(flops: int) -> str:

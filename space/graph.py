@@ -31,6 +31,7 @@ from . import schema as S
 from .cost import Cost
 from .network import complexity
 from .ops import OPS, Context, _hw, _stride, merge_shapes, stride_of
+from .resolve import load
 
 FORMATS = ("dot", "graphml", "json", "html")
 
@@ -256,7 +257,7 @@ def to_graph(genotype, resolution: int | None = None, num_classes: int | None = 
     `space.complexity(...)`, whose totals are also in `graph.graph`.
     Raises `GenotypeError` exactly as `space.complexity` does.
     """
-    g = S.load(genotype)
+    g = load(genotype)
     num_classes = num_classes or g.classes
     total = complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
     res = total.resolution
