@@ -328,6 +328,26 @@ def test_export_onnx_keeps_the_parameter_count(cli, home, tmp_path):
     assert f"{t.user_attrs['params']:,} parameters" in run.stdout
 
 
+def test_trial_onnx_in_onnxruntime_equals_torch(cli, home, tmp_path):
+    """A searched trial exported with weights: onnxruntime's logits equal torch's within 1e-4 relative."""
+    import torch
+    from test_export import check_onnx_against_torch, perturbed_state
+    t = next(t for t in completed(home) if "reference" not in t.user_attrs)
+    g = space.load(json.loads(t.user_attrs["genotype"]))
+    state = perturbed_state(g, 1000)
+    torch.save(state, tmp_path / "w.pt")
+    run = cli("export", "s", "--trial", str(t.number), "--weights", str(tmp_path / "w.pt"), "-f", "onnx",
+              "-o", str(tmp_path / "t.onnx"))
+    assert run.exit_code == 0, run.output
+    assert f"trial {t.number}'s network (224px, 1000 classes" in run.stdout
+    check_onnx_against_torch(tmp_path / "t.onnx", g, state, 224, 1000)
+
+
+def test_export_a_study_without_trial_says_add_trial(cli, tmp_path):
+    run = cli("export", "s", "-f", "onnx", "-o", str(tmp_path / "x.onnx"))
+    assert run.exit_code == 2 and "'s' is a study: add --trial N" in run.stderr
+
+
 def test_export_without_onnx_says_how_to_install_it(cli, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     run = cli("export", "s", "--trial", "1", "--format", "onnx", "-o", str(tmp_path / "x.onnx"))
