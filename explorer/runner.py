@@ -125,7 +125,8 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
                                                                                 default_proxy_resolution(dataset))),
                     proxy_width=pick("proxy_width"), proxy_depth=pick("proxy_depth"),
                     train_images=pick("train_images"), val_images=pick("val_images"), recipe=recipe,
-                    sampler=sampler, seed=seed, trials=pick("trials"), **beyond_settings(pick))
+                    sampler=sampler, seed=seed, trials=pick("trials"), **beyond_settings(pick),
+                    short_names=stored.short_names if stored else Settings.short_names)
 
 
 def search_command(explicit: dict, study_name: str | None, storage: str | None, device: str,
