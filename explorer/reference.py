@@ -72,7 +72,8 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
         raise UserError(f"{name}: no proxy of it fits {settings.proxy_resolution}px ({e})") from None
     trial = _new_trial(study, name, params)
     if params is not None:
-        drawn = sample(settings.space_doc, trial, settings.short_names)  # records the params and their distributions on the trial
+        # records the params and their distributions on the trial
+        drawn = sample(settings.space_doc, trial, settings.short_names)
         if space.digest(drawn.model_copy(update={"resolution": g.resolution})) != space.digest(g):
             study.tell(trial, state=States.FAIL)
             raise UserError(f"{name}: the space's parameters don't reproduce it")  # match() guarantees they do

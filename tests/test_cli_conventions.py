@@ -53,7 +53,8 @@ def test_list_pattern_family_and_json():
     r = next(r for r in rows if r["name"] == "inception_v3")
     assert r["flops"] == space.complexity("inception_v3").flops and r["flops_unit"] == "multiply-adds"
     assert r["flops_at_224"] == space.complexity("inception_v3", 224).flops
-    assert next(r for r in rows if r["name"] == "inception_v3_aux")["flops_at_224"] is None  # its aux head doesn't fit 224 (the table says "too small")
+    aux = next(r for r in rows if r["name"] == "inception_v3_aux")
+    assert aux["flops_at_224"] is None  # its aux head doesn't fit 224 (the table says "too small")
     dense = explore("list", "--family", "dense")
     names = [line.split()[1] for line in dense.stdout.splitlines() if line.startswith("│")]
     assert names == space.names(family="dense")

@@ -67,7 +67,8 @@ def test_trials_carry_short_names_and_design_axes(union):
         assert AXES <= set(t.user_attrs)
         assert t.params["arch"] == t.user_attrs["family"]
         assert all(len(name) <= 42 and "[" not in name and "family=" not in name for name in t.params)
-        assert sample(load_space("union"), optuna.trial.FixedTrial(t.params), short=True).family == t.user_attrs["family"]
+        drawn = sample(load_space("union"), optuna.trial.FixedTrial(t.params), short=True)
+        assert drawn.family == t.user_attrs["family"]
     names = sorted({n for t in study.trials for n in t.params})
     assert names[0] == "arch"  # sorts first, and every trial has it: the dashboard's default slice plot
 
