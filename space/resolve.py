@@ -30,8 +30,8 @@ def load(ref: Any) -> S.Genotype:
         raise GenotypeError("", f"{ACCEPTED}, not {type(ref).__name__}")
     if ref in REGISTRY:
         return named(ref)
-    one_line = "\n" not in ref and len(ref) < 4096
-    if one_line and (ref.endswith(SUFFIXES) or Path(ref).is_file()):
+    one_line = "\n" not in ref and not ref.lstrip().startswith(("{", "["))  # else YAML/JSON text
+    if one_line and (ref.endswith(SUFFIXES) or _is_file(ref)):
         return read(Path(ref))
     if one_line and _NAME.match(ref):
         try:
@@ -42,6 +42,13 @@ def load(ref: Any) -> S.Genotype:
     if not isinstance(doc, dict):
         raise GenotypeError("", f"{ACCEPTED}; got text that parses to a {type(doc).__name__}")
     return S.load(doc)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a path
+        return False
 
 
 def read(path: Path) -> S.Genotype:

@@ -112,3 +112,14 @@ def test_names_filter_like_timm_list_models():
     assert dense and all(named(n).family == "dense" for n in dense) and "densenet121" in dense
     assert names("*121", family="dense") == ["densenet121"]
     assert "dense" in space.families() and "residual" in space.families()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_is_a_genotype_or_one_genotype_error(text):
+    """Names, paths and YAML text share the str type: whatever the text, the answer is a Genotype or a
+    GenotypeError, never another exception."""
+    try:
+        assert isinstance(space.load(text), space.Genotype)
+    except space.GenotypeError as e:
+        assert "\n" not in str(e)
