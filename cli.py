@@ -612,7 +612,7 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
           output: Optional[Path] = typer.Option(None, "--output", "-o", help="outside a study: train the genotype "
                                                 "itself and save its state_dict here (loads strictly into "
                                                 "space.build; `explore export --weights` embeds it)"),
-          dataset: Optional[str] = typer.Option(None, help="with -o: digits, cifar10, mnist, fashion-mnist or "
+          dataset: Optional[str] = typer.Option(None, help="with -o: fashion-mnist, digits, cifar10, mnist or "
                                                 "imagefolder:PATH [default: search's default dataset]"),
           epochs: Optional[int] = typer.Option(None, min=1, help="with -o [default: search's default]"),
           batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="with -o [default: search's "
@@ -672,7 +672,7 @@ def _train_weights(name: str, g, output: Path, given: dict, seed: int, device: s
     from explorer import weights as W
     from explorer.export import _write
     from explorer.trainer import Recipe
-    dataset = given["dataset"] or runner.DEFAULTS["dataset"]
+    dataset = runner.with_dataset({k: v for k, v in given.items() if v is not None}, data_dir, err)["dataset"]
     resolution = given["resolution"] or runner.default_proxy_resolution(dataset)
     try:
         recipe = Recipe(epochs=given["epochs"] or runner.DEFAULTS["epochs"],
