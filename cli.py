@@ -14,10 +14,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="markdown",
                   context_settings={"help_option_names": ["-h", "--help"]})
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+# Off a terminal (a pipe, a file, CI logs) nothing is wrapped: a line stays one line, words stay whole.
+out = Console(width=None if sys.stdout.isatty() else 1000, soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            print(f"explore {version('explore')}")
+        except PackageNotFoundError:
+            print("explore (not installed: run from a source tree)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="print the version and exit")) -> None:
+    pass  # the app's help is the module docstring; this callback only carries --version
+
+
+def open_option():
+    """One spelling on every command that writes a page: --open / --no-open, not opening by default."""
+    return typer.Option(False, "--open/--no-open", help="open the page in a browser")
 
 
 def friendly(fn):
@@ -37,20 +59,7 @@ def friendly(fn):
 def resolve_genotype(ref: str):
     """A registered name or a YAML/JSON file holding a genotype."""
     import space
-    from explorer.errors import UserError
-    from space.named import REGISTRY, named
-    if ref in REGISTRY or not Path(ref).exists():
-        if ref not in REGISTRY and (ref.endswith((".yaml", ".yml", ".json")) or "/" in ref):
-            raise UserError(f"{ref}: no such file")
-        return named(ref)
-    try:
-        text = Path(ref).read_text()
-    except OSError as e:
-        raise UserError(f"{ref}: can't read it ({e.strerror})") from None
-    try:
-        return space.load(text)
-    except space.GenotypeError as e:
-        raise space.GenotypeError(f"{ref}: {e.path}" if e.path else ref, e.reason) from None
+    return space.load(ref)
 
 
 def gflops(flops: int) -> str:
@@ -59,23 +68,43 @@ def gflops(flops: int) -> str:
 
 @app.command("list")
 @friendly
-def list_() -> None:
-    """Every named genotype: family, parameters, FLOPs (multiply-adds), canonical resolution."""
+def list_(pattern: Optional[str] = typer.Argument(None, help="shell-style wildcard on the name, e.g. 'res*' or "
+                                                  "'*inception*' [default: all]"),
+          family: Optional[str] = typer.Option(None, help="only this family, e.g. residual or dense "
+                                               "(the family column)"),
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Named genotypes: family, parameters, FLOPs (multiply-adds), canonical resolution."""
     import space
-    from space.named import named, names
+    from explorer.errors import UserError
+    if family is not None and family not in space.families():
+        raise UserError(f"--family: unknown family '{family}'; choose one of {', '.join(space.families())}")
+    rows = [_list_row(name) for name in space.names(pattern, family)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
     table = Table(title="Named genotypes (FLOPs are multiply-adds, batch 1)")
     for col in ("name", "family", "params", "res", "classes", "GFLOPs@224", "GFLOPs@res"):
         table.add_column(col, justify="left" if col in ("name", "family") else "right", no_wrap=True)
-    for name in names():
-        g = named(name)
-        own = space.complexity(g, breakdown=False)
-        try:
-            at224 = gflops(space.complexity(g, 224, breakdown=False).flops)
-        except space.GenotypeError:
-            at224 = "too small"  # e.g. Inception v3's aux head needs 299
-        table.add_row(name, g.family or "", f"{own.params:,}", str(g.resolution),
-                      str(g.classes), at224, gflops(own.flops))
+    for r in rows:
+        at224 = "too small" if r["flops_at_224"] is None else gflops(r["flops_at_224"])  # Inception v3's aux: 299
+        table.add_row(r["name"], r["family"] or "", f"{r['params']:,}", str(r["resolution"]), str(r["classes"]),
+                      at224, gflops(r["flops"]))
     out.print(table)
+    if not rows:
+        err.print(f"no named genotype matches {pattern!r}" + (f" in family {family}" if family else ""),
+                  highlight=False)
+
+
+def _list_row(name: str) -> dict:
+    import space
+    g = space.named(name)
+    own = space.complexity(g, breakdown=False)
+    try:
+        at224 = space.complexity(g, 224, breakdown=False).flops
+    except space.GenotypeError:
+        at224 = None
+    return dict(name=name, family=g.family, params=own.params, resolution=g.resolution, classes=g.classes,
+                flops=own.flops, flops_at_224=at224, flops_unit="multiply-adds")
 
 
 @app.command()
@@ -116,7 +145,8 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
           output: Optional[Path] = typer.Option(None, "--output", "-o", help="where to write [default: stdout; "
                                                 "html: GENOTYPE-graph.html]"),
           resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="input resolution [default: the genotype's own]"),
-          classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]")) -> None:
+          classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]"),
+          open_: bool = open_option()) -> None:
     """The network as a graph of ops (networkx): each node with its shape, params and FLOPs (multiply-adds)."""
     import space
     from explorer.errors import UserError
@@ -133,53 +163,72 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     err.print(f"wrote {output}", highlight=False)
+    if open_ and fmt == "html":
+        _open_in_browser(output)
+
+
+def panel(name: str, *args, **kwargs):
+    """An option shown in the help panel `name`."""
+    return typer.Option(*args, rich_help_panel=name, **kwargs)
+
+
+BUDGET = "Budget and space"
+PROXY = "Proxy and training"
+DATA = "Data"
+STORAGE = "Storage and workers"
+BEYOND = "Beyond accuracy"
 
 
 @app.command()
 @friendly
 def search(
-    budget: Optional[str] = typer.Option(None, help="FLOPs (multiply-adds) of the deployed network at --resolution, "
-                                          "e.g. 2GFLOPs, 600MFLOPs, 2e9 [required for a new study]"),
-    max_params: Optional[str] = typer.Option(None, "--max-params", help="parameter cap, e.g. 5M"),
-    space_: Optional[str] = typer.Option(None, "--space", help="a shipped space or a YAML file [default: union]"),
-    dataset: Optional[str] = typer.Option(None, help="fashion-mnist, digits (embedded), cifar10, mnist or "
-                                          "imagefolder:PATH [default: fashion-mnist when it can be had (cache, "
-                                          "Debian's dataset-fashion-mnist, download), else digits]"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
-    train_images: Optional[int] = typer.Option(None, "--train-images", min=1, help="class-balanced subset of the "
-                                               "training split that proxies train on [default: 3000]"),
-    val_images: Optional[int] = typer.Option(None, "--val-images", min=1, help="class-balanced validation images "
-                                             "held out of the training split [default: 2000, at most a tenth of it]"),
-    trials: Optional[int] = typer.Option(None, min=1, help="completed (trained) trials to aim for [default: 12]"),
-    epochs: Optional[int] = typer.Option(None, min=1, help="proxy training epochs [default: 2]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="[default: 64]"),
-    lr: Optional[float] = typer.Option(None, min=0, help="peak learning rate for a batch of 128, scaled with the batch "
-                                       "(SGD with Nesterov momentum, one-cycle schedule, label smoothing) [default: 0.1]"),
-    resolution: Optional[int] = typer.Option(None, min=8, help="input resolution the budget is priced at [default: 224]"),
-    proxy_resolution: Optional[int] = typer.Option(None, "--proxy-resolution", min=8,
-                                                   help="resolution proxies train at [default: 12 for "
-                                                   "fashion-mnist and mnist, 16 for digits, else 32]"),
-    proxy_width: Optional[float] = typer.Option(None, "--proxy-width", min=0.01, help="proxy width factor [default: 0.25]"),
-    proxy_depth: Optional[int] = typer.Option(None, "--proxy-depth", min=1, help="cap on each block's repeat [default: 1]"),
-    sampler: Optional[str] = typer.Option(None, help="nsga2, tpe, random, nsga3 or gp [default: nsga2]"),
-    seed: Optional[int] = typer.Option(None, help="[default: 0]"),
-    prescreen: Optional[int] = typer.Option(None, "--prescreen", min=1, help="draw K budget-feasible candidates per "
-                                            "trial and train the best by --prescreen-score [default: 1, off]"),
-    prescreen_score: Optional[str] = typer.Option(None, "--prescreen-score", help="zero-cost score for --prescreen: "
-                                                  "synflow, naswot, snip, grad_norm or params [default: synflow]"),
-    prune: Optional[str] = typer.Option(None, "--prune", help="none, or pareto: stop a trial whose (FLOPs, accuracy "
-                                        "at epoch e) is dominated by --prune-k trials at epoch e [default: none]"),
-    prune_k: Optional[int] = typer.Option(None, "--prune-k", min=1, help="dominating trials needed to stop one "
-                                          "[default: 2]"),
-    stochastic_depth: Optional[float] = typer.Option(None, "--stochastic-depth", min=0.0, max=1.0,
-                                                     help="train residual blocks with stochastic depth, survival "
-                                                     "decaying linearly to this p_L, e.g. 0.5 [default: off]"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    study: Optional[str] = typer.Option(None, help="study name [default: SPACE-BUDGET-DATASET]"),
-    storage: Optional[str] = typer.Option(None, help="any Optuna storage URL [default: sqlite:///studies/STUDY/study.db]"),
-    no_run: bool = typer.Option(False, "--no-run", help="create the study and its settings, train nothing"),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes training at once on this machine, "
-                             "sharing the study through its storage (each gets cores/N CPU threads)"),
+    budget: Optional[str] = panel(BUDGET, None, help="FLOPs (multiply-adds) of the deployed network at --resolution, "
+                                  "e.g. 2GFLOPs, 600MFLOPs, 2e9 [required for a new study]"),
+    max_params: Optional[str] = panel(BUDGET, None, "--max-params", help="parameter cap, e.g. 5M"),
+    space_: Optional[str] = panel(BUDGET, None, "--space", help="a shipped space or a YAML file [default: union]"),
+    trials: Optional[int] = panel(BUDGET, None, min=1, help="completed (trained) trials to aim for [default: 12]"),
+    sampler: Optional[str] = panel(BUDGET, None, help="nsga2, tpe, random, nsga3 or gp [default: nsga2]"),
+    seed: Optional[int] = panel(BUDGET, None, help="[default: 0]"),
+    epochs: Optional[int] = panel(PROXY, None, min=1, help="proxy training epochs [default: 2]"),
+    batch_size: Optional[int] = panel(PROXY, None, "--batch-size", min=1, help="[default: 64]"),
+    lr: Optional[float] = panel(PROXY, None, min=0, help="peak learning rate for a batch of 128, scaled with the "
+                                "batch (SGD with Nesterov momentum, one-cycle schedule, label smoothing) "
+                                "[default: 0.1]"),
+    resolution: Optional[int] = panel(PROXY, None, min=8, help="input resolution the budget is priced at "
+                                      "[default: 224]"),
+    proxy_resolution: Optional[int] = panel(PROXY, None, "--proxy-resolution", min=8,
+                                            help="resolution proxies train at [default: 12 for fashion-mnist and "
+                                            "mnist, 16 for digits, else 32]"),
+    proxy_width: Optional[float] = panel(PROXY, None, "--proxy-width", min=0.01,
+                                         help="proxy width factor [default: 0.25]"),
+    proxy_depth: Optional[int] = panel(PROXY, None, "--proxy-depth", min=1,
+                                       help="cap on each block's repeat [default: 1]"),
+    dataset: Optional[str] = panel(DATA, None, help="fashion-mnist, digits (embedded), cifar10, mnist or "
+                                   "imagefolder:PATH [default: fashion-mnist when it can be had (cache, "
+                                   "Debian's dataset-fashion-mnist, download), else digits]"),
+    data_dir: Optional[Path] = panel(DATA, None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
+    train_images: Optional[int] = panel(DATA, None, "--train-images", min=1, help="class-balanced subset of the "
+                                        "training split that proxies train on [default: 3000]"),
+    val_images: Optional[int] = panel(DATA, None, "--val-images", min=1, help="class-balanced validation images "
+                                      "held out of the training split [default: 2000, at most a tenth of it]"),
+    study: Optional[str] = panel(STORAGE, None, help="study name [default: SPACE-BUDGET-DATASET]"),
+    storage: Optional[str] = panel(STORAGE, None, help="any Optuna storage URL "
+                                   "[default: sqlite:///studies/STUDY/study.db]"),
+    no_run: bool = panel(STORAGE, False, "--no-run", help="create the study and its settings, train nothing"),
+    jobs: int = panel(STORAGE, 1, "--jobs", "-j", min=1, help="worker processes training at once on this machine, "
+                      "sharing the study through its storage (each gets cores/N CPU threads)"),
+    device: str = panel(STORAGE, "auto", help="auto, cpu or cuda"),
+    prescreen: Optional[int] = panel(BEYOND, None, "--prescreen", min=1, help="draw K budget-feasible candidates per "
+                                     "trial and train the best by --prescreen-score [default: 1, off]"),
+    prescreen_score: Optional[str] = panel(BEYOND, None, "--prescreen-score", help="zero-cost score for --prescreen: "
+                                           "synflow, naswot, snip, grad_norm or params [default: synflow]"),
+    prune: Optional[str] = panel(BEYOND, None, "--prune", help="none, or pareto: stop a trial whose (FLOPs, accuracy "
+                                 "at epoch e) is dominated by --prune-k trials at epoch e [default: none]"),
+    prune_k: Optional[int] = panel(BEYOND, None, "--prune-k", min=1, help="dominating trials needed to stop one "
+                                   "[default: 2]"),
+    stochastic_depth: Optional[float] = panel(BEYOND, None, "--stochastic-depth", min=0.0, max=1.0,
+                                              help="train residual blocks with stochastic depth, survival "
+                                              "decaying linearly to this p_L, e.g. 0.5 [default: off]"),
 ) -> None:
     """Search a design space under a FLOP budget: Optuna draws genotypes, proxies train, a Pareto front emerges.
 
@@ -409,7 +458,7 @@ def plot(study: str = typer.Argument(..., help="the study to plot"),
          storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
          x: str = typer.Option("flops", "--x", help="x axis: flops (multiply-adds) or params; the page has buttons "
                                "to switch"),
-         no_open: bool = typer.Option(False, "--no-open", help="write the page, don't open a browser"),
+         open_: bool = open_option(),
          png: Optional[Path] = typer.Option(None, "--png", help="also write the plot as a PNG image (needs the "
                                             "[png] extra, kaleido, and Chrome or Chromium)")) -> None:
     """The Pareto plot, proxy accuracy against FLOPs (multiply-adds), as studies/STUDY/pareto.html (offline)."""
@@ -422,7 +471,7 @@ def plot(study: str = typer.Argument(..., help="the study to plot"),
     out.print(f"plot: {path} ({len(pts)} completed trials)", highlight=False, soft_wrap=True)
     if png is not None:
         out.print(f"image: {png}", highlight=False, soft_wrap=True)
-    if not no_open:
+    if open_:
         _open_in_browser(path)
 
 
@@ -432,7 +481,7 @@ def _open_in_browser(path: Path) -> None:
     uri = path.resolve().as_uri()
     graphical = sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     if not (graphical and webbrowser.open(uri)):  # never start a text-mode browser in the terminal
-        out.print(f"open {uri} in a browser (or pass --no-open)", highlight=False, soft_wrap=True)
+        out.print(f"open {uri} in a browser", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -442,7 +491,7 @@ def report(study: str = typer.Argument(..., help="the study to report on"),
            by: Optional[list[str]] = typer.Option(None, "--by", help="group error EDFs by this genotype field "
                                                   "(repeatable): family, residual, highway, dense, separable, preact, "
                                                   "depth, width, any top-level field or a path [default: family]"),
-           open_: bool = typer.Option(False, "--open", help="open the page in a browser")) -> None:
+           open_: bool = open_option()) -> None:
     """One self-contained HTML page for the whole study, as studies/STUDY/report.html.
 
     Settings, the Pareto plot and table (with diffs from the nearest named architectures), hypervolume
@@ -458,12 +507,26 @@ def report(study: str = typer.Argument(..., help="the study to report on"),
 @app.command()
 @friendly
 def pareto(study: str = typer.Argument(..., help="the study"),
-           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]")
-           ) -> None:
+           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+           as_json: bool = typer.Option(False, "--json", help="the rows as JSON (FLOPs are multiply-adds)"),
+           as_csv: bool = typer.Option(False, "--csv", help="the rows as CSV (FLOPs are multiply-adds)")) -> None:
     """The Pareto set as a table: FLOPs (multiply-adds), params, proxy accuracy, nearest named architecture."""
     from explorer import report, runner
-    st, settings, _ = report.open_results(study, storage)
-    runner.report(st, settings, out, plot=False)
+    from explorer.errors import UserError
+    if as_json and as_csv:
+        raise UserError("--json and --csv: pick one")
+    st, settings, pts = report.open_results(study, storage)
+    if not (as_json or as_csv):
+        runner.report(st, settings, out, plot=False)
+        return
+    rows = runner.pareto_rows(pts, settings)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    import csv
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["rank"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 @app.command()
@@ -474,8 +537,8 @@ def edf(study: str = typer.Argument(..., help="the study"),
                                                "field or a path such as stages[2].blocks[0].repeat [default: family]"),
         flop_normalised: bool = typer.Option(False, "--flop-normalised", help="reweight every group to the same "
                                              "log-FLOPs distribution (NDS's normalised EDF)"),
-        storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]")
-        ) -> None:
+        storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+        open_: bool = open_option()) -> None:
     """Error EDFs of the study's trials by a genotype field (NDS, Radosavovic et al. 2019): studies/STUDY/edf.html.
 
     Prints n, min and mean error per group and the Kolmogorov-Smirnov statistic between groups.
@@ -500,41 +563,96 @@ def edf(study: str = typer.Argument(..., help="the study"),
                 ks.add_row(a, b, f"{d:.3f}", "" if p is None else f"{p:.3g}")
             out.print(ks)
     out.print(f"EDFs: {path}", highlight=False, soft_wrap=True)
+    if open_:
+        _open_in_browser(path)
 
 
 @app.command()
 @friendly
-def export(study: str = typer.Argument(..., help="the study"),
-           trial: int = typer.Option(..., "--trial", min=0, help="the trial's number (see `explore pareto`)"),
+def export(ref: str = typer.Argument(..., help="a named genotype or a YAML/JSON file; or a study, with --trial N"),
            format_: str = typer.Option(..., "--format", "-f", help="yaml or json (the genotype), onnx or torchscript "
-                                       "(the deployed network: the study's resolution, 1000 classes, untrained)"),
+                                       "(the network)"),
            output: Path = typer.Option(..., "--output", "-o", help="file to write"),
-           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]")
-           ) -> None:
-    """A trial's genotype as YAML or JSON, or its deployed network as ONNX or TorchScript."""
+           trial: Optional[int] = typer.Option(None, "--trial", min=0, help="the trial of study REF "
+                                               "(see `explore pareto`)"),
+           resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, help="input resolution "
+                                                    "[default: the genotype's own; a trial: the study's]"),
+           classes: Optional[int] = typer.Option(None, min=1, help="number of classes [default: the genotype's own, "
+                                                 "or what --weights was trained with; a trial: 1000]"),
+           in_channels: Optional[int] = typer.Option(None, "--in-channels", min=1, help="input channels [default: 3, "
+                                                     "or what --weights was trained with]"),
+           weights: Optional[Path] = typer.Option(None, "--weights", help="trained weights from `explore train "
+                                                  "GENOTYPE -o FILE`, embedded in the ONNX/TorchScript file "
+                                                  "[default: freshly initialised]"),
+           storage: Optional[str] = typer.Option(None, help="Optuna storage URL of study REF [default: its SQLite "
+                                                 "file]")) -> None:
+    """A genotype as YAML or JSON, or its network as ONNX or TorchScript (trained, with --weights).
+
+    `explore export xception -f onnx -o x.onnx` exports a named genotype at its own resolution (299);
+    `explore export STUDY --trial 7 -f onnx -o t7.onnx` a trial's network as the budget priced it.
+    """
     from explorer import export as exp
-    from explorer.study import load_study
-    out.print(exp.export(load_study(study, storage), trial, format_, output), highlight=False, soft_wrap=True)
+    from explorer.study import load_study, study_dir
+    if trial is not None:
+        target = exp.trial_target(load_study(ref, storage), trial, resolution, classes, in_channels, weights)
+    else:
+        if not Path(ref).exists() and (study_dir(ref) / "study.db").exists():
+            from explorer.errors import UserError
+            raise UserError(f"'{ref}' is a study: add --trial N to export one of its trials")
+        g = resolve_genotype(ref)
+        target = exp.genotype_target(g, g.name or Path(ref).stem, resolution, classes, in_channels, weights)
+    out.print(exp.export(target, format_, output), highlight=False, soft_wrap=True)
 
 
 @app.command()
 @friendly
 def train(genotype: str = typer.Argument(..., help="a named genotype (see `explore list`) or a YAML/JSON file"),
-          study: str = typer.Option(..., help="the study whose proxy settings and recipe train it, and that stores it"),
+          study: Optional[str] = typer.Option(None, help="the study whose proxy settings and recipe train it, and "
+                                              "that stores it as a reference point"),
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="outside a study: train the genotype "
+                                                "itself and save its state_dict here (loads strictly into "
+                                                "space.build; `explore export --weights` embeds it)"),
+          dataset: Optional[str] = typer.Option(None, help="with -o: fashion-mnist, digits, cifar10, mnist or "
+                                                "imagefolder:PATH [default: search's default dataset]"),
+          epochs: Optional[int] = typer.Option(None, min=1, help="with -o [default: search's default]"),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="with -o [default: search's "
+                                                   "default]"),
+          lr: Optional[float] = typer.Option(None, min=0, help="with -o: peak learning rate for a batch of 128 "
+                                             "[default: search's default]"),
+          resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=8, help="with -o: input "
+                                                   "resolution [default: the dataset's proxy resolution]"),
+          seed: int = typer.Option(0, help="with -o: initialisation, data order and augmentation seed"),
           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
           force: bool = typer.Option(False, "--force", help="train it again even if the study already has it"),
           device: str = typer.Option("auto", help="auto, cpu or cuda"),
           data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache")) -> None:
-    """Train a named genotype's proxy with the study's recipe and store it in the study as a reference point.
+    """Train a genotype: into a study as a labelled reference point (--study), or on its own into a weights
+    file (-o).
 
-    The trial carries user attr `reference=NAME`: a labelled star on the plots, a row in the report.
+    With --study, the genotype's proxy trains with the study's recipe and is stored as a trial with user attr
+    `reference=NAME`: a labelled star on the plots, a row in the report. With -o, the genotype itself trains
+    (full width and depth) on --dataset with search's recipe, and its weights are saved.
     """
+    from explorer.errors import UserError
+    g = resolve_genotype(genotype)
+    name = g.name or Path(genotype).stem
+    if (study is None) == (output is None):
+        raise UserError("train: give --study STUDY (a reference point in a study) or -o FILE (weights, no study)")
+    standalone = dict(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, resolution=resolution)
+    if study is not None:
+        given = [k for k, v in standalone.items() if v is not None]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')}: with --study the study's settings train it; drop it")
+        _train_reference(study, storage, name, g, device, data_dir, force)
+    else:
+        _train_weights(name, g, output, standalone, seed, device, data_dir)
+
+
+def _train_reference(study: str, storage, name: str, g, device: str, data_dir, force: bool) -> None:
     from explorer import reference
     from explorer.budget import format_flops
     from explorer.study import load_study
     st = load_study(study, storage)
-    g = resolve_genotype(genotype)
-    name = g.name or Path(genotype).stem
     done = reference.train_reference(st, name, g, device, data_dir, force)
     if done.existing:
         out.print(f"{name} is already in study '{study}' as trial {done.number} (accuracy {done.accuracy:.4f}); "
@@ -545,6 +663,34 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
     over = ", over the study's budget" if done.over_budget else ""
     out.print(f"{name}: trial {done.number}, accuracy {done.accuracy:.4f}, {format_flops(done.flops)} (multiply-adds)"
               f", {done.params:,} params{over}; {where}", highlight=False, soft_wrap=True)
+
+
+def _train_weights(name: str, g, output: Path, given: dict, seed: int, device: str, data_dir) -> None:
+    import torch
+    from explorer import runner
+    from explorer.errors import UserError
+    from explorer import weights as W
+    from explorer.export import _write
+    from explorer.trainer import Recipe
+    dataset = runner.with_dataset({k: v for k, v in given.items() if v is not None}, data_dir, err)["dataset"]
+    resolution = given["resolution"] or runner.default_proxy_resolution(dataset)
+    try:
+        recipe = Recipe(epochs=given["epochs"] or runner.DEFAULTS["epochs"],
+                        batch_size=given["batch_size"] or runner.DEFAULTS["batch_size"],
+                        lr=Recipe.lr if given["lr"] is None else given["lr"], seed=seed)
+    except ValueError as e:
+        raise UserError(f"recipe: {e}") from None
+    _device(device)
+
+    def on_epoch(epoch: int, accuracy: float) -> None:
+        err.print(f"epoch {epoch}/{recipe.epochs}: validation accuracy {accuracy:.4f}", highlight=False)
+
+    model, meta, result = W.train_genotype(g, dataset, recipe, resolution, device, data_dir, on_epoch)
+    _write(lambda: torch.save(W.state_with_meta(model, meta), output), output)
+    out.print(f"{name}: trained on {dataset} at {resolution}px for {recipe.epochs} epoch(s), validation accuracy "
+              f"{result.val_accuracy:.4f}; weights in {output} (load with space.build(GENOTYPE, {meta.classes}, "
+              f"{meta.in_channels}), or embed with `explore export {name} --weights {output} -f onnx -o ...`)",
+              highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -1,21 +1,25 @@
-"""`explore export`: a trial's genotype as YAML or JSON, or its deployed network as ONNX or TorchScript.
+"""`explore export`: a genotype as YAML or JSON, or its network as ONNX or TorchScript.
 
-The deployed network is the trial's genotype with 1000 classes at the study's
-resolution, the network the budget priced (not the small proxy that was
-trained). Its weights are freshly initialised: proxies train at a fraction of
-the width, so there are no deployed weights to export; the file carries the
-architecture, ready to train or to benchmark. ONNX needs the optional `onnx`
-package (`pip install 'explore[onnx]'`); TorchScript needs nothing more.
+The genotype is a named one, a file, or a study's trial. A trial's network is
+deployed as the budget priced it: 1000 classes at the study's resolution (not
+the small proxy that was trained); a named genotype or a file is exported at
+its own resolution and classes. `--resolution`, `--classes` and
+`--in-channels` override either. Weights are freshly initialised unless
+`--weights` gives a file from `explore train GENOTYPE -o weights.pt`, whose
+classes and input channels then become the defaults. ONNX needs the optional
+`onnx` package (`pip install 'explore[onnx]'`); TorchScript needs nothing more.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 
 import space
 
+from . import weights as W
 from .errors import UserError
 from .search import DEPLOY_CLASSES
 from .study import settings_of
@@ -40,11 +44,29 @@ def trial_genotype(study, number: int) -> tuple[space.Genotype, optuna.trial.Fro
     return space.load(json.loads(text)), trial
 
 
-def deployed(g: space.Genotype, resolution: int):
-    """The deployed network in eval mode and an example input."""
+@dataclass
+class Target:
+    """The network to write: the genotype built at this resolution for these classes and input channels."""
+    g: space.Genotype
+    label: str  # "trial 7's", "xception's"
+    resolution: int
+    classes: int
+    in_channels: int = 3
+    state: dict | None = None  # trained weights, loaded strictly
+    weights: Path | None = None
+
+
+def deployed(t: Target):
+    """The network in eval mode (with its trained weights, if any) and an example input."""
     import torch
-    model = space.build(g, DEPLOY_CLASSES, 3, resolution).eval()
-    return model, torch.randn(1, 3, resolution, resolution)
+    try:
+        model = space.build(t.g, t.classes, t.in_channels, t.resolution).eval()
+    except space.GenotypeError as e:
+        raise UserError(f"--resolution: {t.label} network can't run at {t.resolution}px ({e})") from None
+    if t.state is not None:
+        W.load_into(model, t.state, t.weights, f"{t.label} network with {t.classes} classes and "
+                    f"{t.in_channels} input channels")
+    return model, torch.randn(1, t.in_channels, t.resolution, t.resolution)
 
 
 def onnx_param_count(model) -> int:
@@ -69,31 +91,48 @@ def onnx_param_count(model) -> int:
     return total
 
 
-def export(study, number: int, fmt: str, path: Path) -> str:
-    """Write trial `number` of `study` as `fmt` to `path`; returns a line saying what was written."""
+def trial_target(study, number: int, resolution: int | None = None, classes: int | None = None,
+                 in_channels: int | None = None, weights: Path | None = None) -> Target:
+    """A trial's network as deployed: the study's resolution, 1000 classes (or what `weights` was trained with)."""
+    g, _ = trial_genotype(study, number)
+    return genotype_target(g, f"trial {number}", resolution or settings_of(study).resolution,
+                           classes or (None if weights else DEPLOY_CLASSES), in_channels, weights)
+
+
+def genotype_target(g: space.Genotype, label: str, resolution: int | None = None, classes: int | None = None,
+                    in_channels: int | None = None, weights: Path | None = None) -> Target:
+    """A named genotype or a file; with `weights`, classes and input channels default to what they were trained
+    with."""
+    state, trained = W.read(weights) if weights else (None, None)
+    if trained is not None:
+        other = space.load(json.loads(trained.genotype))
+        if space.digest(other) != space.digest(g):
+            raise UserError(f"--weights: {weights} was trained for another genotype "
+                            f"({other.name or 'digest ' + space.digest(other)}), not {label}")
+    default_classes = trained.classes if trained else g.classes
+    default_channels = trained.in_channels if trained else 3
+    return Target(g, f"{label}'s", resolution or g.resolution, classes or default_classes,
+                  in_channels or default_channels, state, weights)
+
+
+def export(t: Target, fmt: str, path: Path) -> str:
+    """Write the target as `fmt` to `path`; returns a line saying what was written."""
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
-    settings = settings_of(study)
-    g, trial = trial_genotype(study, number)
+    if fmt in ("yaml", "json"):
+        text = space.to_yaml(t.g) if fmt == "yaml" else json.dumps(space.dump(t.g), indent=2) + "\n"
+        _write(lambda: path.write_text(text), path)
+        return f"wrote {t.label} genotype to {path} ({fmt.upper()})"
     if fmt == "onnx":
         try:
             import onnx
         except ImportError:
             raise UserError(ONNX_MISSING) from None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "yaml":
-            path.write_text(space.to_yaml(g))
-            return f"wrote trial {number}'s genotype to {path} (YAML)"
-        if fmt == "json":
-            path.write_text(json.dumps(space.dump(g), indent=2) + "\n")
-            return f"wrote trial {number}'s genotype to {path} (JSON)"
-    except OSError as e:
-        raise UserError(f"-o: can't write {path} ({e.strerror})") from None
     import torch
-    model, x = deployed(g, settings.resolution)
+    model, x = deployed(t)
     inference = sum(p.numel() for n, p in model.named_parameters() if ".aux" not in f".{n}")
-    what = f"trial {number}'s deployed network ({settings.resolution}px, {DEPLOY_CLASSES} classes)"
+    trained = f", trained weights from {t.weights}" if t.state is not None else ", untrained"
+    what = f"{t.label} network ({t.resolution}px, {t.classes} classes, {t.in_channels} input channels{trained})"
     if fmt == "torchscript":
         import warnings
         with warnings.catch_warnings():
@@ -102,26 +141,35 @@ def export(study, number: int, fmt: str, path: Path) -> str:
         _write(lambda: torch.jit.save(traced, str(path)), path)
         n = sum(p.numel() for p in traced.parameters())
         return f"wrote {what} to {path} (TorchScript): {n:,} parameters"
+    blob = onnx_bytes(model, x)
+    proto = onnx.load_from_string(blob)
+    onnx.checker.check_model(proto)
+    _write(lambda: path.write_bytes(blob), path)
+    n = onnx_param_count(proto)
+    if n != inference:
+        raise RuntimeError(f"the ONNX graph holds {n:,} parameters, the network {inference:,}")
+    total = sum(p.numel() for p in model.parameters())
+    aux = "" if n == total else " (auxiliary heads, which only train, left out)"
+    return f"wrote {what} to {path} (ONNX opset {ONNX_OPSET}): {n:,} parameters{aux}"
+
+
+def onnx_bytes(model, x) -> bytes:
+    """The model as an ONNX graph with a dynamic batch axis (the TorchScript-based exporter)."""
     import io
     import warnings
+    import torch
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter warns that it is the legacy one
         torch.onnx.export(model, (x,), buf, dynamo=False, do_constant_folding=False, opset_version=ONNX_OPSET,
                           input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    proto = onnx.load_from_string(buf.getvalue())
-    onnx.checker.check_model(proto)
-    _write(lambda: path.write_bytes(buf.getvalue()), path)
-    n = onnx_param_count(proto)
-    aux = "" if n == trial.user_attrs.get("params", n) else " (auxiliary heads, which only train, left out)"
-    if n != inference:
-        raise RuntimeError(f"the ONNX graph holds {n:,} parameters, the network {inference:,}")
-    return f"wrote {what} to {path} (ONNX opset {ONNX_OPSET}): {n:,} parameters{aux}"
+    return buf.getvalue()
 
 
 def _write(fn, path: Path) -> None:
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fn()
     except OSError as e:
         raise UserError(f"-o: can't write {path} ({e.strerror})") from None

@@ -25,6 +25,7 @@ from . import search
 from .budget import format_flops
 from .errors import UserError
 from .proxy import make_proxy
+from .stats import design_axes
 from .study import settings_of
 
 States = optuna.trial.TrialState
@@ -54,7 +55,7 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
         cx = space.complexity(g, settings.resolution, search.DEPLOY_CLASSES, breakdown=False)
     except space.GenotypeError as e:
         raise UserError(f"{name} can't run at the study's resolution ({settings.resolution}px): {e}") from None
-    params = match(settings.space_doc, g)
+    params = match(settings.space_doc, g, settings.short_names)
     over = cx.flops > settings.budget or bool(settings.max_params and cx.params > settings.max_params)
     before = existing(study, name)
     if before is not None and not force:
@@ -71,11 +72,12 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
         raise UserError(f"{name}: no proxy of it fits {settings.proxy_resolution}px ({e})") from None
     trial = _new_trial(study, name, params)
     if params is not None:
-        drawn = sample(settings.space_doc, trial)  # records the params and their distributions on the trial
+        # records the params and their distributions on the trial
+        drawn = sample(settings.space_doc, trial, settings.short_names)
         if space.digest(drawn.model_copy(update={"resolution": g.resolution})) != space.digest(g):
             study.tell(trial, state=States.FAIL)
             raise UserError(f"{name}: the space's parameters don't reproduce it")  # match() guarantees they do
-    attrs = {"genotype": space.schema.canonical_json(g), "digest": space.digest(g), "family": g.family or "custom",
+    attrs = {"genotype": space.schema.canonical_json(g), "digest": space.digest(g), **design_axes(g),
              "flops": cx.flops, "params": cx.params, "proxy_genotype": space.schema.canonical_json(proxy),
              "proxy_flops": pcx.flops, "proxy_params": pcx.params, "dataset": settings.dataset,
              "device": str(ctx.device)}

@@ -251,12 +251,14 @@ def _settings_rows(study, settings: Settings, url: str) -> list[tuple[str, str]]
                       f"{_images(settings.train_images)} training images"),
             ("recipe", recipe), ("sampler", f"{settings.sampler}, seed {settings.seed}"),
             ("completed trials aimed for", str(settings.trials)),
-            ("objectives", " / ".join(study.metric_names or pareto.AXIS_TITLES.values()))] + [
-        (key.replace("_", " "), str(value)) for key, value in vars(settings).items() if key not in _SHOWN]
+            ("objectives", " / ".join(study.metric_names or pareto.AXIS_TITLES.values())),
+            ("parameter names", "short" if settings.short_names else "document paths (made before short names)")] + [
+        (key.replace("_", " "), "off" if value is None else str(value))
+        for key, value in vars(settings).items() if key not in _SHOWN]
 
 
 _SHOWN = {"space", "space_doc", "space_digest", "budget", "max_params", "resolution", "dataset", "proxy_resolution",
-          "proxy_width", "proxy_depth", "train_images", "recipe", "sampler", "seed", "trials"}
+          "proxy_width", "proxy_depth", "train_images", "recipe", "sampler", "seed", "trials", "short_names"}
 
 
 def _images(count: int | None) -> str:

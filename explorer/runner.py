@@ -125,7 +125,8 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
                                                                                 default_proxy_resolution(dataset))),
                     proxy_width=pick("proxy_width"), proxy_depth=pick("proxy_depth"),
                     train_images=pick("train_images"), val_images=pick("val_images"), recipe=recipe,
-                    sampler=sampler, seed=seed, trials=pick("trials"), **beyond_settings(pick))
+                    sampler=sampler, seed=seed, trials=pick("trials"), **beyond_settings(pick),
+                    short_names=stored.short_names if stored else Settings.short_names)
 
 
 def search_command(explicit: dict, study_name: str | None, storage: str | None, device: str,
@@ -175,12 +176,10 @@ def report(study, settings: Settings, console: Console, plot: bool = True) -> No
     table = Table(title=f"Pareto front of {study.study_name} (FLOPs are multiply-adds at {settings.resolution}px)")
     for col in ("rank", "trial", "family", "GFLOPs", "M params", "accuracy", "nearest named"):
         table.add_column(col, justify="left" if col in ("family", "nearest named") else "right", no_wrap=True)
-    front = sorted(pareto.front(pts), key=lambda p: -p.accuracy)
-    for rank, p in enumerate(front, 1):
-        g = load_genotype(p.genotype)
-        near = p.reference or search.nearest_named(g, p.flops, p.params, settings.resolution)
-        table.add_row(str(rank), str(p.number), p.family, f"{p.flops / 1e9:.3f}", f"{p.params / 1e6:.2f}",
-                      f"{p.accuracy:.4f}", near if not p.reference else f"{near} (itself)")
+    for r in pareto_rows(pts, settings):
+        table.add_row(str(r["rank"]), str(r["trial"]), r["family"], f"{r['flops'] / 1e9:.3f}",
+                      f"{r['params'] / 1e6:.2f}", f"{r['accuracy']:.4f}",
+                      r["nearest_named"] if not r["reference"] else f"{r['nearest_named']} (itself)")
     console.print(table)
     noise = pareto.noise_floor(pts)
     if noise:
@@ -191,6 +190,16 @@ def report(study, settings: Settings, console: Console, plot: bool = True) -> No
     pareto.write_plot(study.study_name, pts, path, resolution=settings.resolution, budget=settings.budget,
                       max_params=settings.max_params)
     console.print(f"plot: {path}", highlight=False)
+
+
+def pareto_rows(pts, settings: Settings) -> list[dict]:
+    """The Pareto set, most accurate first, as plain rows (`explore pareto --json/--csv`)."""
+    rows = []
+    for rank, p in enumerate(sorted(pareto.front(pts), key=lambda p: -p.accuracy), 1):
+        near = p.reference or search.nearest_named(load_genotype(p.genotype), p.flops, p.params, settings.resolution)
+        rows.append(dict(rank=rank, trial=p.number, family=p.family, flops=p.flops, params=p.params,
+                         accuracy=p.accuracy, nearest_named=near, reference=bool(p.reference), digest=p.digest))
+    return rows
 
 
 # Workers (explorer/workers.py) ---------------------------------------------------------------------

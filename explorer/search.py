@@ -26,7 +26,8 @@ from . import data as datasets
 from .budget import format_flops
 from .errors import UserError
 from .proxy import make_proxy
-from .study import METRICS, SETTINGS_KEY, Settings, open_storage, settings_of
+from .stats import design_axes
+from .study import METRICS, Settings, open_storage, settings_of, store_settings
 from .trainer import Diverged, Recipe, resolve_device, set_cpu_threads, train
 
 DEPLOY_CLASSES = 1000
@@ -78,18 +79,18 @@ def open_study(study_name: str, url: str, settings: Settings, create: bool = Tru
         study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
                                     directions=["maximize", "minimize"])
         study.set_metric_names(METRICS)
-        study.set_user_attr(SETTINGS_KEY, settings.to_json())
+        store_settings(study, settings)
         for name, params in reference_points(settings):
             study.enqueue_trial(params, user_attrs={"reference": name})
         return study
     stored = settings_of(study)
     diffs = settings.differences(stored)
     if diffs:
-        raise UserError(f"study '{study_name}' was made with other settings ({'; '.join(diffs)}); "
+        raise UserError(f"study '{study_name}' was made with other settings (stored → asked: {'; '.join(diffs)}); "
                         f"to resume it, run `explore search --study {study_name}` (left-out flags come from the "
                         "study), or pick another --study")
     if settings.trials != stored.trials or (settings.prune, settings.prune_k) != (stored.prune, stored.prune_k):
-        study.set_user_attr(SETTINGS_KEY, settings.to_json())
+        store_settings(study, settings)
     return study
 
 
@@ -101,7 +102,7 @@ def reference_points(settings: Settings) -> list[tuple[str, dict]]:
         cx = space.complexity(g, settings.resolution, DEPLOY_CLASSES, breakdown=False) if _fits_size(g, settings) else None
         if cx is None or cx.flops > settings.budget or (settings.max_params and cx.params > settings.max_params):
             continue
-        params = match(settings.space_doc, g)
+        params = match(settings.space_doc, g, settings.short_names)
         if params is not None:
             points.append((name, params))
     return points
@@ -160,7 +161,7 @@ class Objective:
         except space.GenotypeError as e:
             self._reject(trial, f"no proxy fits {s.proxy_resolution}px: {e}")
         for key, value in {"genotype": space.schema.canonical_json(g), "digest": space.digest(g),
-                           "family": g.family or "custom", "flops": cx.flops, "params": cx.params,
+                           **design_axes(g), "flops": cx.flops, "params": cx.params,
                            "proxy_genotype": space.schema.canonical_json(proxy), "proxy_flops": pcx.flops,
                            "proxy_params": pcx.params, "dataset": s.dataset, "device": str(self.ctx.device)}.items():
             trial.set_user_attr(key, value)
@@ -172,7 +173,7 @@ class Objective:
     def _draw(self, trial):
         s = self.ctx.settings
         try:
-            g = sample(self.space, trial)
+            g = sample(self.space, trial, s.short_names)
             cx = space.complexity(g, s.resolution, DEPLOY_CLASSES, breakdown=False)
         except space.GenotypeError as e:
             self._reject(trial, f"impossible draw: {e}")

@@ -30,6 +30,8 @@ from typing import Any, Callable
 import numpy as np
 
 from space import schema as S
+from space.errors import GenotypeError
+from space.network import complexity
 
 from .errors import UserError
 
@@ -94,6 +96,37 @@ DERIVED: dict[str, tuple[str, Callable[[S.Genotype], str]]] = {
     "width": ("the width multiplier", lambda g: f"x{g.width:g}"),
 }
 _PATH = re.compile(r"^[A-Za-z_]\w*(\[\d+\]|\.[A-Za-z_]\w*)*$")
+
+
+def design_axes(g: S.Genotype) -> dict[str, Any]:
+    """A trial's design axes under stable names, stored as its user attrs so a dashboard can filter on them:
+    family, depth (blocks stacked), width (channels out of the last stage), cardinality (the most groups of any
+    conv), growth (channels a dense block adds; 0 without one), kernels (distinct conv kernels), separable and
+    residual (any such op or block)."""
+    convs = [o for o in all_ops(g) if isinstance(o, (S.Conv, S.Sep))]
+    dense = [b for b in blocks(g) if b.skip == "dense"]
+    return {"family": g.family or "custom", "depth": depth(g), "width": _last_channels(g),
+            "cardinality": max([o.groups for o in convs if isinstance(o, S.Conv)], default=1),
+            "growth": max([sum(_last_out(branch) for branch in b.branches) for b in dense], default=0),
+            "kernels": ",".join(sorted({_kernel(o.kernel) for o in convs}, key=lambda k: (len(k), k))),
+            "separable": any(isinstance(o, S.Sep) for o in convs),
+            "residual": any(b.skip == "residual" for b in blocks(g))}
+
+
+def _kernel(k) -> str:
+    return f"{k[0]}x{k[1]}" if isinstance(k, tuple) else str(k)
+
+
+def _last_out(branch: list) -> int:
+    ops = [o for o in _ops(branch) if isinstance(o, (S.Conv, S.Sep)) and isinstance(o.out, int)]
+    return ops[-1].out if ops else 0
+
+
+def _last_channels(g: S.Genotype) -> int:
+    try:
+        return complexity(g).parts[-2].channels  # the last stage's row (the head's is last)
+    except GenotypeError:
+        return 0  # a draw too small for its own resolution; search rejects it before anything is stored
 
 
 def check_field(by: str) -> str:

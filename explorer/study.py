@@ -1,7 +1,11 @@
 """Where studies live and what they hold: storage URLs, settings, and their trials.
 
 A study's settings (space, budget, dataset, recipe...) are stored in the study
-itself, so a rerun resumes it and a worker joins it without re-typing them.
+itself, so a rerun resumes it and a worker joins it without re-typing them: a
+short JSON user attr (`explore:settings`, what optuna-dashboard shows on the
+study page) and the space document, which can run to tens of kilobytes, as a
+system attr keyed by its digest (out of the dashboard's way). Studies made
+before the split hold the document inside the settings; both forms are read.
 Settings that change what a trial's numbers mean (COMPARABLE) can't change on
 resume: incomparable trials are never mixed.
 """
@@ -18,6 +22,7 @@ from .errors import UserError
 
 STUDIES_DIR = Path("studies")
 SETTINGS_KEY = "explore:settings"
+SPACE_KEY = "explore:space:"  # + the space digest: a system attr holding the space document
 METRICS = ["proxy accuracy", "FLOPs (multiply-adds)"]
 COMPARABLE = ("space_digest", "budget", "max_params", "resolution", "dataset", "proxy_resolution",
               "proxy_width", "proxy_depth", "train_images", "val_images", "recipe",
@@ -49,28 +54,49 @@ class Settings:
     stochastic_depth: float | None = None  # p_L of Huang et al.'s linear decay rule (None: off)
     prune: str = "none"            # "pareto": stop trials dominated at an epoch by >= prune_k others
     prune_k: int = 2
+    # Optuna parameter names: short (`mobilenet.s3.b0.repeat`) or the document paths studies made before used
+    short_names: bool = True
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The settings less the space document (stored apart, see `store_settings`)."""
+        data = asdict(self)
+        del data["space_doc"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "Settings":
         data = json.loads(text)
+        data.setdefault("short_names", False)  # made before short names: keep the names its trials have
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     def differences(self, other: "Settings") -> list[str]:
+        """What differs, stored value first, one short item per key: `epochs 2 → 3`."""
         out = []
         for key in COMPARABLE:
             mine, theirs = getattr(self, key), getattr(other, key)
-            if mine != theirs:
-                if key == "space_digest":
-                    shown = "the space document differs"
-                elif key == "budget":
-                    shown = f"{format_flops(theirs)} stored, {format_flops(mine)} asked"
-                else:
-                    shown = f"{theirs!r} stored, {mine!r} asked"
-                out.append(f"{key}: {shown}")
+            if mine == theirs:
+                continue
+            if key == "space_digest":
+                out.append(f"space {other.space} (digest {theirs}) → {self.space} (digest {mine})")
+            elif key == "budget":
+                out.append(f"budget {format_flops(theirs)} → {format_flops(mine)}")
+            elif key == "recipe":
+                out += [f"{k} {_shown(theirs.get(k))} → {_shown(mine.get(k))}"
+                        for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+            else:
+                out.append(f"{key.replace('_', ' ')} {_shown(theirs)} → {_shown(mine)}")
         return out
+
+
+def _shown(value) -> str:
+    return "off" if value is None else str(value)
+
+
+def store_settings(study, settings: Settings) -> None:
+    """The settings as a short user attr, the space document as a system attr named by its digest."""
+    study._storage.set_study_system_attr(study._study_id, SPACE_KEY + settings.space_digest,
+                                         json.dumps(settings.space_doc, separators=(",", ":")))
+    study.set_user_attr(SETTINGS_KEY, settings.to_json())
 
 
 def study_dir(study: str) -> Path:
@@ -190,4 +216,11 @@ def settings_of(study) -> Settings:
     text = study.user_attrs.get(SETTINGS_KEY)
     if text is None:
         raise UserError(f"study '{study.study_name}' wasn't made by explore (it has no settings)")
-    return Settings.from_json(text)
+    settings = Settings.from_json(text)
+    if settings.space_doc is None and settings.space_digest:  # stored apart (older studies hold it inline)
+        stored = study._storage.get_study_system_attrs(study._study_id).get(SPACE_KEY + settings.space_digest)
+        if stored is None:
+            raise UserError(f"study '{study.study_name}' has lost its space document "
+                            f"(system attr {SPACE_KEY}{settings.space_digest})")
+        settings.space_doc = json.loads(stored)
+    return settings

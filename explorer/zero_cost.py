@@ -237,7 +237,7 @@ def draw_candidates(settings, data, trial_number: int, count: int) -> list[tuple
             break
         src = RandomSource(rng)
         try:
-            g = sample(settings.space_doc, src)
+            g = sample(settings.space_doc, src, settings.short_names)
         except space.GenotypeError:
             continue
         fit = _feasible(g, settings, data)

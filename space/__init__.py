@@ -1,9 +1,10 @@
 """The design space: a genotype grammar whose fixed points are the classic CNNs."""
 from .errors import GenotypeError
-from .schema import Genotype, digest, dump, load, to_yaml
-from .network import Complexity, build, complexity
+from .schema import Genotype, digest, dump, to_yaml
+from .resolve import load
+from .network import Complexity, FeatureInfo, build, complexity
 from .graph import export as export_graph, to_graph
-from .named import named, names  # binds `space.named` to the function, not its subpackage
+from .named import families, named, names  # binds `space.named` to the function, not its subpackage
 
 __all__ = ["GenotypeError", "Genotype", "load", "dump", "digest", "to_yaml", "build", "complexity", "Complexity",
-           "to_graph", "export_graph", "named", "names"]
+           "to_graph", "export_graph", "named", "names", "families", "FeatureInfo"]

@@ -24,6 +24,7 @@ import html as _html
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -32,6 +33,7 @@ from . import schema as S
 from .cost import NORM_FLOPS, Cost
 from .network import complexity
 from .ops import OPS, Context, _hw, _stride, groups_of, merge_shapes, split_sizes, stride_of
+from .resolve import load
 
 FORMATS = ("dot", "graphml", "json", "html")
 
@@ -294,7 +296,7 @@ def to_graph(genotype, resolution: int | None = None, num_classes: int | None = 
     `space.complexity(...)`, whose totals are also in `graph.graph`.
     Raises `GenotypeError` exactly as `space.complexity` does.
     """
-    g = S.load(genotype)
+    g = load(genotype)
     num_classes = num_classes or g.classes
     total = complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
     res = total.resolution
@@ -424,19 +426,63 @@ def _colour(op_type: str) -> str:
     return _PALETTE.get(op_type, "#b0b0b0")
 
 
-def layout(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
-    """Layered positions: y = -depth (longest path from the input, via topological generations),
-    x = place within the layer, ordered by the mean x of each node's predecessors."""
-    order = {n: i for i, n in enumerate(graph.nodes)}
-    pos: dict[str, tuple[float, float]] = {}
-    for depth, layer in enumerate(nx.topological_generations(graph)):
-        def key(n):
-            xs = [pos[p][0] for p in graph.predecessors(n) if p in pos]
-            return (sum(xs) / len(xs) if xs else 0.0, order[n])
-        layer = sorted(layer, key=key)
-        for i, n in enumerate(layer):
-            pos[n] = (i - (len(layer) - 1) / 2, -depth)
-    return pos
+@dataclass
+class Layout:
+    """Node positions (x, -layer) and, for each edge that spans layers, the bends it passes through."""
+    pos: dict[str, tuple[float, float]]
+    bends: dict[tuple[str, str], list[tuple[float, float]]]
+
+
+def layout(graph: nx.DiGraph) -> Layout:
+    """A Sugiyama-style layered layout: nodes by topological generation (y = -layer); an edge spanning layers
+    becomes a chain of virtual nodes, one per layer, so it runs as its own column; within a layer the nodes sit
+    at the mean x of their data predecessors, the data path first and bypasses (shortcut, dense and aux edges)
+    beside it, at least 1 apart. A residual block reads as a column with its bypass beside it, an Inception
+    block as branches side by side."""
+    layer = {n: d for d, gen in enumerate(nx.topological_generations(graph)) for n in gen}
+    layers: list[list] = [[] for _ in range(max(layer.values(), default=-1) + 1)]
+    preds: dict = {n: [] for n in graph}  # node -> [(predecessor, edge kind)] in the layered graph
+    bypass = {n: bool(graph.in_edges(n)) and all(d.get("kind", "data") != "data"
+                                                  for _, _, d in graph.in_edges(n, data=True)) for n in graph}
+    for n in graph:
+        layers[layer[n]].append(n)
+    for u, v, d in graph.edges(data=True):
+        kind, prev = d.get("kind", "data"), u
+        for depth in range(layer[u] + 1, layer[v]):
+            virtual = ("via", u, v, depth)
+            layers[depth].append(virtual)
+            preds[virtual] = [(prev, kind)]
+            bypass[virtual] = kind != "data" or bypass[u]
+            prev = virtual
+        preds[v].append((prev, kind))
+    x: dict = {}
+    order = {n: i for i, n in enumerate(graph)}
+    for nodes in layers:
+        _place(nodes, preds, bypass, x, order)
+    pos = {n: (x[n], -layer[n]) for n in graph}
+    bends = {(u, v): [(x[("via", u, v, k)], -k) for k in range(layer[u] + 1, layer[v])]
+             for u, v in graph.edges if layer[v] - layer[u] > 1}
+    return Layout(pos, bends)
+
+
+def _place(nodes: list, preds: dict, bypass: dict, x: dict, order: dict) -> None:
+    """x for one layer: each node wants the mean x of its data predecessors (of all, if it has none); sorted by
+    that, data path before bypass, then pushed apart to gaps of at least 1 and shifted back so the data path
+    keeps its column."""
+    def wanted(n) -> float:
+        data = [x[p] for p, kind in preds[n] if kind == "data"] or [x[p] for p, _ in preds[n]]
+        return sum(data) / len(data) if data else 0.0
+
+    want = {n: wanted(n) for n in nodes}
+    ranked = sorted(nodes, key=lambda n: (want[n], bypass[n], order.get(n, len(order)), str(n)))
+    placed: list[float] = []
+    for n in ranked:
+        placed.append(want[n] if not placed else max(want[n], placed[-1] + 1))
+    anchors = [want[n] - p for n, p in zip(ranked, placed) if not bypass[n]] or \
+        [want[n] - p for n, p in zip(ranked, placed)]
+    shift = sum(anchors) / len(anchors)
+    for n, p in zip(ranked, placed):
+        x[n] = p + shift
 
 
 def _hover(n: str, d: dict) -> str:
@@ -464,20 +510,17 @@ def figure(graph: nx.DiGraph):
     """The graph as a layered plotly network: ops coloured by type, sized by FLOPs, hover for each op's cost."""
     import plotly.graph_objects as go
 
-    pos = layout(graph)
+    lay = layout(graph)
+    pos = lay.pos
     fig = go.Figure()
     for kind, dash, colour in (("data", "solid", "#888888"), ("shortcut", "dash", "#888888"),
                                ("dense", "dash", "#1f77b4"), ("aux", "dot", "#aaaaaa")):
         xs, ys = [], []
         for u, v, d in graph.edges(data=True):
             if d.get("kind", "data") == kind:
-                (x0, y0), (x1, y1) = pos[u], pos[v]
-                if kind != "data" and y0 - y1 > 1:  # bow skips out so they don't hide under the main path
-                    xs += [x0, max(x0, x1) + 0.4, x1, None]
-                    ys += [y0, (y0 + y1) / 2, y1, None]
-                else:
-                    xs += [x0, x1, None]
-                    ys += [y0, y1, None]
+                route = [pos[u], *lay.bends.get((u, v), []), pos[v]]
+                xs += [p[0] for p in route] + [None]
+                ys += [p[1] for p in route] + [None]
         if xs:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name=f"{kind} edge",
                                      line=dict(width=1, dash=dash, color=colour), showlegend=kind != "data"))
@@ -494,15 +537,16 @@ def figure(graph: nx.DiGraph):
                         line=dict(width=1, color="#333333"),
                         symbol=["circle-open" if d.get("aux") else "circle" for d in data])))
     depth = -min((y for _, y in pos.values()), default=0)
-    width = max((x for x, _ in pos.values()), default=0) - min((x for x, _ in pos.values()), default=0)
+    xs = [x for x, _ in pos.values()] + [x for bends in lay.bends.values() for x, _ in bends]
+    left, right = min(xs, default=0), max(xs, default=0)
     g = graph.graph
     title = g.get("name", "genotype")
     if "flops" in g:
         title += (f" @ {g.get('resolution')}px: {g['flops'] / 1e9:.3f} GFLOPs (multiply-adds), "
                   f"{g['params'] / 1e6:.2f} M params, {len(graph)} ops")
     fig.update_layout(title=title, template="plotly_white", hovermode="closest", dragmode="pan",
-                      height=int(max(600, 28 * depth)), width=int(max(900, 180 * width + 400)),
-                      xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      height=int(max(600, 28 * depth)), width=int(220 * (right - left + 1.5) + 250),
+                      xaxis=dict(visible=False, range=[left - 0.25, right + 1.25]), yaxis=dict(visible=False),
                       legend=dict(title="op type"), margin=dict(l=20, r=20, t=60, b=20))
     return fig
 

@@ -5,6 +5,8 @@ builds a module, so a search can price thousands of candidates a second.
 """
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +17,7 @@ from .blocks import Stage
 from .cost import NORM_FLOPS, Cost
 from .errors import GenotypeError
 from .ops import Branch, Context
+from .resolve import load
 
 
 class Head(nn.Module):
@@ -43,6 +46,12 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.ops(x)))
 
+    def reset(self, num_classes: int) -> None:
+        """A fresh classifier for `num_classes` (0: none, the head then ends at its pre-logits)."""
+        fc = self.classifier[-1]
+        n = fc.in_features if isinstance(fc, nn.Linear) else fc.n
+        self.classifier[-1] = nn.Linear(n, num_classes) if num_classes else _PreLogits(n)
+
     @staticmethod
     def complexity(spec: S.Head, c: int, h: int, w: int, ctx: Context, cost: Cost, num_classes: int):
         try:
@@ -60,26 +69,66 @@ class Head(nn.Module):
         cost.linear(n, num_classes)
 
 
+class _PreLogits(nn.Identity):
+    """What a reset to 0 classes leaves in the classifier's place: remembers its width for a later reset."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+
 def _head_params(spec: S.Head, c: int, h: int, w: int, ctx: Context, num_classes: int) -> int:
     cost = Cost()
     Head.complexity(spec, c, h, w, ctx, cost, num_classes)
     return cost.params
 
 
+class FeatureInfo(list):
+    """Per stage, as timm gives it: dicts of num_chs, reduction (input size / feature size) and module."""
+
+    def channels(self) -> list[int]:
+        return [f["num_chs"] for f in self]
+
+    def reduction(self) -> list[int]:
+        return [f["reduction"] for f in self]
+
+    def module_name(self) -> list[str]:
+        return [f["module"] for f in self]
+
+
 class Network(nn.Module):
+    """The genotype as a module, with timm's conventions: forward_features, forward_head(pre_logits),
+    reset_classifier, num_features and feature_info (one entry per stage)."""
+
     def __init__(self, g: S.Genotype, num_classes: int = 1000, in_channels: int = 3, resolution: int | None = None):
         super().__init__()
         ctx = Context(g)
         self.genotype = g
+        self.num_classes = num_classes
+        size = resolution or g.resolution
         self.stem = Branch(g.stem, in_channels, ctx)
-        shape = Branch.complexity(g.stem, in_channels, resolution or g.resolution, resolution or g.resolution,
-                                  ctx, Cost())
+        shape = Branch.complexity(g.stem, in_channels, size, size, ctx, Cost())
         self.stages = nn.Sequential()
+        self.feature_info = FeatureInfo()
         for i, spec in enumerate(g.stages):
             stage = Stage(spec, shape, ctx, num_classes, Head)
-            self.stages.add_module(spec.name or f"stage{i}", stage)
+            name = spec.name or f"stage{i}"
+            self.stages.add_module(name, stage)
             shape = stage.shape
+            self.feature_info.append(dict(num_chs=shape[0], reduction=_reduction(size, shape[1]),
+                                          module=f"stages.{name}"))
         self.head = Head(g.head, shape, ctx, num_classes)
+        self.num_features = Branch.complexity(g.head.ops, *shape, ctx, Cost())[0]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """stem -> stages -> the head's ops: the feature map before pooling (auxiliary heads skipped)."""
+        x = self.stages(self.stem(x))
+        return self.head.ops(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """pool -> flatten -> hidden layers -> dropout, then the classifier unless `pre_logits`."""
+        x = self.head.pool(x)
+        return self.head.classifier[:-1](x) if pre_logits else self.head.classifier(x)
 
     def forward(self, x: torch.Tensor):
         x = self.stem(x)
@@ -91,6 +140,48 @@ class Network(nn.Module):
                     aux.append(block.aux(x))
         logits = self.head(x)
         return (logits, aux) if aux else logits
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New, freshly initialised classifiers (the main one and any auxiliary ones) for `num_classes`;
+        0 removes them, so forward returns the pre-logits features."""
+        self.num_classes = num_classes
+        for head in [self.head] + [m.aux for m in self.modules() if getattr(m, "aux", None) is not None]:
+            head.reset(num_classes)
+
+
+class Features(nn.Module):
+    """`build(..., features_only=True)`: the stem and stages of a Network, returning the outputs of the
+    stages in `out_indices` (timm's features_only); the head is left out."""
+
+    def __init__(self, net: Network, out_indices: tuple[int, ...] | None = None):
+        super().__init__()
+        n = len(net.stages)
+        picked = tuple(range(n)) if out_indices is None else tuple(out_indices)
+        for i in picked:
+            if not -n <= i < n:
+                raise GenotypeError("out_indices", f"{i} is out of range: the network has {n} stages (0 to {n - 1})")
+        self.out_indices = tuple(sorted({i % n for i in picked}))
+        self.stem = net.stem
+        kept = list(net.stages.named_children())[:self.out_indices[-1] + 1]
+        self.stages = nn.Sequential(OrderedDict(kept))  # the Network's module names, so its weights load
+        self.feature_info = FeatureInfo(net.feature_info[i] for i in self.out_indices)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
+
+
+def _reduction(resolution: int, size: int) -> int:
+    """The nominal stride: the power of two nearest input size / feature size (299 -> 35 is 8)."""
+    return 2 ** round(math.log2(resolution / size))
 
 
 @dataclass
@@ -119,7 +210,7 @@ def complexity(g: S.Genotype, resolution: int | None = None, num_classes: int | 
     """FLOPs (multiply-adds), params and activations from the genotype alone.
 
     Resolution and classes default to the genotype's canonical ones."""
-    g = S.load(g)
+    g = load(g)
     resolution = resolution or g.resolution
     num_classes = num_classes or g.classes
     ctx = Context(g)
@@ -162,13 +253,17 @@ def _vanish(e: GenotypeError, resolution: int) -> GenotypeError:
     return e
 
 
-def build(g, num_classes: int | None = None, in_channels: int = 3, resolution: int | None = None) -> Network:
-    """A plain nn.Module whose module tree reads like the genotype.
+def build(g, num_classes: int | None = None, in_channels: int = 3, resolution: int | None = None,
+          features_only: bool = False, out_indices: tuple[int, ...] | None = None) -> Network | Features:
+    """A plain nn.Module whose module tree reads like the genotype. `g` is a genotype document, a registered
+    name or a YAML/JSON file.
 
-    `resolution` matters only to heads that flatten without pooling."""
-    g = S.load(g)
+    `resolution` matters only to heads that flatten without pooling (and to feature_info's reductions).
+    `features_only` gives the stem and stages, returning the outputs of the stages in `out_indices` (all)."""
+    g = load(g)
     complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
-    return Network(g, num_classes or g.classes, in_channels, resolution)
+    net = Network(g, num_classes or g.classes, in_channels, resolution)
+    return Features(net, out_indices) if features_only else net
 
 
 def residual_blocks(model: nn.Module) -> list:

@@ -7,8 +7,13 @@
 
 A choice may carry `name:`; choices sharing a name are tied (sampled once).
 Otherwise its parameter name is its path in the document, so Optuna sees
-stable names such as `residual.stages[2].blocks[0].repeat`. A genotype is a
-space with every choice fixed. `sample` draws from a seeded `random.Random`
+stable names. Short names (`short=True`, what new studies use) abbreviate the
+path and drop the root choice's name: `mobilenet.s3.b0.repeat` rather than
+`family=mobilenet.stages[3].blocks[0].repeat`, and the root choice between
+whole documents (the union's family) is `arch`, so it sorts first where
+parameters are listed by name (optuna-dashboard's default slice plot is the
+first, and every trial has this one). A genotype is a space with every choice
+fixed. `sample` draws from a seeded `random.Random`
 or an Optuna trial; `match` finds the parameters that give a genotype, so the
 classics can be enqueued into a study as reference points.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 import random
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -118,49 +124,72 @@ def _labels(node: dict, path: str) -> list:
     return [o.get("family") or o.get("name") or i if isinstance(o, dict) else i for i, o in enumerate(options)]
 
 
-def _param_name(node: dict, path: str, prefix: str) -> str:
+ROOT_CHOICE = "arch"
+_ABBREVIATIONS = [(re.compile(r"stages\[(\d+)\]"), r"s\1"), (re.compile(r"blocks\[(\d+)\]"), r"b\1"),
+                  (re.compile(r"branches\[(\d+)\]\[(\d+)\]"), r"br\1.op\2"),
+                  (re.compile(r"branches\[(\d+)\]"), r"br\1"), (re.compile(r"(\w)\[(\d+)\]"), r"\1\2")]
+
+
+def short_path(path: str) -> str:
+    """`stages[3].blocks[0].branches[1][0].out` -> `s3.b0.br1.op0.out`; `stem[0].out` -> `stem0.out`."""
+    for pattern, repl in _ABBREVIATIONS:
+        path = pattern.sub(repl, path)
+    return path
+
+
+def _param_name(node: dict, path: str, prefix: str, short: bool = False) -> str:
     """An explicit name is global (that is what ties choices); a path is relative to its option."""
-    return node["name"] if "name" in node else prefix + (path or "choice")
+    if short and not path and not prefix and is_choice(node):
+        return ROOT_CHOICE
+    if "name" in node:
+        return node["name"]
+    return prefix + (short_path(path) if short else path or "choice")
 
 
-def _walk(node: Any, path: str, src, prefix: str) -> Any:
+def _inner_prefix(name: str, label: Any, short: bool) -> str:
+    """The prefix of the names inside a chosen option: `family=mobilenet.`, or `mobilenet.` for the root choice."""
+    return f"{label}." if short and name == ROOT_CHOICE else f"{name}={label}."
+
+
+def _walk(node: Any, path: str, src, prefix: str, short: bool) -> Any:
     if is_choice(node):
         labels = _labels(node, path)
-        name = _param_name(node, path, prefix)
+        name = _param_name(node, path, prefix, short)
         value = src.categorical(name, labels)
         option = node["choice"][labels.index(value)]
-        inner = f"{name}={value}." if not isinstance(option, PRIMITIVE) else prefix
-        return _walk(option, "", src, inner) if not isinstance(option, PRIMITIVE) else option
+        if isinstance(option, PRIMITIVE):
+            return option
+        return _walk(option, "", src, _inner_prefix(name, value, short), short)
     if is_range(node):
         lo, hi = node["range"]
-        return src.number(_param_name(node, path, prefix), lo, hi, node.get("step"), bool(node.get("log")))
+        return src.number(_param_name(node, path, prefix, short), lo, hi, node.get("step"), bool(node.get("log")))
     if isinstance(node, dict):
-        return {k: _walk(v, join(path, k), src, prefix) for k, v in node.items()}
+        return {k: _walk(v, join(path, k), src, prefix, short) for k, v in node.items()}
     if isinstance(node, list):
-        return [_walk(v, join(path, i), src, prefix) for i, v in enumerate(node)]
+        return [_walk(v, join(path, i), src, prefix, short) for i, v in enumerate(node)]
     return node
 
 
-def sample_document(space: Any, rng_or_trial) -> dict:
-    """One genotype document drawn from `space` (a dict with choices)."""
-    return _walk(space, "", source_for(rng_or_trial), "")
+def sample_document(space: Any, rng_or_trial, short: bool = False) -> dict:
+    """One genotype document drawn from `space` (a dict with choices); `short`: short parameter names."""
+    return _walk(space, "", source_for(rng_or_trial), "", short)
 
 
-def sample(space: Any, rng_or_trial) -> Genotype:
+def sample(space: Any, rng_or_trial, short: bool = False) -> Genotype:
     """Draw and validate one genotype; raises GenotypeError if the draw is impossible."""
-    return load(sample_document(space, rng_or_trial))
+    return load(sample_document(space, rng_or_trial, short))
 
 
 # --------------------------------------------------------------------------- matching
 
-def match(space: Any, genotype: Genotype) -> dict[str, Any] | None:
+def match(space: Any, genotype: Genotype, short: bool = False) -> dict[str, Any] | None:
     """Parameters that make `space` produce exactly `genotype`'s architecture, or None if it
     isn't in the space. The canonical resolution is a label here, not architecture."""
     target = genotype.model_dump(mode="json")
     want = digest(genotype)
-    for params in _unify(space, target, "", "", {}):
+    for params in _unify(space, target, "", "", {}, short):
         try:
-            drawn = sample(space, FixedSource(params))
+            drawn = sample(space, FixedSource(params), short)
         except (GenotypeError, KeyError):
             continue
         if digest(drawn.model_copy(update={"resolution": genotype.resolution})) == want:
@@ -168,18 +197,20 @@ def match(space: Any, genotype: Genotype) -> dict[str, Any] | None:
     return None
 
 
-def _unify(node: Any, value: Any, path: str, prefix: str, params: dict) -> Iterator[dict]:
+def _unify(node: Any, value: Any, path: str, prefix: str, params: dict, short: bool) -> Iterator[dict]:
     if is_choice(node):
-        name = _param_name(node, path, prefix)
+        name = _param_name(node, path, prefix, short)
         for label, option in zip(_labels(node, path), node["choice"]):
             if name in params and params[name] != label:
                 continue
             bound = {**params, name: label}
-            inner = prefix if isinstance(option, PRIMITIVE) else f"{name}={label}."
-            yield from _unify(option, value, "" if not isinstance(option, PRIMITIVE) else path, inner, bound)
+            if isinstance(option, PRIMITIVE):
+                yield from _unify(option, value, path, prefix, bound, short)
+            else:
+                yield from _unify(option, value, "", _inner_prefix(name, label, short), bound, short)
         return
     if is_range(node):
-        name = _param_name(node, path, prefix)
+        name = _param_name(node, path, prefix, short)
         lo, hi = node["range"]
         step = node.get("step")
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi
@@ -191,17 +222,17 @@ def _unify(node: Any, value: Any, path: str, prefix: str, params: dict) -> Itera
     if isinstance(node, dict):
         if not isinstance(value, dict):
             return
-        yield from _unify_items(list(node.items()), value, path, prefix, params, dict_mode=True)
+        yield from _unify_items(list(node.items()), value, path, prefix, params, True, short)
         return
     if isinstance(node, list):
         if isinstance(value, list) and len(value) == len(node):
-            yield from _unify_items(list(enumerate(node)), value, path, prefix, params, dict_mode=False)
+            yield from _unify_items(list(enumerate(node)), value, path, prefix, params, False, short)
         return
     if node == value or (isinstance(node, list) and list(node) == value):
         yield params
 
 
-def _unify_items(items, value, path, prefix, params, dict_mode: bool) -> Iterator[dict]:
+def _unify_items(items, value, path, prefix, params, dict_mode: bool, short: bool) -> Iterator[dict]:
     if not items:
         yield params
         return
@@ -209,10 +240,10 @@ def _unify_items(items, value, path, prefix, params, dict_mode: bool) -> Iterato
     if dict_mode and key not in value:
         return
     if dict_mode and key == "resolution" and not path:  # a label, see match()
-        yield from _unify_items(rest, value, path, prefix, params, dict_mode)
+        yield from _unify_items(rest, value, path, prefix, params, dict_mode, short)
         return
-    for bound in _unify(node, value[key], join(path, key), prefix, params):
-        yield from _unify_items(rest, value, path, prefix, bound, dict_mode)
+    for bound in _unify(node, value[key], join(path, key), prefix, params, short):
+        yield from _unify_items(rest, value, path, prefix, bound, dict_mode, short)
 
 
 # --------------------------------------------------------------------------- shipped spaces

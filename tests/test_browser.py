@@ -188,3 +188,32 @@ def test_plot_png_is_the_rendered_plot(browser, home):
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert len(colours) > 100, "a drawn plot, not a blank page"
 
+
+
+def test_network_graph_page_is_layered(browser, tmp_path):
+    """`explore graph xception -f html`: the layered layout draws the main path as one column with each residual
+    bypass in the column beside it (no detours to a far column, no zig-zag), in a real browser, screenshot kept."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    path = tmp_path / "xception-graph.html"
+    run = CliRunner().invoke(app, ["graph", "xception", "-f", "html", "-o", str(path), "--no-open"])
+    assert run.exit_code == 0, run.output
+    page, seen = open_page(browser, path)
+    traces = page.evaluate("""() => document.querySelector('.js-plotly-plot').data
+        .map(t => ({name: t.name, x: t.x, y: t.y, mode: t.mode, text: t.text}))""")
+    nodes = [(x, y, label) for t in traces if "markers" in t["mode"] for x, y, label in zip(t["x"], t["y"], t["text"])]
+    main = [x for x, _, label in nodes if not label.startswith(("conv 1x1/2", "bn"))
+            or x == 0]  # everything but the strided projection shortcuts
+    assert set(main) == {0}, "the main path is one straight column"
+    shortcut_x = [x for t in traces if t["name"] == "shortcut edge" for x in t["x"] if x is not None]
+    assert shortcut_x and set(shortcut_x) <= {0, 1}, "each bypass runs in the column right beside the main path"
+    layers = {}
+    for x, y, _ in nodes:
+        layers.setdefault(y, []).append(x)
+    assert all(len(xs) == len(set(xs)) for xs in layers.values()), "no two ops drawn on top of each other"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "graph-xception.png"))
+    assert seen["errors"] == [], seen["errors"]
+    assert all(u.startswith("file:") for u in seen["requests"]), seen["requests"]
+    page.close()

@@ -22,7 +22,7 @@ from cli import app
 from explorer import export as exp
 from explorer import pareto, reference, report, stats
 from explorer.errors import UserError
-from explorer.study import SETTINGS_KEY, Settings
+from explorer.study import SETTINGS_KEY, Settings, settings_of
 from space.named import named
 from space.sampling import match
 
@@ -149,13 +149,13 @@ def test_train_in_space_records_the_params_and_is_idempotent(home, monkeypatch):
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{home}/studies/s/study.db")
     again = reference.train_reference(study, "mobilenet", named("mobilenet"), "cpu")
     assert again.existing and again.number == 0  # enqueued at creation; nothing trained
-    settings = Settings.from_json(study.user_attrs[SETTINGS_KEY])
+    settings = settings_of(study)
     before = len(study.trials)
     done = reference.train_reference(study, "mobilenet", named("mobilenet"), "cpu", force=True)
     assert not done.existing and done.in_space and not done.over_budget and done.number == before
     t = load(home).trials[done.number]
     assert t.state == States.COMPLETE and t.user_attrs["reference"] == "mobilenet"
-    assert t.params == match(settings.space_doc, named("mobilenet")) and t.distributions
+    assert t.params == match(settings.space_doc, named("mobilenet"), short=True) and t.distributions
     assert t.user_attrs["digest"] == space.digest(named("mobilenet"))
 
 
@@ -326,6 +326,26 @@ def test_export_onnx_keeps_the_parameter_count(cli, home, tmp_path):
     onnx.checker.check_model(model)
     assert exp.onnx_param_count(model) == t.user_attrs["params"]
     assert f"{t.user_attrs['params']:,} parameters" in run.stdout
+
+
+def test_trial_onnx_in_onnxruntime_equals_torch(cli, home, tmp_path):
+    """A searched trial exported with weights: onnxruntime's logits equal torch's within 1e-4 relative."""
+    import torch
+    from test_export import check_onnx_against_torch, perturbed_state
+    t = next(t for t in completed(home) if "reference" not in t.user_attrs)
+    g = space.load(json.loads(t.user_attrs["genotype"]))
+    state = perturbed_state(g, 1000)
+    torch.save(state, tmp_path / "w.pt")
+    run = cli("export", "s", "--trial", str(t.number), "--weights", str(tmp_path / "w.pt"), "-f", "onnx",
+              "-o", str(tmp_path / "t.onnx"))
+    assert run.exit_code == 0, run.output
+    assert f"trial {t.number}'s network (224px, 1000 classes" in run.stdout
+    check_onnx_against_torch(tmp_path / "t.onnx", g, state, 224, 1000)
+
+
+def test_export_a_study_without_trial_says_add_trial(cli, tmp_path):
+    run = cli("export", "s", "-f", "onnx", "-o", str(tmp_path / "x.onnx"))
+    assert run.exit_code == 2 and "'s' is a study: add --trial N" in run.stderr
 
 
 def test_export_without_onnx_says_how_to_install_it(cli, monkeypatch, tmp_path):

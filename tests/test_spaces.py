@@ -121,6 +121,41 @@ def test_metanext_mixers_span_identity_depthwise_and_inception():
     assert match(load_space("metanext"), named("convnext_tiny"))["metanext.mixer"] == "dw7x7"
 
 
+@pytest.mark.parametrize("space_name, genotype", PAIRS, ids=[f"{s}-{n}" for s, n in PAIRS])
+def test_classic_is_a_member_under_short_names(space_name, genotype):
+    params = match(load_space(space_name), named(genotype), short=True)
+    assert params is not None and all("[" not in n and not n.startswith("family=") for n in params)
+    drawn = sample(load_space(space_name), FixedSource(params), short=True)
+    assert space.digest(drawn) == space.digest(at_224(genotype))
+    if space_name == "union":
+        assert params["arch"] == named(genotype).family
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_short_names_are_one_to_one_with_path_names(name):
+    """The same seed draws the same genotype under either naming; each path name has one short name and back."""
+    import random
+    from space.sampling import RandomSource
+    short_of: dict[str, str] = {}
+    for seed in range(300):
+        long_src, short_src = RandomSource(random.Random(seed)), RandomSource(random.Random(seed))
+        try:
+            a = sample(load_space(name), long_src)
+        except GenotypeError:
+            a = None
+        try:
+            b = sample(load_space(name), short_src, short=True)
+        except GenotypeError:
+            b = None
+        assert (a is None) == (b is None) and (a is None or space.digest(a) == space.digest(b))
+        assert list(long_src.params.values()) == list(short_src.params.values())
+        for long, short in zip(long_src.params, short_src.params):
+            assert short_of.setdefault(long, short) == short
+    assert len(set(short_of.values())) == len(short_of)
+    if name == "union":
+        assert min(short_of.values()) == "arch"  # sorts first: optuna-dashboard's default slice parameter
+
+
 # --------------------------------------------------------------------------- sampling
 
 @pytest.mark.parametrize("name", SPACES)

@@ -6,6 +6,7 @@ genotype document; `named(name)` validates it.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from typing import Callable
 
 from ..errors import GenotypeError
@@ -19,8 +20,17 @@ def register(fn: Callable[[], dict]) -> Callable[[], dict]:
     return fn
 
 
-def names() -> list[str]:
-    return list(REGISTRY)
+def names(pattern: str | None = None, family: str | None = None) -> list[str]:
+    """Registered names, filtered as timm.list_models does: a shell-style wildcard ('res*', '*inception*')
+    and/or the genotype's family."""
+    found = [n for n in REGISTRY if pattern is None or fnmatch.fnmatchcase(n, pattern)]
+    if family is not None:
+        found = [n for n in found if named(n).family == family]
+    return found
+
+
+def families() -> list[str]:
+    return sorted({named(n).family for n in REGISTRY if named(n).family})
 
 
 def named(name: str) -> Genotype:
