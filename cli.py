@@ -4,8 +4,10 @@ FLOPs are multiply-adds throughout (the fvcore / ResNet-paper convention).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,11 +15,98 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+try:  # typer 0.29+ carries its own copy of click as typer._click; earlier versions use click itself
+    from typer._click import exceptions as clicks
+    from typer._click.globals import get_current_context
+except ImportError:
+    from click import exceptions as clicks
+    from click import get_current_context
+
 out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
+
+
+def say_error(message: str) -> None:
+    from rich.markup import escape
+    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """click's usage errors (a bad or missing flag, `--trials 0`) as the same one line and exit code 2 as
+    every other error, instead of typer's usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except clicks.NoArgsIsHelpError as e:
+            e.show()
+            code = 2
+        except clicks.BadParameter as e:
+            param = e.param
+            name = param.opts[0] if param is not None and getattr(param, "opts", None) else (e.param_hint or "argument")
+            name = name.upper() if getattr(param, "param_type_name", "") == "argument" else name
+            what = "is required" if isinstance(e, clicks.MissingParameter) else _own_words(e.message)
+            say_error(f"{name}: {what}" + _range_of(param) + _help_hint(getattr(e, "ctx", None)))
+            code = 2
+        except clicks.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            say_error(e.format_message() + _help_hint(ctx))
+            code = e.exit_code
+        except clicks.Abort:
+            code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _own_words(message: str) -> str:
+    """A parameter-parsing complaint (typer words it through pydantic) in the project's words."""
+    message = message.split(",")[0].replace("Input should be", "must be").replace("a valid integer", "a whole number").replace("a valid ", "a ")
+    for theirs, ours in (("greater than or equal to", "at least"), ("less than or equal to", "at most")):
+        message = message.replace(theirs, ours)
+    return message
+
+
+def _help_hint(ctx) -> str:
+    return f" (see `explore {ctx.info_name} --help`)" if ctx is not None and ctx.parent is not None else ""
+
+
+def _range_of(param) -> str:
+    lo_hi = FLAG_RANGES.get(getattr(param, "name", None))
+    return f" (valid: {lo_hi[0]:g} to {lo_hi[1]:g})" if lo_hi else ""
+
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+
+# The valid range of every numeric flag, by parameter name, checked in one place (`friendly`).
+# Non-finite numbers (inf, nan) are refused for every flag.
+FLAG_RANGES = {
+    "seed": (0, 2**32 - 1), "resolution": (1, 8192), "proxy_resolution": (8, 8192), "classes": (1, 100_000),
+    "trials": (1, 1_000_000), "epochs": (1, 10_000), "batch_size": (1, 65536), "lr": (0, 100),
+    "proxy_width": (0.01, 16), "proxy_depth": (1, 1000), "prescreen": (1, 1000), "prune_k": (1, 1000),
+    "stochastic_depth": (0, 1), "jobs": (1, 1024), "top": (0, 100_000), "random_": (0, 100_000),
+    "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1), "k": (1, 1000), "draws": (1, 10_000),
+    "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400),
+}
+
+
+def check_flags(values: dict) -> None:
+    """Refuse a non-finite or out-of-range numeric flag in one line naming it."""
+    from explorer.errors import UserError
+    ctx = get_current_context(silent=True)
+    opts = {p.name: p.opts[0] for p in ctx.command.params} if ctx else {}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        flag = opts.get(name, "--" + name.strip("_").replace("_", "-"))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag}: {value} is not a finite number")
+        lo, hi = FLAG_RANGES.get(name, (-2**63, 2**63 - 1))
+        if not lo <= value <= hi:
+            raise UserError(f"{flag}: {value} is out of range; use {lo:g} to {hi:g}")
 
 
 def friendly(fn):
@@ -26,10 +115,10 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         from explorer.errors import USER_ERRORS
         try:
+            check_flags(kwargs)
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            from rich.markup import escape
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            say_error(str(e))
             raise typer.Exit(2)
     return wrapper
 
@@ -38,18 +127,25 @@ def resolve_genotype(ref: str):
     """A registered name or a YAML/JSON file holding a genotype."""
     import space
     from explorer.errors import UserError
+    from space.document import read_text
     from space.named import REGISTRY, named
     if ref in REGISTRY or not Path(ref).exists():
         if ref not in REGISTRY and (ref.endswith((".yaml", ".yml", ".json")) or "/" in ref):
             raise UserError(f"{ref}: no such file")
         return named(ref)
+    with located(ref):
+        return space.load(read_text(ref))
+
+
+@contextlib.contextmanager
+def located(ref: str):
+    """Errors about a genotype file, including shape errors found later, begin with the file's name."""
+    import space
     try:
-        text = Path(ref).read_text()
-    except OSError as e:
-        raise UserError(f"{ref}: can't read it ({e.strerror})") from None
-    try:
-        return space.load(text)
+        yield
     except space.GenotypeError as e:
+        if not Path(ref).exists() or e.path.startswith(ref):
+            raise
         raise space.GenotypeError(f"{ref}: {e.path}" if e.path else ref, e.reason) from None
 
 
@@ -87,7 +183,8 @@ def show(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JS
     """The genotype as YAML and a per-stage table of params and FLOPs (multiply-adds)."""
     import space
     g = resolve_genotype(genotype)
-    cx = space.complexity(g, resolution, classes)
+    with located(genotype):
+        cx = space.complexity(g, resolution, classes)
     if as_json:
         print(json.dumps({
             "name": g.name, "family": g.family, "digest": space.digest(g),
@@ -124,7 +221,8 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
     if fmt not in formats:
         raise UserError(f"--format: '{fmt}' isn't one of {', '.join(formats)}")
     g = resolve_genotype(genotype)
-    text = space.export_graph(space.to_graph(g, resolution, classes), fmt)
+    with located(genotype):
+        text = space.export_graph(space.to_graph(g, resolution, classes), fmt)
     if output is None and fmt == "html":
         output = Path(f"{g.name or Path(genotype).stem}-graph.html")
     if output is None:
