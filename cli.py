@@ -213,9 +213,12 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
           output: Optional[Path] = typer.Option(None, "--output", "-o", help="where to write [default: stdout; "
                                                 "html: GENOTYPE-graph.html]"),
           resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="input resolution [default: the genotype's own]"),
-          classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]")) -> None:
+          classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]"),
+          force: bool = typer.Option(False, "--force", help="replace the output file if it exists "
+                                     "(never a study's storage)")) -> None:
     """The network as a graph of ops (networkx): each node with its shape, params and FLOPs (multiply-adds)."""
     import space
+    from explorer import files
     from explorer.errors import UserError
     formats = ("dot", "graphml", "json", "html")
     if fmt not in formats:
@@ -228,8 +231,7 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
     if output is None:
         sys.stdout.write(text)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    files.write(output, text, "-o", force)
     err.print(f"wrote {output}", highlight=False)
 
 
@@ -509,14 +511,16 @@ def plot(study: str = typer.Argument(..., help="the study to plot"),
                                "to switch"),
          no_open: bool = typer.Option(False, "--no-open", help="write the page, don't open a browser"),
          png: Optional[Path] = typer.Option(None, "--png", help="also write the plot as a PNG image (needs the "
-                                            "[png] extra, kaleido, and Chrome or Chromium)")) -> None:
+                                            "[png] extra, kaleido, and Chrome or Chromium)"),
+         force: bool = typer.Option(False, "--force", help="replace the --png file if it exists "
+                                    "(never a study's storage)")) -> None:
     """The Pareto plot, proxy accuracy against FLOPs (multiply-adds), as studies/STUDY/pareto.html (offline)."""
     from explorer import report
     from explorer.errors import UserError
     if x not in ("flops", "params"):
         raise UserError(f"--x: unknown axis '{x}'; choose flops or params")
     _, settings, pts = report.open_results(study, storage)
-    path = report.write_pareto_plot(study, settings, pts, x, png)
+    path = report.write_pareto_plot(study, settings, pts, x, png, force)
     out.print(f"plot: {path} ({len(pts)} completed trials)", highlight=False, soft_wrap=True)
     if png is not None:
         out.print(f"image: {png}", highlight=False, soft_wrap=True)
@@ -607,12 +611,13 @@ def export(study: str = typer.Argument(..., help="the study"),
            format_: str = typer.Option(..., "--format", "-f", help="yaml or json (the genotype), onnx or torchscript "
                                        "(the deployed network: the study's resolution, 1000 classes, untrained)"),
            output: Path = typer.Option(..., "--output", "-o", help="file to write"),
-           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]")
-           ) -> None:
+           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+           force: bool = typer.Option(False, "--force", help="replace the output file if it exists "
+                                      "(never a study's storage)")) -> None:
     """A trial's genotype as YAML or JSON, or its deployed network as ONNX or TorchScript."""
     from explorer import export as exp
     from explorer.study import load_study
-    out.print(exp.export(load_study(study, storage), trial, format_, output), highlight=False, soft_wrap=True)
+    out.print(exp.export(load_study(study, storage), trial, format_, output, force), highlight=False, soft_wrap=True)
 
 
 @app.command()

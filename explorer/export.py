@@ -16,7 +16,9 @@ import optuna
 
 import space
 
+from . import files
 from .errors import UserError
+from .pareto import stored_genotype
 from .search import DEPLOY_CLASSES
 from .study import settings_of
 
@@ -37,7 +39,7 @@ def trial_genotype(study, number: int) -> tuple[space.Genotype, optuna.trial.Fro
         why = trial.user_attrs.get("rejected") or trial.state.name.lower()
         raise UserError(f"--trial: trial {number} has no genotype ({why}); pick a completed trial, "
                         "e.g. one from `explore pareto`")
-    return space.load(json.loads(text)), trial
+    return stored_genotype(trial), trial
 
 
 def deployed(g: space.Genotype, resolution: int):
@@ -69,10 +71,13 @@ def onnx_param_count(model) -> int:
     return total
 
 
-def export(study, number: int, fmt: str, path: Path) -> str:
-    """Write trial `number` of `study` as `fmt` to `path`; returns a line saying what was written."""
+def export(study, number: int, fmt: str, path: Path, force: bool = False) -> str:
+    """Write trial `number` of `study` as `fmt` to `path`; returns a line saying what was written.
+
+    An existing file is replaced only with `force`, a storage file never (explorer/files.py)."""
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    files.check_target(path, force, "-o")
     settings = settings_of(study)
     g, trial = trial_genotype(study, number)
     if fmt == "onnx":
@@ -80,16 +85,12 @@ def export(study, number: int, fmt: str, path: Path) -> str:
             import onnx
         except ImportError:
             raise UserError(ONNX_MISSING) from None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "yaml":
-            path.write_text(space.to_yaml(g))
-            return f"wrote trial {number}'s genotype to {path} (YAML)"
-        if fmt == "json":
-            path.write_text(json.dumps(space.dump(g), indent=2) + "\n")
-            return f"wrote trial {number}'s genotype to {path} (JSON)"
-    except OSError as e:
-        raise UserError(f"-o: can't write {path} ({e.strerror})") from None
+    if fmt == "yaml":
+        files.write(path, space.to_yaml(g), "-o", force)
+        return f"wrote trial {number}'s genotype to {path} (YAML)"
+    if fmt == "json":
+        files.write(path, json.dumps(space.dump(g), indent=2) + "\n", "-o", force)
+        return f"wrote trial {number}'s genotype to {path} (JSON)"
     import torch
     model, x = deployed(g, settings.resolution)
     inference = sum(p.numel() for n, p in model.named_parameters() if ".aux" not in f".{n}")
@@ -99,7 +100,7 @@ def export(study, number: int, fmt: str, path: Path) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, but still works
             traced = torch.jit.trace(model, x, check_trace=False)
-        _write(lambda: torch.jit.save(traced, str(path)), path)
+        files.write(path, lambda tmp: torch.jit.save(traced, str(tmp)), "-o", force)
         n = sum(p.numel() for p in traced.parameters())
         return f"wrote {what} to {path} (TorchScript): {n:,} parameters"
     import io
@@ -112,16 +113,10 @@ def export(study, number: int, fmt: str, path: Path) -> str:
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
-    _write(lambda: path.write_bytes(buf.getvalue()), path)
+    files.write(path, buf.getvalue(), "-o", force)
     n = onnx_param_count(proto)
     aux = "" if n == trial.user_attrs.get("params", n) else " (auxiliary heads, which only train, left out)"
     if n != inference:
         raise RuntimeError(f"the ONNX graph holds {n:,} parameters, the network {inference:,}")
     return f"wrote {what} to {path} (ONNX opset {ONNX_OPSET}): {n:,} parameters{aux}"
 
-
-def _write(fn, path: Path) -> None:
-    try:
-        fn()
-    except OSError as e:
-        raise UserError(f"-o: can't write {path} ({e.strerror})") from None

@@ -145,6 +145,8 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
     if stored is None:
         datasets.ensure_available(settings.dataset, data_dir)  # no study is ever created for absent data
     from .workers import DEFAULT_HEARTBEAT
+    # the dataset is read and checked before the study exists, so a bad one leaves nothing behind
+    ctx = None if no_run else search.prepare(settings, device, data_dir)
     study = search.open_study(study_name, url, settings, heartbeat=DEFAULT_HEARTBEAT)
     done = len(search.completed(study))
     verb = "resuming" if stored else "created"
@@ -156,7 +158,7 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
                       f"`explore worker --study {study_name}" + (f" --storage {storage}`" if storage else "`"))
         return
     if done < settings.trials:
-        train_study(study, url, settings, device, data_dir, jobs, DEFAULT_HEARTBEAT, console)
+        train_study(study, url, settings, device, data_dir, jobs, DEFAULT_HEARTBEAT, console, ctx)
     report(study, settings, console)
 
 
@@ -196,8 +198,10 @@ def report(study, settings: Settings, console: Console, plot: bool = True) -> No
 # Workers (explorer/workers.py) ---------------------------------------------------------------------
 
 def train_study(study, url: str, settings: Settings, device: str, data_dir: Path | None, jobs: int,
-                heartbeat: tuple[int, int], console: Console) -> None:
-    """Train the study's trials here: in this process with a live view, or in `jobs` worker processes."""
+                heartbeat: tuple[int, int], console: Console, ctx: search.Context | None = None) -> None:
+    """Train the study's trials here: in this process with a live view, or in `jobs` worker processes.
+
+    `ctx`: the data and device already prepared (and checked) by the caller."""
     from . import workers
     if jobs > 1:
         code = workers.run_pool(study.study_name, url, jobs, device, data_dir, heartbeat, settings, console)
@@ -206,7 +210,7 @@ def train_study(study, url: str, settings: Settings, device: str, data_dir: Path
             raise SystemExit(code)  # the worker printed its error
     else:
         from .progress import SearchProgress
-        ctx = search.prepare(settings, device, data_dir)
+        ctx = ctx or search.prepare(settings, device, data_dir)
         done = len(search.completed(study))
         old = workers.install_signal_handlers()
         try:

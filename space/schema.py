@@ -72,6 +72,16 @@ class Spec(BaseModel):
     def __hash__(self) -> int:
         return hash(canonical_json(self))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools(cls, data):
+        """YAML reads yes/no/on/off as booleans, which pydantic would take as 1 and 0 in a number field."""
+        if isinstance(data, dict):
+            for name in RANGES.keys() & data.keys():
+                if isinstance(data[name], bool):
+                    raise GenotypeError(name, f"expected a number, got {str(data[name]).lower()}")
+        return data
+
     @model_validator(mode="after")
     def _ranges(self):
         for name in type(self).model_fields:
@@ -83,7 +93,7 @@ def _pair(value: Any, what: str) -> Any:
     """Accept n or [h, w]; store a square pair as one int (canonical form)."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise ValueError(f"{list(value)} must be one int or [height, width]")
+            raise ValueError(f"{_show(list(value))} must be one int or [height, width]")
         value = tuple(value)
         if value[0] == value[1]:
             return value[0]
@@ -123,7 +133,7 @@ def _default_padding(spec):
 def _check_order(order: str, letters: str, need: str) -> str:
     if sorted(order) != sorted(set(order)) or not set(order) <= set(letters) or need not in order:
         raise ValueError(
-            f"'{order}' must arrange the letters {', '.join(letters)} at most once each and include '{need}' "
+            f"{_show(order)} must arrange the letters {', '.join(letters)} at most once each and include '{need}' "
             "(c = conv, n = norm, a = activation; e.g. 'cna' post-activation, 'nac' pre-activation)")
     return order
 
@@ -182,7 +192,7 @@ class Sep(_Windowed):
     @classmethod
     def _mid(cls, v):
         if v not in ("", "n", "a", "na", "an"):
-            raise ValueError(f"'{v}' must be one of '', 'n', 'a', 'na', 'an' (norm/activation between depthwise and pointwise)")
+            raise ValueError(f"{_show(v)} must be one of '', 'n', 'a', 'na', 'an' (norm/activation between depthwise and pointwise)")
         return v
 
 
@@ -280,7 +290,7 @@ def _op_tag(value: Any) -> str | None:
         tag = value.get("op")
     else:
         tag = getattr(value, "op", None)
-    return f"op={tag}" if tag in OP_TYPES else None
+    return f"op={tag}" if isinstance(tag, str) and tag in OP_TYPES else None
 
 
 Op = Annotated[Union[tuple(Annotated[cls, Tag(f"op={name}")] for name, cls in OP_TYPES.items())],
@@ -420,7 +430,7 @@ def _first_error(e: ValidationError) -> GenotypeError:
             return GenotypeError(path, f"an op needs 'op:' naming its type, one of {known}")
         near = difflib.get_close_matches(str(got), list(OP_TYPES), n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        return GenotypeError(join(path, "op"), f"unknown op '{got}'{hint}; known ops: {known}")
+        return GenotypeError(join(path, "op"), f"unknown op {_show(got)}{hint}; known ops: {known}")
     if kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), FieldError):
         return GenotypeError(join(path, ctx["error"].field), str(ctx["error"]))
     if kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), GenotypeError):
@@ -479,7 +489,7 @@ def _got(value: Any) -> str:
 
 def _show(value: Any) -> str:
     """A short rendering of an offending value for a one-line message."""
-    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else _kind(value)
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None), list)) else _kind(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
