@@ -564,8 +564,8 @@ def pareto(study: str = typer.Argument(..., help="the study"),
            ) -> None:
     """The Pareto set as a table: FLOPs (multiply-adds), params, proxy accuracy, nearest named architecture."""
     from explorer import report, runner
-    st, settings, _ = report.open_results(study, storage)
-    runner.report(st, settings, out, plot=False)
+    st, settings, pts = report.open_results(study, storage)
+    runner.report(st, settings, out, plot=False, pts=pts)
 
 
 @app.command()

@@ -71,24 +71,15 @@ def stored_genotype(trial, key: str = "genotype") -> space.Genotype:
                         f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
 
 
-_WARNED: set[tuple[str, int]] = set()
-
-
-def warn_skipped(study, trial, error: Exception) -> None:
-    """One line on stderr, once per trial and process: a corrupt trial is left out, the others still count."""
-    if (study.study_name, trial.number) not in _WARNED:
-        _WARNED.add((study.study_name, trial.number))
-        print(f"warning: {error}; trial {trial.number} is skipped", file=sys.stderr)
-
-
 def points(study) -> list[Point]:
-    """The completed trials as points; one whose stored genotype is corrupt is skipped with a warning."""
+    """The completed trials as points; one whose stored genotype is corrupt is left out with a one-line
+    warning on stderr naming it, and every other trial still counts."""
     pts = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         try:
             pts.append(Point.of(t))
         except UserError as e:
-            warn_skipped(study, t, e)
+            print(f"warning: {e}; trial {t.number} is skipped", file=sys.stderr)
     return pts
 
 

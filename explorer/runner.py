@@ -162,8 +162,8 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
     report(study, settings, console)
 
 
-def report(study, settings: Settings, console: Console, plot: bool = True) -> None:
-    pts = pareto.points(study)
+def report(study, settings: Settings, console: Console, plot: bool = True, pts: list | None = None) -> None:
+    pts = pareto.points(study) if pts is None else pts
     trials = study.get_trials(deepcopy=False)
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     console.print(f"{len(pts)} completed, {search.rejected_count(study)} draws rejected before training "
