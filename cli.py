@@ -359,9 +359,10 @@ def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
             raise UserError(f"--scores: unknown score '{n}'; choose from {', '.join(zero_cost.SCORES)}")
     dev = _device(device)
     data = datasets.load(conf["dataset"], resolution=conf["resolution"], data_dir=data_dir, seed=seed)
-    proxy = make_proxy(g, conf["resolution"], conf["width"], conf["depth"], data.in_channels, data.num_classes)
-    pcx = space.complexity(proxy, breakdown=False, in_channels=data.in_channels)
-    values = zero_cost.score_proxy(proxy, data, names, batch_size, seed, dev)
+    with located(genotype):
+        proxy = make_proxy(g, conf["resolution"], conf["width"], conf["depth"], data.in_channels, data.num_classes)
+        pcx = space.complexity(proxy, breakdown=False, in_channels=data.in_channels)
+        values = zero_cost.score_proxy(proxy, data, names, batch_size, seed, dev)
     if as_json:
         print(json.dumps({"genotype": g.name or genotype, "digest": space.digest(g), "dataset": conf["dataset"],
                           "batch_size": batch_size, "seed": seed, "device": str(dev),

@@ -17,6 +17,9 @@ from .errors import GenotypeError
 from .ops import Branch, Context
 
 
+MAX_BUILD_PARAMS = 1_000_000_000  # a valid document can describe more than memory holds; build() refuses it
+
+
 class Head(nn.Module):
     """ops -> adaptive pool -> flatten -> [linear, act, (layer norm), dropout] per hidden layer -> dropout
     -> classifier."""
@@ -167,7 +170,10 @@ def build(g, num_classes: int | None = None, in_channels: int = 3, resolution: i
 
     `resolution` matters only to heads that flatten without pooling."""
     g = S.load(g)
-    complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
+    cx = complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
+    if cx.params > MAX_BUILD_PARAMS:
+        raise GenotypeError("", f"{cx.params:,} parameters; build() stops at {MAX_BUILD_PARAMS:,} "
+                            f"({4 * MAX_BUILD_PARAMS / 2**30:.0f} GiB of float32 weights): narrow or shorten it")
     return Network(g, num_classes or g.classes, in_channels, resolution)
 
 

@@ -252,6 +252,14 @@ def test_dense_blocks_price_in_time_at_the_largest_repeat():
     assert cx.params > 0
 
 
+def test_build_refuses_a_network_larger_than_memory_before_allocating():
+    huge = CONV.replace("out: 8, ", "") % "out: 65536" + "\nstem: [{op: conv, out: 65536}]\nresolution: 8"
+    started = time.perf_counter()
+    with pytest.raises(GenotypeError, match="parameters; build\\(\\) stops at 1,000,000,000"):
+        space.build(space.load(huge))
+    assert time.perf_counter() - started < TIME_CAP
+
+
 def test_python_documents_get_the_same_limits():
     doc = space.dump(named("resnet50"))
     doc["width"] = math.inf
