@@ -256,7 +256,8 @@ def train(
     ``on_epoch(epoch, val_acc)`` (1-based epoch) may raise to stop training,
     e.g. for pruning; the exception propagates.  Raises ``Diverged`` when the
     loss of an epoch is not finite.  Data order and augmentation depend only on
-    ``recipe.seed`` (bitwise reproducible on CPU given the same initial weights).
+    ``recipe.seed`` (bitwise reproducible on CPU given the same initial weights and the same number of
+    threads, which follows the machine's load unless OMP_NUM_THREADS pins it).
     """
     start = time.perf_counter()
     if device.type == "cuda":

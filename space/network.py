@@ -123,8 +123,10 @@ def complexity(g: S.Genotype, resolution: int | None = None, num_classes: int | 
 
     Resolution and classes default to the genotype's canonical ones."""
     g = S.load(g)
-    resolution = resolution or g.resolution
-    num_classes = num_classes or g.classes
+    resolution = g.resolution if resolution is None else resolution
+    num_classes = g.classes if num_classes is None else num_classes
+    S.check_range("resolution", resolution)
+    S.check_range("classes", num_classes)
     ctx = Context(g)
     cost = Cost()
     parts: list[Part] = []

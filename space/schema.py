@@ -52,7 +52,7 @@ RANGES = {
 }
 
 
-def _in_range(name: str, value: Any) -> None:
+def check_range(name: str, value: Any) -> None:
     """Raise a GenotypeError naming `name` if a numeric value is non-finite or outside RANGES[name]."""
     for v in value if isinstance(value, (tuple, list)) else (value,):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -85,7 +85,7 @@ class Spec(BaseModel):
     @model_validator(mode="after")
     def _ranges(self):
         for name in type(self).model_fields:
-            _in_range(name, getattr(self, name))
+            check_range(name, getattr(self, name))
         return self
 
 

@@ -260,6 +260,14 @@ def test_build_refuses_a_network_larger_than_memory_before_allocating():
     assert time.perf_counter() - started < TIME_CAP
 
 
+@pytest.mark.parametrize("resolution,classes,phrase", [(0, None, "resolution: 0 is out of range"),
+                                                       (None, 0, "classes: 0 is out of range"),
+                                                       (-3, None, "resolution: -3"), (None, 10**6, "classes")])
+def test_complexity_refuses_rather_than_ignores_bad_sizes(resolution, classes, phrase):
+    with pytest.raises(GenotypeError, match=phrase):
+        space.complexity(named("resnet50"), resolution, classes)
+
+
 def test_python_documents_get_the_same_limits():
     doc = space.dump(named("resnet50"))
     doc["width"] = math.inf

@@ -217,6 +217,9 @@ def test_a_corrupt_trial_is_skipped_with_a_warning(study_copy):
                    f"trial {bad.number}'s stored genotype is corrupt")
     run = cli("export", "s", "--trial", str(good.number), "-f", "json", "-o", "good.json")
     assert run.exit_code == 0 and json.loads((cwd / "good.json").read_text())["stages"]
+    run = cli("search", "--study", "s", "--trials", "3")  # resuming trains one more and reports the rest
+    assert run.exit_code == 0, run.output
+    assert f"trial {bad.number}'s stored genotype is corrupt" in run.stderr and len(_completed(db)) == 3
 
 
 def test_an_interrupted_reference_is_trained_on_resume(study_copy):

@@ -139,7 +139,8 @@ def test_on_epoch_exception_stops_training(data):
     assert epochs_seen == [1, 2]
 
 
-def test_same_seed_and_weights_give_identical_runs(data):
+def test_same_seed_and_weights_give_identical_runs(data, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # threads would follow the load
     torch.manual_seed(0)
     initial = tiny_cnn()
     models = [copy.deepcopy(initial) for _ in range(3)]
