@@ -28,19 +28,20 @@ _CLOSES = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 
 
 def read_text(path: str | Path) -> str:
-    """A document file's text, refused in one line if unreadable, too large or not UTF-8."""
-    path = Path(path)
+    """A document file's text, refused in one line (naming the file as given) if unreadable, too large
+    or not UTF-8."""
+    label, path = str(path), Path(path)
     try:
         if path.stat().st_size > MAX_BYTES:
-            raise GenotypeError(str(path), f"{path.stat().st_size:,} bytes; documents are limited to "
+            raise GenotypeError(label, f"{path.stat().st_size:,} bytes; documents are limited to "
                                 f"{MAX_BYTES:,} bytes")
         data = path.read_bytes()
     except OSError as e:
-        raise GenotypeError(str(path), f"can't read it ({e.strerror})") from None
+        raise GenotypeError(label, f"can't read it ({e.strerror})") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise GenotypeError(str(path), f"isn't UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
+        raise GenotypeError(label, f"isn't UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
                             "save it as UTF-8 YAML or JSON") from None
 
 

@@ -374,10 +374,11 @@ def load(doc: Any, path: str = "") -> Genotype:
     if isinstance(doc, Genotype):
         return doc
     if isinstance(doc, str):
-        doc = parse_text(doc)
+        doc = parse_text(doc)  # checks the tree as it reads it
+    elif isinstance(doc, dict):
+        check_tree(doc, path)
     if not isinstance(doc, dict):
         raise GenotypeError(path, f"a genotype is a mapping with stem, stages and head, not {_kind(doc)}")
-    check_tree(doc, path)
     try:
         return Genotype.model_validate(doc)
     except ValidationError as e:
