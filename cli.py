@@ -63,8 +63,9 @@ class OneLineErrors(TyperGroup):
 
 def _own_words(message: str) -> str:
     """A parameter-parsing complaint (typer words it through pydantic) in the project's words."""
-    message = message.split(",")[0].replace("Input should be", "must be").replace("a valid integer", "a whole number").replace("a valid ", "a ")
-    for theirs, ours in (("greater than or equal to", "at least"), ("less than or equal to", "at most")):
+    message = message.split(",")[0]
+    for theirs, ours in (("Input should be", "must be"), ("a valid integer", "a whole number"), ("a valid ", "a "),
+                         ("greater than or equal to", "at least"), ("less than or equal to", "at most")):
         message = message.replace(theirs, ours)
     return message
 

@@ -92,15 +92,15 @@ def main() -> None:
                 hog.kill()
                 hog.wait()
     base = results[False, "2", "default"][0]
-    print(f"{'threads':>8} {'policy':>8} {'quiet img/s':>12} {'ratio':>6} {'busy img/s':>11} {'ratio':>6} "
-          f"{'slowdown busy/quiet':>20}")
+    print(f"{'threads':>8} {'policy':>8} {'without img/s':>14} {'ratio':>6} {'busy-loop img/s':>16} {'ratio':>6} "
+          f"{'slowdown':>9}")
     for threads, policy in configs:
         (quiet, tq), (busy, tb) = results[False, threads, policy], results[True, threads, policy]
         label = threads if threads != "auto" else f"auto({tq}/{tb})"
-        print(f"{label:>8} {policy:>8} {quiet:12.0f} {quiet / base:6.2f} {busy:11.0f} {busy / base:6.2f} "
-              f"{quiet / busy if busy else float('inf'):19.1f}x")
-    print("ratios are to 2 threads with the default policy (the old behaviour) without the busy loop; slowdown: quiet / busy of "
-          "the same configuration")
+        print(f"{label:>8} {policy:>8} {quiet:14.0f} {quiet / base:6.2f} {busy:16.0f} {busy / base:6.2f} "
+              f"{quiet / busy if busy else float('inf'):8.1f}x")
+    print("ratios are to 2 threads with the default policy (the old behaviour) without the busy loop; "
+          "slowdown: without / beside the busy loop, same configuration")
 
 
 if __name__ == "__main__":
