@@ -10,7 +10,7 @@ wall time after a warm-up, and its images per second are printed. Configurations
 - OpenMP wait policy: libgomp's default (threads spin at each barrier before sleeping) or PASSIVE
   (they sleep at once); and `auto`: the threads `explorer.trainer.set_cpu_threads` chooses by itself
   (the cores other processes leave idle), with the default policy,
-- quiet, or beside one single-threaded busy loop (`python3 -c "while True: pass"`), as a user's
+- without, or beside, one single-threaded busy loop (`python3 -c "while True: pass"`), as a user's
   browser or notebook would be.
 
 The ratios printed are to 2 threads with the default policy (the old behaviour) without the busy
