@@ -56,7 +56,7 @@ class OneLineErrors(TyperGroup):
             ctx = getattr(e, "ctx", None)
             say_error(e.format_message() + _help_hint(ctx))
             code = e.exit_code
-        except clicks.Abort:
+        except typer.Abort:
             code = 130
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -86,7 +86,7 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich
 # Non-finite numbers (inf, nan) are refused for every flag.
 FLAG_RANGES = {
     "seed": (0, 2**32 - 1), "resolution": (1, 8192), "proxy_resolution": (8, 8192), "classes": (1, 100_000),
-    "trials": (1, 1_000_000), "epochs": (1, 10_000), "batch_size": (1, 65536), "lr": (0, 100),
+    "trials": (1, 1_000_000), "epochs": (1, 10_000), "batch_size": (1, 65536),
     "proxy_width": (0.01, 16), "proxy_depth": (1, 1000), "prescreen": (1, 1000), "prune_k": (1, 1000),
     "stochastic_depth": (0, 1), "jobs": (1, 1024), "top": (0, 100_000), "random_": (0, 100_000),
     "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1), "k": (1, 1000), "draws": (1, 10_000),

@@ -145,6 +145,8 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
     if stored is None:
         datasets.ensure_available(settings.dataset, data_dir)  # no study is ever created for absent data
     from .workers import DEFAULT_HEARTBEAT
+    if stored:
+        search.refuse_other_settings(study_name, settings, stored)  # before reading a dataset it may not need
     # the dataset is read and checked before the study exists, so a bad one leaves nothing behind
     ctx = None if no_run else search.prepare(settings, device, data_dir)
     study = search.open_study(study_name, url, settings, heartbeat=DEFAULT_HEARTBEAT)

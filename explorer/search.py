@@ -83,14 +83,18 @@ def open_study(study_name: str, url: str, settings: Settings, create: bool = Tru
             study.enqueue_trial(params, user_attrs={"reference": name})
         return study
     stored = settings_of(study)
+    refuse_other_settings(study_name, settings, stored)
+    if settings.trials != stored.trials or (settings.prune, settings.prune_k) != (stored.prune, stored.prune_k):
+        study.set_user_attr(SETTINGS_KEY, settings.to_json())
+    return study
+
+
+def refuse_other_settings(study_name: str, settings: Settings, stored: Settings) -> None:
     diffs = settings.differences(stored)
     if diffs:
         raise UserError(f"study '{study_name}' was made with other settings ({'; '.join(diffs)}); "
                         f"to resume it, run `explore search --study {study_name}` (left-out flags come from the "
                         "study), or pick another --study")
-    if settings.trials != stored.trials or (settings.prune, settings.prune_k) != (stored.prune, stored.prune_k):
-        study.set_user_attr(SETTINGS_KEY, settings.to_json())
-    return study
 
 
 def reference_points(settings: Settings) -> list[tuple[str, dict]]:
