@@ -239,14 +239,14 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _settings_rows(study, settings: Settings, url: str) -> list[tuple[str, str]]:
+def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point]) -> list[tuple[str, str]]:
     recipe = ", ".join(f"{k} {v}" for k, v in settings.recipe.items())
     return [("study", study.study_name), ("storage", redact(url)),
             ("space", f"{settings.space} (digest {settings.space_digest})"),
             ("budget", f"{format_flops(settings.budget)} (multiply-adds) at {settings.resolution}px, 1000 classes"),
             ("parameter cap", f"{settings.max_params:,}" if settings.max_params else "none"),
             ("dataset", settings.dataset),
-            ("noise floor", pareto.noise_floor(pareto.points(study)) or "validation size not recorded"),
+            ("noise floor", pareto.noise_floor(pts) or "validation size not recorded"),
             ("proxy", f"{settings.proxy_resolution}px, width x{settings.proxy_width:g}, "
                       f"repeats capped at {settings.proxy_depth}, "
                       f"{_images(settings.train_images)} training images"),
@@ -456,7 +456,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
     graphs = _graphs(front, settings, figs)
     counts = Counter(_state(t) for t in trials)
     settings_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
-                            for k, v in _settings_rows(study, settings, url))
+                            for k, v in _settings_rows(study, settings, url, pts))
     hv = hypervolume([(p.accuracy, p.flops) for p in pts], settings.budget)
     dashboard = f"optuna-dashboard {redact(url)}"
     sampler_note = ("" if settings.sampler == "random" else
