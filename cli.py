@@ -90,7 +90,8 @@ FLAG_RANGES = {
     "proxy_width": (0.01, 16), "proxy_depth": (1, 1000), "prescreen": (1, 1000), "prune_k": (1, 1000),
     "stochastic_depth": (0, 1), "jobs": (1, 1024), "top": (0, 100_000), "random_": (0, 100_000),
     "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1), "k": (1, 1000), "draws": (1, 10_000),
-    "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400),
+    "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400), "train_images": (1, 100_000_000),
+    "val_images": (1, 100_000_000),
 }
 
 
