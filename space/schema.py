@@ -49,7 +49,9 @@ RANGES = {
     "repeat": (1, 1000, "repetitions"), "resolution": (1, 8192, "pixels"), "classes": (1, 100_000, "classes"),
     "width": (1e-3, 16, "a multiplier"), "norm_eps": (1e-12, 1, "an epsilon"), "scale": (1e-6, 16, "a factor"),
     "p": (0, 0.999, "a probability"), "dropout": (0, 0.999, "a probability"),
+    "layer_scale": (1e-9, 16, "a factor"), "split": (1, MAX_CHANNELS, "channels, or fractions summing to 1"),
 }
+OWN_CHECKS = {"split"}  # checked against the input channels by the field's own validator; finite here
 
 
 def check_range(name: str, value: Any) -> None:
@@ -59,7 +61,7 @@ def check_range(name: str, value: Any) -> None:
             continue
         if isinstance(v, float) and not math.isfinite(v):
             raise GenotypeError(name, f"{v} is not a finite number")
-        if name not in RANGES or (name == "out" and isinstance(v, float)):
+        if name not in RANGES or name in OWN_CHECKS or (name == "out" and isinstance(v, float)):
             continue
         lo, hi, what = RANGES[name]
         if not lo <= v <= hi:
@@ -169,8 +171,11 @@ class Conv(_Windowed):
     @field_validator("groups")
     @classmethod
     def _groups(cls, v):
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"{v}: input should be greater than or equal to 1 (or 'depthwise')")
+        if isinstance(v, int) and not isinstance(v, bool):
+            try:
+                check_range("groups", v)  # the generic check can't see through the 'depthwise' union
+            except GenotypeError as e:
+                raise ValueError(e.reason) from None  # pydantic's location already ends in groups
         return v
 
 

@@ -136,7 +136,7 @@ MALFORMED = [
      "stages[1].blocks[1].skip", "can't follow"),
     (edit(["stages", 1, "blocks", 1], dict(skip="highway", scale=0.5, branches=[[conv(32, 3, 2)]])) | {}, None, None),
     (edit(["stages", 0, "blocks", 0, "layer_scale"], 1e-6) | {}, None, None),  # valid
-    (edit(["stages", 0, "blocks", 0, "layer_scale"], 0), "stages[0].blocks[0].layer_scale", "greater than 0"),
+    (edit(["stages", 0, "blocks", 0, "layer_scale"], 0), "stages[0].blocks[0].layer_scale", "0 is out of range; layer_scale is 1e-09 to 16"),
     (edit(BLOCK + ["layer_scale"], 1e-6), "stages[1].blocks[0].layer_scale", "scales a residual branch"),
     (edit(BLOCK + ["shortcut"], "conv"), "stages[1].blocks[0].shortcut", "this block's skip is none; drop it"),
     (edit(["stages", 2, "blocks", 0, "shortcut"], "pad"), "stages[2].blocks[0].shortcut", "skip is dense"),
