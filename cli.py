@@ -4,8 +4,10 @@ FLOPs are multiply-adds throughout (the fvcore / ResNet-paper convention).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,12 +15,73 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="markdown",
-                  context_settings={"help_option_names": ["-h", "--help"]})
+try:  # typer 0.29+ carries its own copy of click as typer._click; earlier versions use click itself
+    from typer._click import exceptions as clicks
+    from typer._click.globals import get_current_context
+except ImportError:
+    from click import exceptions as clicks
+    from click import get_current_context
+
 # Off a terminal (a pipe, a file, CI logs) nothing is wrapped: a line stays one line, words stay whole.
 out = Console(width=None if sys.stdout.isatty() else 1000, soft_wrap=not sys.stdout.isatty())
 err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+
+
+def say_error(message: str) -> None:
+    from rich.markup import escape
+    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """click's usage errors (a bad or missing flag, `--trials 0`) as the same one line and exit code 2 as
+    every other error, instead of typer's usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except clicks.NoArgsIsHelpError as e:
+            e.show()
+            code = 2
+        except clicks.BadParameter as e:
+            param = e.param
+            name = param.opts[0] if param is not None and getattr(param, "opts", None) else (e.param_hint or "argument")
+            name = name.upper() if getattr(param, "param_type_name", "") == "argument" else name
+            what = "is required" if isinstance(e, clicks.MissingParameter) else _own_words(e.message)
+            say_error(f"{name}: {what}" + _range_of(param) + _help_hint(getattr(e, "ctx", None)))
+            code = 2
+        except clicks.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            say_error(e.format_message() + _help_hint(ctx))
+            code = e.exit_code
+        except typer.Abort:
+            code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _own_words(message: str) -> str:
+    """A parameter-parsing complaint (typer words it through pydantic) in the project's words."""
+    message = message.split(",")[0]
+    for theirs, ours in (("Input should be", "must be"), ("a valid integer", "a whole number"), ("a valid ", "a "),
+                         ("greater than or equal to", "at least"), ("less than or equal to", "at most")):
+        message = message.replace(theirs, ours)
+    return message
+
+
+def _help_hint(ctx) -> str:
+    return f" (see `explore {ctx.info_name} --help`)" if ctx is not None and ctx.parent is not None else ""
+
+
+def _range_of(param) -> str:
+    lo_hi = FLAG_RANGES.get(getattr(param, "name", None))
+    return f" (valid: {lo_hi[0]:g} to {lo_hi[1]:g})" if lo_hi else ""
+
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="markdown", cls=OneLineErrors,
+                  context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def _version(value: bool) -> None:
@@ -41,6 +104,34 @@ def open_option():
     """One spelling on every command that writes a page: --open / --no-open, not opening by default."""
     return typer.Option(False, "--open/--no-open", help="open the page in a browser")
 
+# The valid range of every numeric flag, by parameter name, checked in one place (`friendly`).
+# Non-finite numbers (inf, nan) are refused for every flag.
+FLAG_RANGES = {
+    "seed": (0, 2**32 - 1), "resolution": (1, 8192), "proxy_resolution": (8, 8192), "classes": (1, 100_000),
+    "trials": (1, 1_000_000), "epochs": (1, 10_000), "batch_size": (1, 65536),
+    "proxy_width": (0.01, 16), "proxy_depth": (1, 1000), "prescreen": (1, 1000), "prune_k": (1, 1000),
+    "stochastic_depth": (0, 1), "jobs": (1, 1024), "top": (0, 100_000), "random_": (0, 100_000),
+    "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1), "k": (1, 1000), "draws": (1, 10_000),
+    "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400), "train_images": (1, 100_000_000),
+    "val_images": (1, 100_000_000),
+}
+
+
+def check_flags(values: dict) -> None:
+    """Refuse a non-finite or out-of-range numeric flag in one line naming it."""
+    from explorer.errors import UserError
+    ctx = get_current_context(silent=True)
+    opts = {p.name: p.opts[0] for p in ctx.command.params} if ctx else {}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        flag = opts.get(name, "--" + name.strip("_").replace("_", "-"))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag}: {value} is not a finite number")
+        lo, hi = FLAG_RANGES.get(name, (-2**63, 2**63 - 1))
+        if not lo <= value <= hi:
+            raise UserError(f"{flag}: {value} is out of range; use {lo:g} to {hi:g}")
+
 
 def friendly(fn):
     """Turn every user-facing error into one line on stderr and exit code 2, never a traceback."""
@@ -48,10 +139,10 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         from explorer.errors import USER_ERRORS
         try:
+            check_flags(kwargs)
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            from rich.markup import escape
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            say_error(str(e))
             raise typer.Exit(2)
     return wrapper
 
@@ -59,7 +150,20 @@ def friendly(fn):
 def resolve_genotype(ref: str):
     """A registered name or a YAML/JSON file holding a genotype."""
     import space
-    return space.load(ref)
+    with located(ref):
+        return space.load(ref)
+
+
+@contextlib.contextmanager
+def located(ref: str):
+    """Errors about a genotype file, including shape errors found later, begin with the file's name."""
+    import space
+    try:
+        yield
+    except space.GenotypeError as e:
+        if not Path(ref).exists() or e.path.startswith(ref):
+            raise
+        raise space.GenotypeError(f"{ref}: {e.path}" if e.path else ref, e.reason) from None
 
 
 def gflops(flops: int) -> str:
@@ -116,7 +220,8 @@ def show(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JS
     """The genotype as YAML and a per-stage table of params and FLOPs (multiply-adds)."""
     import space
     g = resolve_genotype(genotype)
-    cx = space.complexity(g, resolution, classes)
+    with located(genotype):
+        cx = space.complexity(g, resolution, classes)
     if as_json:
         print(json.dumps({
             "name": g.name, "family": g.family, "digest": space.digest(g),
@@ -146,22 +251,25 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
                                                 "html: GENOTYPE-graph.html]"),
           resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="input resolution [default: the genotype's own]"),
           classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]"),
-          open_: bool = open_option()) -> None:
+          open_: bool = open_option(),
+          force: bool = typer.Option(False, "--force", help="replace the output file if it exists "
+                                     "(never a study's storage)")) -> None:
     """The network as a graph of ops (networkx): each node with its shape, params and FLOPs (multiply-adds)."""
     import space
+    from explorer import files
     from explorer.errors import UserError
     formats = ("dot", "graphml", "json", "html")
     if fmt not in formats:
         raise UserError(f"--format: '{fmt}' isn't one of {', '.join(formats)}")
     g = resolve_genotype(genotype)
-    text = space.export_graph(space.to_graph(g, resolution, classes), fmt)
+    with located(genotype):
+        text = space.export_graph(space.to_graph(g, resolution, classes), fmt)
     if output is None and fmt == "html":
         output = Path(f"{g.name or Path(genotype).stem}-graph.html")
     if output is None:
         sys.stdout.write(text)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    files.write(output, text, "-o", force)
     err.print(f"wrote {output}", highlight=False)
     if open_ and fmt == "html":
         _open_in_browser(output)
@@ -308,9 +416,10 @@ def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
             raise UserError(f"--scores: unknown score '{n}'; choose from {', '.join(zero_cost.SCORES)}")
     dev = _device(device)
     data = datasets.load(conf["dataset"], resolution=conf["resolution"], data_dir=data_dir, seed=seed)
-    proxy = make_proxy(g, conf["resolution"], conf["width"], conf["depth"], data.in_channels, data.num_classes)
-    pcx = space.complexity(proxy, breakdown=False, in_channels=data.in_channels)
-    values = zero_cost.score_proxy(proxy, data, names, batch_size, seed, dev)
+    with located(genotype):
+        proxy = make_proxy(g, conf["resolution"], conf["width"], conf["depth"], data.in_channels, data.num_classes)
+        pcx = space.complexity(proxy, breakdown=False, in_channels=data.in_channels)
+        values = zero_cost.score_proxy(proxy, data, names, batch_size, seed, dev)
     if as_json:
         print(json.dumps({"genotype": g.name or genotype, "digest": space.digest(g), "dataset": conf["dataset"],
                           "batch_size": batch_size, "seed": seed, "device": str(dev),
@@ -460,14 +569,16 @@ def plot(study: str = typer.Argument(..., help="the study to plot"),
                                "to switch"),
          open_: bool = open_option(),
          png: Optional[Path] = typer.Option(None, "--png", help="also write the plot as a PNG image (needs the "
-                                            "[png] extra, kaleido, and Chrome or Chromium)")) -> None:
+                                            "[png] extra, kaleido, and Chrome or Chromium)"),
+         force: bool = typer.Option(False, "--force", help="replace the --png file if it exists "
+                                    "(never a study's storage)")) -> None:
     """The Pareto plot, proxy accuracy against FLOPs (multiply-adds), as studies/STUDY/pareto.html (offline)."""
     from explorer import report
     from explorer.errors import UserError
     if x not in ("flops", "params"):
         raise UserError(f"--x: unknown axis '{x}'; choose flops or params")
     _, settings, pts = report.open_results(study, storage)
-    path = report.write_pareto_plot(study, settings, pts, x, png)
+    path = report.write_pareto_plot(study, settings, pts, x, png, force)
     out.print(f"plot: {path} ({len(pts)} completed trials)", highlight=False, soft_wrap=True)
     if png is not None:
         out.print(f"image: {png}", highlight=False, soft_wrap=True)
@@ -517,7 +628,7 @@ def pareto(study: str = typer.Argument(..., help="the study"),
         raise UserError("--json and --csv: pick one")
     st, settings, pts = report.open_results(study, storage)
     if not (as_json or as_csv):
-        runner.report(st, settings, out, plot=False)
+        runner.report(st, settings, out, plot=False, pts=pts)
         return
     rows = runner.pareto_rows(pts, settings)
     if as_json:
@@ -585,7 +696,9 @@ def export(ref: str = typer.Argument(..., help="a named genotype or a YAML/JSON 
                                                   "GENOTYPE -o FILE`, embedded in the ONNX/TorchScript file "
                                                   "[default: freshly initialised]"),
            storage: Optional[str] = typer.Option(None, help="Optuna storage URL of study REF [default: its SQLite "
-                                                 "file]")) -> None:
+                                                 "file]"),
+           force: bool = typer.Option(False, "--force", help="replace the output file if it exists "
+                                      "(never a study's storage)")) -> None:
     """A genotype as YAML or JSON, or its network as ONNX or TorchScript (trained, with --weights).
 
     `explore export xception -f onnx -o x.onnx` exports a named genotype at its own resolution (299);
@@ -601,7 +714,7 @@ def export(ref: str = typer.Argument(..., help="a named genotype or a YAML/JSON 
             raise UserError(f"'{ref}' is a study: add --trial N to export one of its trials")
         g = resolve_genotype(ref)
         target = exp.genotype_target(g, g.name or Path(ref).stem, resolution, classes, in_channels, weights)
-    out.print(exp.export(target, format_, output), highlight=False, soft_wrap=True)
+    out.print(exp.export(target, format_, output, force), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -623,7 +736,8 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
                                                    "resolution [default: the dataset's proxy resolution]"),
           seed: int = typer.Option(0, help="with -o: initialisation, data order and augmentation seed"),
           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
-          force: bool = typer.Option(False, "--force", help="train it again even if the study already has it"),
+          force: bool = typer.Option(False, "--force", help="train it again even if the study already has it; "
+                                     "with -o, replace the weights file (never a study's storage)"),
           device: str = typer.Option("auto", help="auto, cpu or cuda"),
           data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache")) -> None:
     """Train a genotype: into a study as a labelled reference point (--study), or on its own into a weights
@@ -645,7 +759,7 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
             raise UserError(f"--{given[0].replace('_', '-')}: with --study the study's settings train it; drop it")
         _train_reference(study, storage, name, g, device, data_dir, force)
     else:
-        _train_weights(name, g, output, standalone, seed, device, data_dir)
+        _train_weights(name, g, output, standalone, seed, device, data_dir, force)
 
 
 def _train_reference(study: str, storage, name: str, g, device: str, data_dir, force: bool) -> None:
@@ -665,13 +779,13 @@ def _train_reference(study: str, storage, name: str, g, device: str, data_dir, f
               f", {done.params:,} params{over}; {where}", highlight=False, soft_wrap=True)
 
 
-def _train_weights(name: str, g, output: Path, given: dict, seed: int, device: str, data_dir) -> None:
+def _train_weights(name: str, g, output: Path, given: dict, seed: int, device: str, data_dir, force: bool) -> None:
     import torch
-    from explorer import runner
+    from explorer import files, runner
     from explorer.errors import UserError
     from explorer import weights as W
-    from explorer.export import _write
     from explorer.trainer import Recipe
+    files.check_target(output, force, "-o")  # before the training, not after it
     dataset = runner.with_dataset({k: v for k, v in given.items() if v is not None}, data_dir, err)["dataset"]
     resolution = given["resolution"] or runner.default_proxy_resolution(dataset)
     try:
@@ -686,7 +800,7 @@ def _train_weights(name: str, g, output: Path, given: dict, seed: int, device: s
         err.print(f"epoch {epoch}/{recipe.epochs}: validation accuracy {accuracy:.4f}", highlight=False)
 
     model, meta, result = W.train_genotype(g, dataset, recipe, resolution, device, data_dir, on_epoch)
-    _write(lambda: torch.save(W.state_with_meta(model, meta), output), output)
+    files.write(output, lambda tmp: torch.save(W.state_with_meta(model, meta), tmp), "-o", force)
     out.print(f"{name}: trained on {dataset} at {resolution}px for {recipe.epochs} epoch(s), validation accuracy "
               f"{result.val_accuracy:.4f}; weights in {output} (load with space.build(GENOTYPE, {meta.classes}, "
               f"{meta.in_channels}), or embed with `explore export {name} --weights {output} -f onnx -o ...`)",

@@ -4,9 +4,12 @@ FLOPs are multiply-adds (the fvcore / ResNet-paper convention).
 """
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import UserError
+
+LIMIT = 1e18  # the largest budget or cap: storages keep them as 64-bit integers
 
 _PREFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9, "t": 1e12, "T": 1e12}
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?"
@@ -22,9 +25,14 @@ def _parse(text: str, pattern: re.Pattern, what: str, forms: str) -> int:
     if not m:
         raise UserError(f"{what}: can't read '{text}'; write it like {forms}")
     number, exponent, prefix = m.groups()
-    value = float(number) * 10 ** int(exponent or 0) * _PREFIX[prefix]
+    try:
+        value = float(number) * 10.0 ** int(exponent or 0) * _PREFIX[prefix]
+    except (OverflowError, ValueError):  # an exponent too large for a float, or too long to read
+        value = math.inf
     if value <= 0:
         raise UserError(f"{what}: '{text}' must be positive; write it like {forms}")
+    if value > LIMIT:
+        raise UserError(f"{what}: '{text}' is out of range; the most is {LIMIT:.0e}")
     return int(round(value))
 
 

@@ -372,6 +372,9 @@ def _class_names(folder: Path) -> list[str]:
     if not names:
         raise DataError(f"{folder} has no class folders; put each class's images "
                         f"in its own sub-folder")
+    if len(names) < 2:
+        raise DataError(f"{folder} has one class folder ({names[0]}); classification needs at least 2, "
+                        "one sub-folder per class")
     return names
 
 

@@ -19,8 +19,10 @@ import optuna
 
 import space
 
+from . import files
 from . import weights as W
 from .errors import UserError
+from .pareto import stored_genotype
 from .search import DEPLOY_CLASSES
 from .study import settings_of
 
@@ -41,7 +43,7 @@ def trial_genotype(study, number: int) -> tuple[space.Genotype, optuna.trial.Fro
         why = trial.user_attrs.get("rejected") or trial.state.name.lower()
         raise UserError(f"--trial: trial {number} has no genotype ({why}); pick a completed trial, "
                         "e.g. one from `explore pareto`")
-    return space.load(json.loads(text)), trial
+    return stored_genotype(trial), trial
 
 
 @dataclass
@@ -115,13 +117,16 @@ def genotype_target(g: space.Genotype, label: str, resolution: int | None = None
                   in_channels or default_channels, state, weights)
 
 
-def export(t: Target, fmt: str, path: Path) -> str:
-    """Write the target as `fmt` to `path`; returns a line saying what was written."""
+def export(t: Target, fmt: str, path: Path, force: bool = False) -> str:
+    """Write the target as `fmt` to `path`; returns a line saying what was written.
+
+    An existing file is replaced only with `force`, a storage file never (explorer/files.py)."""
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    files.check_target(path, force, "-o")
     if fmt in ("yaml", "json"):
         text = space.to_yaml(t.g) if fmt == "yaml" else json.dumps(space.dump(t.g), indent=2) + "\n"
-        _write(lambda: path.write_text(text), path)
+        files.write(path, text, "-o", force)
         return f"wrote {t.label} genotype to {path} ({fmt.upper()})"
     if fmt == "onnx":
         try:
@@ -138,13 +143,13 @@ def export(t: Target, fmt: str, path: Path) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, but still works
             traced = torch.jit.trace(model, x, check_trace=False)
-        _write(lambda: torch.jit.save(traced, str(path)), path)
+        files.write(path, lambda tmp: torch.jit.save(traced, str(tmp)), "-o", force)
         n = sum(p.numel() for p in traced.parameters())
         return f"wrote {what} to {path} (TorchScript): {n:,} parameters"
     blob = onnx_bytes(model, x)
     proto = onnx.load_from_string(blob)
     onnx.checker.check_model(proto)
-    _write(lambda: path.write_bytes(blob), path)
+    files.write(path, blob, "-o", force)
     n = onnx_param_count(proto)
     if n != inference:
         raise RuntimeError(f"the ONNX graph holds {n:,} parameters, the network {inference:,}")
@@ -166,10 +171,3 @@ def onnx_bytes(model, x) -> bytes:
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
     return buf.getvalue()
 
-
-def _write(fn, path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fn()
-    except OSError as e:
-        raise UserError(f"-o: can't write {path} ({e.strerror})") from None

@@ -39,6 +39,7 @@ import space
 from . import data as datasets
 from . import zero_cost
 from .errors import UserError
+from .pareto import stored_genotype
 from .proxy import ProxySpec, make_proxy
 from .study import Settings
 from .trainer import Diverged, Recipe, evaluate, resolve_device, set_cpu_threads, train
@@ -138,8 +139,7 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
 
 def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> dict:
     """One trial's genotype adapted and trained as the reference, from the trial's seed."""
-    proxy = make_proxy(space.load(json.loads(t.user_attrs["genotype"])), ref.resolution, ref.width, ref.depth,
-                       data.in_channels, data.num_classes)
+    proxy = make_proxy(stored_genotype(t), ref.resolution, ref.width, ref.depth, data.in_channels, data.num_classes)
     scores = zero_cost.score_proxy(proxy, data, zero_cost.SCORES, seed=settings.seed, device=dev)
     torch.manual_seed(settings.seed * 100_003 + t.number)  # the trial's own seed
     model = space.build(proxy, data.num_classes, data.in_channels).to(dev)

@@ -33,6 +33,8 @@ import torch
 import space
 from space.blocks import Block
 
+from . import files
+from .pareto import stored_genotype
 from .trainer import Recipe, evaluate, train
 
 
@@ -82,8 +84,7 @@ def trained(subject: Subject, data, recipe: Recipe, stochastic_depth, device, we
         return model, True
     train(model, data, recipe, device)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), path)
+        files.write(path, lambda tmp: torch.save(model.state_dict(), tmp), "weights", own=True)
     return model, False
 
 
@@ -168,8 +169,7 @@ def figure(title: str, subjects: list[Subject], with_k: bool):
 
 def write(path: Path, title: str, subjects: list[Subject], with_k: bool) -> None:
     from space.graph import offline_html
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(offline_html(figure(title, subjects, with_k)))
+    files.write(path, offline_html(figure(title, subjects, with_k)), "lesion", own=True)
 
 
 def _subject_from_trial(study, settings, number: int) -> Subject:
@@ -181,7 +181,7 @@ def _subject_from_trial(study, settings, number: int) -> Subject:
     if "proxy_genotype" not in t.user_attrs:
         why = t.user_attrs.get("rejected") or t.user_attrs.get("replaced") or t.state.name.lower()
         raise UserError(f"--trial: trial {number} has no trained proxy ({why})")
-    proxy = space.load(json.loads(t.user_attrs["proxy_genotype"]))
+    proxy = stored_genotype(t, "proxy_genotype")
     family = t.user_attrs.get("reference") or t.user_attrs.get("family", "custom")
     return Subject(f"trial {number} ({family})", proxy, settings.seed * 100_003 + number)
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import optuna
 
+import space
+
+from . import files
 from .errors import UserError
 
 AXES = ("flops", "params")
@@ -43,7 +47,7 @@ class Point:
     def of(cls, trial: optuna.trial.FrozenTrial) -> "Point":
         attrs = trial.user_attrs
         return cls(trial.number, trial.values[0], int(trial.values[1]), int(attrs.get("params", 0)),
-                   attrs.get("family", "custom"), json.loads(attrs.get("genotype", "{}")), attrs.get("reference"),
+                   attrs.get("family", "custom"), space.dump(stored_genotype(trial)), attrs.get("reference"),
                    attrs.get("digest", ""), attrs.get("val_images"))
 
     @property
@@ -55,8 +59,28 @@ class Point:
         return self.params if axis == "params" else self.flops
 
 
+def stored_genotype(trial, key: str = "genotype") -> space.Genotype:
+    """A trial's stored genotype (or proxy genotype); a corrupt one is a one-line UserError naming the trial."""
+    text = trial.user_attrs.get(key)
+    if text is None:
+        raise UserError(f"trial {trial.number} has no stored {key.replace('_', ' ')}")
+    try:
+        return space.load(json.loads(text) if isinstance(text, str) else text)
+    except (ValueError, TypeError, RecursionError) as e:  # JSONDecodeError and GenotypeError are ValueErrors
+        raise UserError(f"trial {trial.number}'s stored {key.replace('_', ' ')} is corrupt "
+                        f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
+
+
 def points(study) -> list[Point]:
-    return [Point.of(t) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    """The completed trials as points; one whose stored genotype is corrupt is left out with a one-line
+    warning on stderr naming it, and every other trial still counts."""
+    pts = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        try:
+            pts.append(Point.of(t))
+        except UserError as e:
+            print(f"warning: {e}; trial {t.number} is skipped", file=sys.stderr)
+    return pts
 
 
 def noise_floor(pts: list[Point]) -> str | None:
@@ -226,25 +250,29 @@ def _log10(value: float) -> float:
 
 
 def write_plot(study_name: str, pts: list[Point], path, x: str = "flops", resolution: int | None = None,
-               budget: int | None = None, max_params: int | None = None, png=None) -> None:
+               budget: int | None = None, max_params: int | None = None, png=None, force: bool = False) -> None:
+    """The page in the study's folder (regenerated each time); `png`, a path the user named, needs `force`
+    to replace a file."""
     from space.graph import offline_html
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = figure(study_name, pts, x, resolution, budget, max_params)
-    path.write_text(offline_html(fig))
     if png is not None:
-        write_png(fig, png)
+        files.check_target(Path(png), force, "--png")
+    fig = figure(study_name, pts, x, resolution, budget, max_params)
+    files.write(path, offline_html(fig), "plot", own=True)
+    if png is not None:
+        write_png(fig, png, force)
 
 
-def write_png(fig, path) -> None:
+def write_png(fig, path, force: bool = False) -> None:
     """A static image through plotly's own exporter, kaleido, which renders in a local Chrome or Chromium."""
     try:
         import kaleido  # noqa: F401
     except ImportError:
         raise UserError("--png needs kaleido, plotly's image exporter: pip install 'explore[png]'") from None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.write_image(str(path), width=1200, height=620)
+        files.write(Path(path), lambda tmp: fig.write_image(str(tmp), format="png", width=1200, height=620),
+                    "--png", force)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - kaleido reports a missing browser in many ways
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--png: kaleido couldn't render the image ({first}); it needs Chrome or Chromium "

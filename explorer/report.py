@@ -24,7 +24,7 @@ import optuna
 import space
 from space.named import named
 
-from . import pareto, stats
+from . import files, pareto, stats
 from .budget import format_flops
 from .errors import UserError
 from .study import Settings, load_study, redact, settings_of, storage_url, study_dir
@@ -70,10 +70,11 @@ def _state(t) -> str:
     return t.state.name.lower()
 
 
-def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops", png: Path | None = None) -> Path:
+def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops", png: Path | None = None,
+                      force: bool = False) -> Path:
     path = study_dir(study_name) / "pareto.html"
     pareto.write_plot(study_name, pts, path, x=x, resolution=settings.resolution, budget=settings.budget,
-                      max_params=settings.max_params, png=png)
+                      max_params=settings.max_params, png=png, force=force)
     return path
 
 
@@ -238,14 +239,14 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _settings_rows(study, settings: Settings, url: str) -> list[tuple[str, str]]:
+def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point]) -> list[tuple[str, str]]:
     recipe = ", ".join(f"{k} {v}" for k, v in settings.recipe.items())
     return [("study", study.study_name), ("storage", redact(url)),
             ("space", f"{settings.space} (digest {settings.space_digest})"),
             ("budget", f"{format_flops(settings.budget)} (multiply-adds) at {settings.resolution}px, 1000 classes"),
             ("parameter cap", f"{settings.max_params:,}" if settings.max_params else "none"),
             ("dataset", settings.dataset),
-            ("noise floor", pareto.noise_floor(pareto.points(study)) or "validation size not recorded"),
+            ("noise floor", pareto.noise_floor(pts) or "validation size not recorded"),
             ("proxy", f"{settings.proxy_resolution}px, width x{settings.proxy_width:g}, "
                       f"repeats capped at {settings.proxy_depth}, "
                       f"{_images(settings.train_images)} training images"),
@@ -457,7 +458,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
     graphs = _graphs(front, settings, figs)
     counts = Counter(_state(t) for t in trials)
     settings_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
-                            for k, v in _settings_rows(study, settings, url))
+                            for k, v in _settings_rows(study, settings, url, pts))
     hv = hypervolume([(p.accuracy, p.flops) for p in pts], settings.budget)
     dashboard = f"optuna-dashboard {redact(url)}"
     sampler_note = ("" if settings.sampler == "random" else
@@ -504,10 +505,7 @@ def write_report(study_name: str, storage: str | None, by: list[str] | None = No
     study, settings, pts = open_results(study_name, storage)
     url = storage or storage_url(study_name, None)
     page = build(study, settings, pts, url, by)
-    path = study_dir(study_name) / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
-    return path
+    return files.write(study_dir(study_name) / "report.html", page, "report", own=True)
 
 
 def write_edf(study_name: str, storage: str | None, by: list[str], normalised: bool):
@@ -528,13 +526,12 @@ def write_edf(study_name: str, storage: str | None, by: list[str], normalised: b
                                      title=f"{study_name}: {'FLOP-normalised ' if normalised else ''}error EDF "
                                            f"by {field}"))
     path = study_dir(study_name) / "edf.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
     if len(figs) == 1:
-        path.write_text(offline_html(figs[0]))
+        files.write(path, offline_html(figs[0]), "edf", own=True)
     else:
         import plotly.io as pio
         divs = "".join(pio.to_html(f, include_plotlyjs=False, full_html=False, config={"displaylogo": False})
                        for f in figs)
-        path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_esc(study_name)}: EDFs</title>"
-                        f"<script>{plotly_js()}</script></head><body>{divs}</body></html>")
+        files.write(path, f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_esc(study_name)}: EDFs</title>"
+                        f"<script>{plotly_js()}</script></head><body>{divs}</body></html>", "edf", own=True)
     return path, results

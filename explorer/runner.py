@@ -143,9 +143,15 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
     if stored is None:
         explicit = with_dataset(explicit, data_dir, console)
     settings = make_settings(explicit, stored)
-    if stored is None:
-        datasets.ensure_available(settings.dataset, data_dir)  # no study is ever created for absent data
     from .workers import DEFAULT_HEARTBEAT
+    if stored:
+        search.refuse_other_settings(study_name, settings, stored)  # before reading a dataset it may not need
+    # the dataset is read (or, with --no-run, found) before the study exists: a bad or absent one leaves nothing
+    if no_run:
+        ctx = None
+        datasets.ensure_available(settings.dataset, data_dir)
+    else:
+        ctx = search.prepare(settings, device, data_dir)
     study = search.open_study(study_name, url, settings, heartbeat=DEFAULT_HEARTBEAT)
     done = len(search.completed(study))
     verb = "resuming" if stored else "created"
@@ -157,12 +163,12 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
                       f"`explore worker --study {study_name}" + (f" --storage {storage}`" if storage else "`"))
         return
     if done < settings.trials:
-        train_study(study, url, settings, device, data_dir, jobs, DEFAULT_HEARTBEAT, console)
+        train_study(study, url, settings, device, data_dir, jobs, DEFAULT_HEARTBEAT, console, ctx)
     report(study, settings, console)
 
 
-def report(study, settings: Settings, console: Console, plot: bool = True) -> None:
-    pts = pareto.points(study)
+def report(study, settings: Settings, console: Console, plot: bool = True, pts: list | None = None) -> None:
+    pts = pareto.points(study) if pts is None else pts
     trials = study.get_trials(deepcopy=False)
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     console.print(f"{len(pts)} completed, {search.rejected_count(study)} draws rejected before training "
@@ -205,8 +211,10 @@ def pareto_rows(pts, settings: Settings) -> list[dict]:
 # Workers (explorer/workers.py) ---------------------------------------------------------------------
 
 def train_study(study, url: str, settings: Settings, device: str, data_dir: Path | None, jobs: int,
-                heartbeat: tuple[int, int], console: Console) -> None:
-    """Train the study's trials here: in this process with a live view, or in `jobs` worker processes."""
+                heartbeat: tuple[int, int], console: Console, ctx: search.Context | None = None) -> None:
+    """Train the study's trials here: in this process with a live view, or in `jobs` worker processes.
+
+    `ctx`: the data and device already prepared (and checked) by the caller."""
     from . import workers
     if jobs > 1:
         code = workers.run_pool(study.study_name, url, jobs, device, data_dir, heartbeat, settings, console)
@@ -215,7 +223,7 @@ def train_study(study, url: str, settings: Settings, device: str, data_dir: Path
             raise SystemExit(code)  # the worker printed its error
     else:
         from .progress import SearchProgress
-        ctx = search.prepare(settings, device, data_dir)
+        ctx = ctx or search.prepare(settings, device, data_dir)
         done = len(search.completed(study))
         old = workers.install_signal_handlers()
         try:

@@ -84,14 +84,18 @@ def open_study(study_name: str, url: str, settings: Settings, create: bool = Tru
             study.enqueue_trial(params, user_attrs={"reference": name})
         return study
     stored = settings_of(study)
+    refuse_other_settings(study_name, settings, stored)
+    if settings.trials != stored.trials or (settings.prune, settings.prune_k) != (stored.prune, stored.prune_k):
+        store_settings(study, settings)
+    return study
+
+
+def refuse_other_settings(study_name: str, settings: Settings, stored: Settings) -> None:
     diffs = settings.differences(stored)
     if diffs:
         raise UserError(f"study '{study_name}' was made with other settings (stored → asked: {'; '.join(diffs)}); "
                         f"to resume it, run `explore search --study {study_name}` (left-out flags come from the "
                         "study), or pick another --study")
-    if settings.trials != stored.trials or (settings.prune, settings.prune_k) != (stored.prune, stored.prune_k):
-        store_settings(study, settings)
-    return study
 
 
 def reference_points(settings: Settings) -> list[tuple[str, dict]]:
@@ -128,13 +132,26 @@ def prepare(settings: Settings, device: str, data_dir=None) -> Context:
     dev = resolve_device(device)
     if dev.type == "cpu":
         set_cpu_threads()
-    return Context(settings, load_data(settings, data_dir), Recipe.from_dict(settings.recipe), dev)
+    data = load_data(settings, data_dir)
+    recipe = Recipe.from_dict(settings.recipe)
+    check_splits(data, recipe)
+    return Context(settings, data, recipe, dev)
 
 
 def load_data(settings: Settings, data_dir=None) -> datasets.Splits:
     """The study's proxy data: its dataset at the proxy resolution, split as its settings say."""
     return datasets.load(settings.dataset, resolution=settings.proxy_resolution, data_dir=data_dir,
                          seed=settings.seed, val_images=settings.val_images, train_images=settings.train_images)
+
+
+def check_splits(data: datasets.Splits, recipe: Recipe) -> None:
+    """Refuse, before any trial, a dataset whose splits can't train or validate a proxy."""
+    if len(data.train_y) < recipe.batch_size:
+        raise UserError(f"--batch-size: {recipe.batch_size} is more than the {len(data.train_y)} training images "
+                        f"of {data.name} (after holding out validation); use --batch-size {len(data.train_y)} "
+                        "or less, or add images")
+    if len(data.val_y) == 0:
+        raise UserError(f"--dataset: {data.name} has too few images to hold out a validation split; add images")
 
 
 class Objective:
@@ -255,7 +272,7 @@ def run(study, ctx: Context, progress=None):
     study at once and the study ends with exactly its target of completed trials. Returns the
     workers.Outcome (status "held": a journal study whose last slots are held by running trials).
     """
-    from .workers import work
+    from .workers import requeue_interrupted_references, work
 
     def target() -> int:  # read each time: `explore search --study S --trials N` may raise it meanwhile
         try:
@@ -263,6 +280,7 @@ def run(study, ctx: Context, progress=None):
         except Exception:  # noqa: BLE001 - e.g. a study made by hand
             return ctx.settings.trials
 
+    requeue_interrupted_references(study)
     objective = Objective(ctx, progress)
     outcome = work(study, objective, target, callbacks=[progress.trial_done] if progress else [],
                    catch=(TrialFailed,), stop=lambda: bool(objective.stopped),

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpus import allowed_cpus, busy_cores, threads_for
+
 SCHEDULES = ("onecycle", "cosine")
 AUX_WEIGHT = 0.3
 REFERENCE_BATCH = 128  # Recipe.lr is the peak LR at this batch size
@@ -109,12 +111,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise ValueError(f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
-_cpu_threads_set = False
+_trainers = 1  # trainers side by side in this machine's share of cores (explore search --jobs N)
 
 
 def _physical_cores() -> int:
     """Physical cores this process may run on; hyperthreads don't speed up convolutions."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cpus = allowed_cpus()
     cores = set()
     for cpu in cpus:
         topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
@@ -125,20 +127,27 @@ def _physical_cores() -> int:
     return max(1, len(cores))
 
 
-def set_cpu_threads(workers: int = 1) -> None:
-    """Use all physical cores for intra-op parallelism, once per process.
+def set_cpu_threads(workers: int | None = None) -> int:
+    """Use the physical cores other processes leave idle for intra-op parallelism; returns the threads.
 
-    With ``workers`` trainers side by side (``explore search --jobs N``) each
-    takes its share: cores // workers, at least one. An explicit
-    OMP_NUM_THREADS is respected, since the user (or a launcher running
-    several trainers side by side) knows better.
+    Called before each training (each trial), so the threads follow the machine's load: all cores on a
+    quiet machine, fewer beside a busy process, where threads waiting for a descheduled partner would
+    spin (explorer/cpus.py). With ``workers`` trainers side by side (``explore search --jobs N``) each
+    takes its share, decided once when the worker starts (the others would count as busy). An explicit
+    OMP_NUM_THREADS is respected, since the user (or a launcher running several trainers side by side)
+    knows better.
     """
-    global _cpu_threads_set
-    if _cpu_threads_set:
-        return
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, _physical_cores() // max(1, workers)))
-    _cpu_threads_set = True
+    global _trainers
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    if workers is not None:
+        _trainers = workers
+    elif _trainers > 1:
+        return torch.get_num_threads()
+    threads = threads_for(_physical_cores(), _trainers, busy_cores(allowed_cpus()))
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads
 
 
 def lr_factor(step: int, total_steps: int, schedule: str) -> float:
@@ -247,7 +256,8 @@ def train(
     ``on_epoch(epoch, val_acc)`` (1-based epoch) may raise to stop training,
     e.g. for pruning; the exception propagates.  Raises ``Diverged`` when the
     loss of an epoch is not finite.  Data order and augmentation depend only on
-    ``recipe.seed`` (bitwise reproducible on CPU given the same initial weights).
+    ``recipe.seed`` (bitwise reproducible on CPU given the same initial weights and the same number of
+    threads, which follows the machine's load unless OMP_NUM_THREADS pins it).
     """
     start = time.perf_counter()
     if device.type == "cuda":

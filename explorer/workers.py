@@ -99,6 +99,7 @@ CLAIM_KEY = "explore:worker"
 DEFAULT_HEARTBEAT = (60, 120)   # seconds: interval, grace period
 MAX_RETRY = 1
 SIGTERM_REASON = "worker stopped (SIGTERM)"
+INTERRUPTED = "interrupted"  # Ctrl-C: the trial is failed, not retried (but see requeue_interrupted_references)
 RECLAIM_REASON = "orphaned: released by explore worker --reclaim"
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -293,6 +294,24 @@ class Outcome:
     trained: int = 0                               # trials this worker completed
 
 
+def requeue_interrupted_references(study) -> list[str]:
+    """Queue again each reference point (a classic enqueued when the study was made) whose trial was
+    interrupted (Ctrl-C), unless another trial of that classic is finished, queued or running; otherwise the
+    finished study would lack it. Run by every worker as it starts, under the claim lock, so once per classic."""
+    names = []
+    with deferred_signals(), claim_lock(study):
+        trials = study.get_trials(deepcopy=False)
+        alive = {t.user_attrs.get("reference") for t in trials if t.state != TrialState.FAIL}
+        for t in trials:
+            name = t.user_attrs.get("reference")
+            if (t.state == TrialState.FAIL and name and name not in alive and "fixed_params" in t.system_attrs
+                    and t.user_attrs.get("fail_reason") == INTERRUPTED):
+                study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={"reference": name})
+                alive.add(name)
+                names.append(name)
+    return names
+
+
 def work(study, objective: Callable, target: Callable[[], int], callbacks: Sequence[Callable] = (),
          catch: tuple = (), stop: Callable[[], bool] = lambda: False,
          on_wait: Callable[[list[int]], None] | None = None) -> Outcome:
@@ -363,7 +382,7 @@ def _run_one(study, lock, trial, objective, catch):
         release(study, lock, trial, SIGTERM_REASON, retry=True)
         raise
     except KeyboardInterrupt:
-        release(study, lock, trial, "interrupted", retry=False)
+        release(study, lock, trial, INTERRUPTED, retry=False)
         raise
     except BaseException:
         release(study, lock, trial, None, retry=False)

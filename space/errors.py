@@ -24,7 +24,9 @@ class GenotypeError(ValueError):
 
 
 def join(path: str, key: str | int) -> str:
-    """Extend a dotted/bracketed field path by a key or list index."""
+    """Extend a dotted/bracketed field path by a key or list index (a very long key shortened, so the
+    message stays one readable line)."""
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = key if len(key) <= 40 else key[:37] + "..."
     return f"{path}.{key}" if path else key

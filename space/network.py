@@ -20,6 +20,9 @@ from .ops import Branch, Context
 from .resolve import load
 
 
+MAX_BUILD_PARAMS = 1_000_000_000  # a valid document can describe more than memory holds; build() refuses it
+
+
 class Head(nn.Module):
     """ops -> adaptive pool -> flatten -> [linear, act, (layer norm), dropout] per hidden layer -> dropout
     -> classifier."""
@@ -211,8 +214,10 @@ def complexity(g: S.Genotype, resolution: int | None = None, num_classes: int | 
 
     Resolution and classes default to the genotype's canonical ones."""
     g = load(g)
-    resolution = resolution or g.resolution
-    num_classes = num_classes or g.classes
+    resolution = g.resolution if resolution is None else resolution
+    num_classes = g.classes if num_classes is None else num_classes
+    S.check_range("resolution", resolution)
+    S.check_range("classes", num_classes)
     ctx = Context(g)
     cost = Cost()
     parts: list[Part] = []
@@ -261,7 +266,10 @@ def build(g, num_classes: int | None = None, in_channels: int = 3, resolution: i
     `resolution` matters only to heads that flatten without pooling (and to feature_info's reductions).
     `features_only` gives the stem and stages, returning the outputs of the stages in `out_indices` (all)."""
     g = load(g)
-    complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
+    cx = complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
+    if cx.params > MAX_BUILD_PARAMS:
+        raise GenotypeError("", f"{cx.params:,} parameters; build() stops at {MAX_BUILD_PARAMS:,} "
+                            f"({4 * MAX_BUILD_PARAMS / 2**30:.0f} GiB of float32 weights): narrow or shorten it")
     net = Network(g, num_classes or g.classes, in_channels, resolution)
     return Features(net, out_indices) if features_only else net
 

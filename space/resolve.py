@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema as S
+from .document import read_text
 from .errors import GenotypeError
 from .named import REGISTRY, named
 
@@ -53,14 +54,9 @@ def _is_file(text: str) -> bool:
 
 def read(path: Path) -> S.Genotype:
     """A genotype file; its errors name the file first."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise GenotypeError(str(path), "no such file") from None
-    except OSError as e:
-        raise GenotypeError(str(path), f"can't read it ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise GenotypeError(str(path), "not a text file; a genotype file is YAML or JSON") from None
+    if not path.exists():
+        raise GenotypeError(str(path), "no such file")
+    text = read_text(path)  # within the size limit, and UTF-8, or one line naming the file
     try:
         doc = S.parse_text(text)
         if not isinstance(doc, dict):

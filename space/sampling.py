@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
+from .document import check_tree, read_text
 from .errors import GenotypeError, join
 from .schema import Genotype, digest, load, parse_text
 
@@ -255,8 +256,10 @@ def space_names() -> list[str]:
     return sorted(p.name[:-5] for p in SPACES_DIR.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_space(name_or_path: str | Path) -> Any:
-    """A shipped space by name, or a YAML/JSON file in the grammar's format, with references inlined."""
+def load_space(name_or_path: str | Path, inlining: tuple = ()) -> Any:
+    """A shipped space by name, or a YAML/JSON file in the grammar's format, with references inlined.
+
+    `inlining` is the chain of files being inlined, so a space that includes itself is refused, not looped."""
     text = str(name_or_path)
     if text in space_names():
         return _shipped(text)
@@ -266,13 +269,15 @@ def load_space(name_or_path: str | Path) -> Any:
         hint = f"did you mean '{near[0]}'? " if near else ""
         raise GenotypeError("space", f"'{text}' is neither a shipped space nor a file; {hint}"
                             f"shipped: {', '.join(space_names())}")
+    if path.resolve() in inlining:
+        raise GenotypeError(str(path), "includes itself through {space: ...}; a space can't contain itself")
     try:
-        doc = parse_text(path.read_text())
+        doc = parse_text(read_text(path))
+        return check_space(_inline(doc, "", inlining + (path.resolve(),)))
     except GenotypeError as e:
-        raise GenotypeError(f"{path}: {e.path}", e.reason) from None
-    except OSError as e:
-        raise GenotypeError("space", f"can't read {path}: {e.strerror}") from None
-    return check_space(_inline(doc, ""))
+        if e.path.startswith(str(path)):
+            raise
+        raise GenotypeError(f"{path}: {e.path}" if e.path else str(path), e.reason) from None
 
 
 @lru_cache(maxsize=None)
@@ -281,18 +286,21 @@ def _shipped(name: str) -> Any:
     return check_space(_inline(doc, ""))
 
 
-def _inline(node: Any, path: str) -> Any:
+def _inline(node: Any, path: str, inlining: tuple = ()) -> Any:
     if isinstance(node, dict) and set(node) == {"space"}:
-        return load_space(node["space"])
+        if not isinstance(node["space"], str):
+            raise GenotypeError(join(path, "space"), "names a shipped space or a file; expected text")
+        return load_space(node["space"], inlining)
     if isinstance(node, dict):
-        return {k: _inline(v, join(path, k)) for k, v in node.items()}
+        return {k: _inline(v, join(path, k), inlining) for k, v in node.items()}
     if isinstance(node, list):
-        return [_inline(v, join(path, i)) for i, v in enumerate(node)]
+        return [_inline(v, join(path, i), inlining) for i, v in enumerate(node)]
     return node
 
 
 def check_space(space: Any, path: str = "") -> Any:
     """Validate choices, then the skeleton: the document with every choice at its first option."""
+    check_tree(space, path)
     _check_choices(space, path, {})
     if not isinstance(space, dict):
         raise GenotypeError(path, "a space is a genotype document, or a {choice: [...]} of them")
@@ -304,11 +312,14 @@ def _check_choices(node: Any, path: str, tied: dict) -> None:
     if isinstance(node, dict) and ("choice" in node or "range" in node):
         extra = set(node) - ({"choice", "name", "labels"} if "choice" in node else {"range", "step", "log", "name"})
         if extra:
-            raise GenotypeError(join(path, sorted(extra)[0]), "unknown key in a choice; use choice/name/labels "
+            raise GenotypeError(join(path, sorted(map(str, extra))[0]), "unknown key in a choice; use choice/name/labels "
                                 "or range/step/log/name")
         if "choice" in node:
             if not isinstance(node["choice"], list) or not node["choice"]:
                 raise GenotypeError(join(path, "choice"), "must be a non-empty list of options")
+            labels = node.get("labels", [])
+            if not (isinstance(labels, list) and all(isinstance(v, (str, int, float, bool)) for v in labels)):
+                raise GenotypeError(join(path, "labels"), "must be a list of text labels, one per option")
             if "labels" in node and (len(node["labels"]) != len(node["choice"])
                                      or len(set(node["labels"])) != len(node["labels"])):
                 raise GenotypeError(join(path, "labels"), "needs one distinct label per option")
@@ -323,6 +334,8 @@ def _check_choices(node: Any, path: str, tied: dict) -> None:
             if "step" in node and not (isinstance(node["step"], (int, float)) and node["step"] > 0):
                 raise GenotypeError(join(path, "step"), "must be a positive number")
         if "name" in node:
+            if not isinstance(node["name"], str):
+                raise GenotypeError(join(path, "name"), "a choice's name is text, e.g. name: depth")
             if node["name"] in tied and tied[node["name"]] != {k: v for k, v in node.items()}:
                 raise GenotypeError(join(path, "name"), f"'{node['name']}' ties choices that differ; "
                                     "tied choices must be identical")

@@ -17,12 +17,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag,
                       ValidationError, field_validator, model_validator)
 
+from .document import check_tree, parse_text
 from .errors import GenotypeError, join
 
 ACTIVATIONS = ("relu", "relu6", "silu", "gelu", "hardswish")
@@ -37,18 +39,63 @@ class FieldError(ValueError):
         self.field = field
 
 
+# Every numeric field's valid range, by field name (the same name means the same thing in every op):
+# (low, high, what it counts). Ranges are inclusive; `out` as a float is a fraction, checked by Conv.
+MAX_CHANNELS = 65536
+RANGES = {
+    "out": (1, MAX_CHANNELS, "channels"), "groups": (1, MAX_CHANNELS, "groups"),
+    "hidden": (1, MAX_CHANNELS, "units"), "kernel": (1, 63, "pixels"), "stride": (1, 32, "pixels"),
+    "padding": (0, 63, "pixels"), "output": (1, 64, "pixels"), "size": (1, 64, "pixels"),
+    "repeat": (1, 1000, "repetitions"), "resolution": (1, 8192, "pixels"), "classes": (1, 100_000, "classes"),
+    "width": (1e-3, 16, "a multiplier"), "norm_eps": (1e-12, 1, "an epsilon"), "scale": (1e-6, 16, "a factor"),
+    "p": (0, 0.999, "a probability"), "dropout": (0, 0.999, "a probability"),
+    "layer_scale": (1e-9, 16, "a factor"), "split": (1, MAX_CHANNELS, "channels, or fractions summing to 1"),
+}
+OWN_CHECKS = {"split"}  # checked against the input channels by the field's own validator; finite here
+
+
+def check_range(name: str, value: Any) -> None:
+    """Raise a GenotypeError naming `name` if a numeric value is non-finite or outside RANGES[name]."""
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise GenotypeError(name, f"{v} is not a finite number")
+        if name not in RANGES or name in OWN_CHECKS or (name == "out" and isinstance(v, float)):
+            continue
+        lo, hi, what = RANGES[name]
+        if not lo <= v <= hi:
+            raise GenotypeError(name, f"{v} is out of range; {name} is {lo:g} to {hi:g} ({what})")
+
+
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def __hash__(self) -> int:
         return hash(canonical_json(self))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools(cls, data):
+        """YAML reads yes/no/on/off as booleans, which pydantic would take as 1 and 0 in a number field."""
+        if isinstance(data, dict):
+            for name in RANGES.keys() & data.keys():
+                if isinstance(data[name], bool):
+                    raise GenotypeError(name, f"expected a number, got {str(data[name]).lower()}")
+        return data
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name in type(self).model_fields:
+            check_range(name, getattr(self, name))
+        return self
+
 
 def _pair(value: Any, what: str) -> Any:
     """Accept n or [h, w]; store a square pair as one int (canonical form)."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise ValueError(f"{list(value)} must be one int or [height, width]")
+            raise ValueError(f"{_show(list(value))} must be one int or [height, width]")
         value = tuple(value)
         if value[0] == value[1]:
             return value[0]
@@ -88,7 +135,7 @@ def _default_padding(spec):
 def _check_order(order: str, letters: str, need: str) -> str:
     if sorted(order) != sorted(set(order)) or not set(order) <= set(letters) or need not in order:
         raise ValueError(
-            f"'{order}' must arrange the letters {', '.join(letters)} at most once each and include '{need}' "
+            f"{_show(order)} must arrange the letters {', '.join(letters)} at most once each and include '{need}' "
             "(c = conv, n = norm, a = activation; e.g. 'cna' post-activation, 'nac' pre-activation)")
     return order
 
@@ -124,8 +171,11 @@ class Conv(_Windowed):
     @field_validator("groups")
     @classmethod
     def _groups(cls, v):
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"{v}: input should be greater than or equal to 1 (or 'depthwise')")
+        if isinstance(v, int) and not isinstance(v, bool):
+            try:
+                check_range("groups", v)  # the generic check can't see through the 'depthwise' union
+            except GenotypeError as e:
+                raise ValueError(e.reason) from None  # pydantic's location already ends in groups
         return v
 
 
@@ -147,7 +197,7 @@ class Sep(_Windowed):
     @classmethod
     def _mid(cls, v):
         if v not in ("", "n", "a", "na", "an"):
-            raise ValueError(f"'{v}' must be one of '', 'n', 'a', 'na', 'an' (norm/activation between depthwise and pointwise)")
+            raise ValueError(f"{_show(v)} must be one of '', 'n', 'a', 'na', 'an' (norm/activation between depthwise and pointwise)")
         return v
 
 
@@ -163,7 +213,7 @@ class Pool(Spec):
     @model_validator(mode="after")
     def _padding_fits(self):
         if self.padding is not None and self.padding > self.kernel // 2:
-            raise ValueError(f"padding {self.padding} must be at most half the kernel ({self.kernel})")
+            raise GenotypeError("padding", f"{self.padding} must be at most half the kernel ({self.kernel})")
         if self.padding == (self.kernel - 1) // 2:
             object.__setattr__(self, "padding", None)  # the default, spelled out
         return self
@@ -245,7 +295,7 @@ def _op_tag(value: Any) -> str | None:
         tag = value.get("op")
     else:
         tag = getattr(value, "op", None)
-    return f"op={tag}" if tag in OP_TYPES else None
+    return f"op={tag}" if isinstance(tag, str) and tag in OP_TYPES else None
 
 
 Op = Annotated[Union[tuple(Annotated[cls, Tag(f"op={name}")] for name, cls in OP_TYPES.items())],
@@ -294,7 +344,7 @@ class Block(Spec):
     def _skip_fields(self):
         if self.skip not in ("residual", "highway"):
             if self.scale != 1.0:
-                raise ValueError("scale is a residual scale; set skip: residual (or highway) or drop it")
+                raise FieldError("scale", "is a residual scale; set skip: residual (or highway) or drop it")
             if self.layer_scale is not None:
                 raise FieldError("layer_scale", "scales a residual branch; set skip: residual (or highway) or drop it")
             if "shortcut" in self.model_fields_set:
@@ -329,24 +379,15 @@ def load(doc: Any, path: str = "") -> Genotype:
     if isinstance(doc, Genotype):
         return doc
     if isinstance(doc, str):
-        doc = parse_text(doc)
+        doc = parse_text(doc)  # checks the tree as it reads it
+    elif isinstance(doc, dict):
+        check_tree(doc, path)
     if not isinstance(doc, dict):
-        raise GenotypeError(path, f"a genotype is a mapping with stem, stages and head, not {type(doc).__name__}")
+        raise GenotypeError(path, f"a genotype is a mapping with stem, stages and head, not {_kind(doc)}")
     try:
         return Genotype.model_validate(doc)
     except ValidationError as e:
         raise _first_error(e).within(path) from None
-
-
-def parse_text(text: str) -> Any:
-    """YAML (a superset of JSON) text to Python data, with a one-line error."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise GenotypeError(where, f"not valid YAML/JSON: {problem}") from None
 
 
 def dump(g: Genotype) -> dict:
@@ -395,17 +436,67 @@ def _first_error(e: ValidationError) -> GenotypeError:
             return GenotypeError(path, f"an op needs 'op:' naming its type, one of {known}")
         near = difflib.get_close_matches(str(got), list(OP_TYPES), n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        return GenotypeError(join(path, "op"), f"unknown op '{got}'{hint}; known ops: {known}")
-    if kind == "value_error":
-        error = ctx.get("error", msg)
-        if isinstance(error, FieldError):
-            path = join(path, error.field)
-        msg = str(error)
-    elif kind == "literal_error":
-        msg = f"{err['input']!r} is not allowed; expected {ctx.get('expected')}"
-    else:
-        msg = f"{err['input']!r}: {msg[0].lower()}{msg[1:]}" if not isinstance(err["input"], (dict, list)) else msg
-    return GenotypeError(path, msg)
+        return GenotypeError(join(path, "op"), f"unknown op {_show(got)}{hint}; known ops: {known}")
+    if kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), FieldError):
+        return GenotypeError(join(path, ctx["error"].field), str(ctx["error"]))
+    if kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), GenotypeError):
+        inner = ctx["error"]  # raised by a model validator, naming the field it is about
+        return GenotypeError(join(path, inner.path) if inner.path else path, inner.reason)
+    if kind in ("value_error", "assertion_error"):
+        return GenotypeError(path, str(ctx.get("error", "invalid value")))
+    if kind in _BOUNDS:
+        field = next((k for k in reversed(err["loc"]) if isinstance(k, str) and k in RANGES), None)
+        if field:
+            lo, hi, what = RANGES[field]
+            return GenotypeError(path, f"{_show(err['input'])} is out of range; {field} is {lo:g} to {hi:g} ({what})")
+        return GenotypeError(path, f"{_show(err['input'])} must be {_BOUNDS[kind]} {ctx.get(_BOUND_KEYS[kind])}")
+    if kind == "literal_error":
+        return GenotypeError(path, f"{_show(err['input'])} is not allowed; expected {ctx.get('expected')}")
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return GenotypeError(path, f"is empty; it needs at least {n} item{'s' if n != 1 else ''}")
+    if kind == "too_long":
+        return GenotypeError(path, f"has too many items; at most {ctx.get('max_length')}")
+    expected = next((words for kinds, words in _EXPECTED if kind in kinds), "a value of the grammar's type")
+    return GenotypeError(path, f"expected {expected}, got {_got(err['input'])}")
+
+
+# pydantic's error kinds, said in the project's own words (its own wording never reaches the user)
+_BOUNDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
+           "less_than_equal": "at most"}
+_BOUND_KEYS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
+_EXPECTED = (
+    (("int_type", "int_parsing", "int_from_float", "int_parsing_size"), "a whole number"),
+    (("float_type", "float_parsing", "finite_number"), "a number"),
+    (("bool_type", "bool_parsing"), "true or false"),
+    (("string_type", "string_unicode"), "text"),
+    (("list_type", "tuple_type", "iterable_type"), "a list"),
+    (("dict_type", "model_type", "model_attributes_type"), "a mapping (field: value)"),
+    (("none_required",), "nothing (null)"),
+)
+
+
+def _kind(value: Any) -> str:
+    """A value's type in the document's terms (YAML/JSON), not Python's."""
+    if value is None:
+        return "null"
+    for types, word in ((bool, "true/false"), (int, "a whole number"), (float, "a number"), (str, "text"),
+                        ((list, tuple), "a list"), (dict, "a mapping")):
+        if isinstance(value, types):
+            return word
+    return type(value).__name__
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return _kind(value)
+    return f"{_show(value)} ({_kind(value)})"
+
+
+def _show(value: Any) -> str:
+    """A short rendering of an offending value for a one-line message."""
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None), list)) else _kind(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _model_at(loc) -> type[BaseModel] | None:

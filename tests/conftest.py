@@ -156,12 +156,20 @@ def postgres():
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny proxies run fastest on one thread (and don't thrash a shared CPU); restored afterwards."""
+    """Tiny proxies run fastest on one thread (and don't thrash a shared CPU); restored afterwards.
+
+    OMP_NUM_THREADS too, which explorer.trainer.set_cpu_threads respects instead of choosing for itself."""
+    import os
     import torch
-    before = torch.get_num_threads()
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(before)
+    if env is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
 
 
 @pytest.fixture(scope="session")

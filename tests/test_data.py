@@ -305,6 +305,9 @@ def test_imagefolder_errors(tmp_path):
     with pytest.raises(DataError, match="no class folders"):
         data.load(f"imagefolder:{tmp_path}")
     (tmp_path / "cat").mkdir()
+    with pytest.raises(DataError, match="one class folder \\(cat\\); classification needs at least 2"):
+        data.load(f"imagefolder:{tmp_path}")
+    (tmp_path / "dog").mkdir()
     with pytest.raises(DataError, match="no images"):
         data.load(f"imagefolder:{tmp_path}")
     (tmp_path / "cat" / "broken.png").write_bytes(b"not a png")

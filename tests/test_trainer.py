@@ -1,6 +1,10 @@
 """Tests for the proxy trainer on tiny synthetic data (fast on a 2-core CPU)."""
 
 import copy
+import os
+import subprocess
+import sys
+import time
 import warnings
 
 import pytest
@@ -16,9 +20,11 @@ from explorer.trainer import (
     evaluate,
     lr_factor,
     resolve_device,
+    _physical_cores,
     set_cpu_threads,
     train,
 )
+from explorer.cpus import allowed_cpus, busy_cores, threads_for
 
 
 def make_data(n_train=512, n_val=200, size=16, num_classes=10, flip=True, seed=0) -> Splits:
@@ -133,7 +139,8 @@ def test_on_epoch_exception_stops_training(data):
     assert epochs_seen == [1, 2]
 
 
-def test_same_seed_and_weights_give_identical_runs(data):
+def test_same_seed_and_weights_give_identical_runs(data, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # threads would follow the load
     torch.manual_seed(0)
     initial = tiny_cnn()
     models = [copy.deepcopy(initial) for _ in range(3)]
@@ -225,13 +232,37 @@ def test_resolve_cuda_without_gpu_is_a_clear_error():
         resolve_device("cuda")
 
 
-def test_set_cpu_threads_is_idempotent():
-    set_cpu_threads()
+def test_threads_use_the_cores_other_processes_leave_idle():
+    assert threads_for(2, 1, 0.0) == 2 and threads_for(2, 1, 0.3) == 2  # quiet: every core, as before
+    assert threads_for(2, 1, 1.0) == 1 and threads_for(2, 1, 7.0) == 1  # one busy process: never a spinning pair
+    assert threads_for(8, 4, 0.0) == 2 and threads_for(8, 2, 4.0) == 2 and threads_for(4, 8, 0.0) == 1
+
+
+def test_a_busy_process_is_seen_and_costs_a_thread(monkeypatch):
+    """A real busy loop pinned to one of our CPUs: busy_cores sees it, and set_cpu_threads leaves it that core."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cpus = allowed_cpus()
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                           preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]}))
+    threads = torch.get_num_threads()
+    try:
+        time.sleep(0.5)
+        assert busy_cores(cpus[:1]) >= 0.5
+        assert set_cpu_threads() <= max(1, _physical_cores() - 1) and torch.get_num_threads() == set_cpu_threads()
+    finally:
+        hog.kill()
+        hog.wait()
+        torch.set_num_threads(threads)
+
+
+def test_an_explicit_omp_num_threads_is_respected(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    set_cpu_threads()  # must not touch the setting again
-    assert torch.get_num_threads() == 1
-    torch.set_num_threads(threads)
+    try:
+        assert set_cpu_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_host_reads_do_not_grow_with_steps_per_epoch(monkeypatch):
