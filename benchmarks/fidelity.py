@@ -185,7 +185,7 @@ def cost(args) -> dict:
     base = ProxySpec()
     variants = {"epochs x2": replace(base, epochs=base.epochs * 2),
                 "train images x2": replace(base, train_images=base.train_images * 2),
-                "resolution 28": replace(base, resolution=28),
+                "resolution 16": replace(base, resolution=16),
                 "width x2": replace(base, width=base.width * 2),
                 "depth +1": replace(base, depth=base.depth + 1)}
     variants = {name: variants[name] for name in args.variants} if args.variants else variants

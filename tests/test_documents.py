@@ -149,6 +149,7 @@ def loads_or_refuses(doc) -> None:
     assert time.perf_counter() - started < TIME_CAP
 
 
+STRAY = "\x00{[&*!|>'\"%@`"  # characters that YAML reads as syntax, or can't read at all
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
@@ -176,7 +177,7 @@ def test_mutated_text_loads_or_refuses(doc, form, cut):
         text = text[:cut % (len(text) + 1)]
     elif form == "bytes":
         i = cut % (len(text) + 1)
-        text = text[:i] + "\x00{[&*!|>'\"%@`"[cut % 14] + text[i:]
+        text = text[:i] + STRAY[cut % len(STRAY)] + text[i:]
     loads_or_refuses(text)
 
 
