@@ -101,15 +101,16 @@ _PATH = re.compile(r"^[A-Za-z_]\w*(\[\d+\]|\.[A-Za-z_]\w*)*$")
 def design_axes(g: S.Genotype) -> dict[str, Any]:
     """A trial's design axes under stable names, stored as its user attrs so a dashboard can filter on them:
     family, depth (blocks stacked), width (channels out of the last stage), cardinality (the most groups of any
-    conv), growth (channels a dense block adds; 0 without one), kernels (distinct conv kernels), separable and
+    grouped conv; a depthwise conv counts as separable instead), growth (channels a dense block adds; 0 without one), kernels (distinct conv kernels), separable and
     residual (any such op or block)."""
     convs = [o for o in all_ops(g) if isinstance(o, (S.Conv, S.Sep))]
     dense = [b for b in blocks(g) if b.skip == "dense"]
     return {"family": g.family or "custom", "depth": depth(g), "width": _last_channels(g),
-            "cardinality": max([o.groups for o in convs if isinstance(o, S.Conv)], default=1),
+            "cardinality": max([o.groups for o in convs if isinstance(o, S.Conv) and isinstance(o.groups, int)],
+                               default=1),
             "growth": max([sum(_last_out(branch) for branch in b.branches) for b in dense], default=0),
             "kernels": ",".join(sorted({_kernel(o.kernel) for o in convs}, key=lambda k: (len(k), k))),
-            "separable": any(isinstance(o, S.Sep) for o in convs),
+            "separable": any(isinstance(o, S.Sep) or o.groups == "depthwise" for o in convs),
             "residual": any(b.skip == "residual" for b in blocks(g))}
 
 

@@ -22,6 +22,8 @@ from explorer.search import reference_points
 from explorer.study import METRICS, SETTINGS_KEY, SPACE_KEY, Settings, settings_of
 from explorer.search import resolve_space
 from explorer.trainer import Recipe
+from explorer.stats import design_axes
+from space.named import named, names
 from space.sampling import load_space, sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +169,15 @@ def test_a_changed_setting_is_named_in_one_short_line(tmp_path):
     assert run.returncode == 2
     assert "(stored → asked: epochs 1 → 3; lr 0.1 → 0.2)" in run.stderr
     assert "batch_size" not in run.stderr and "{" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", names())
+def test_design_axes_of_every_named_genotype(name):
+    """Every classic, depthwise (ConvNeXt, InceptionNeXt) and grouped (ResNeXt) ones included, has its axes."""
+    axes = design_axes(named(name))
+    assert axes["family"] == named(name).family and axes["depth"] > 0 and axes["width"] > 0
+    assert isinstance(axes["cardinality"], int) and axes["cardinality"] >= 1
+    if name.startswith(("convnext", "inception_next", "mobilenet", "xception")):
+        assert axes["separable"]
+    if name == "resnext50_32x4d":
+        assert axes["cardinality"] == 32 and not axes["separable"]
