@@ -52,10 +52,10 @@ def reference(proxy: ProxySpec) -> ProxySpec:
     """The longer training a proxy's ranking is measured against, in `explore fidelity` and
     benchmarks/fidelity.py alike: the same network, trained 4x the epochs on 3x the training
     images (all of them when the proxy uses all). Epochs and images scale every genotype's cost
-    alike, so each gets ~10x its proxy's compute (evaluation included). A reference at the
-    native 28 px and twice the width was tried first: its cost ran from 8x (AlexNet, whose
-    head dominates) to over 100x (GoogLeNet, whose stem keeps its maps large) the proxy's, too
-    uneven to bound (benchmarks/RESULTS.md)."""
+    alike, so each gets ~10x its proxy's compute (evaluation included). References at the
+    native 28 px, and at twice the width, were tried first: their cost ran from under 8x
+    (AlexNet, whose head dominates) to well over 40x (GoogLeNet, whose proxy stem keeps its
+    maps large) the proxy's, too uneven to bound (benchmarks/RESULTS.md)."""
     images = None if proxy.train_images is None else 3 * proxy.train_images
     return replace(proxy, epochs=4 * proxy.epochs, train_images=images)
 
@@ -129,9 +129,10 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
     correlations = {PROXY: correlation([r["proxy_accuracy"] for r in rows], longs)}
     for name in zero_cost.SCORES:
         correlations[name] = correlation([r["scores"][name] for r in rows], longs)
+    proxy = proxy_spec(settings)
     record = {"version": 2, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "dataset": settings.dataset, "device": str(dev), "seed": seed, "proxy": asdict(proxy_spec(settings)),
-              "reference": asdict(ref), "proxy_epochs": proxy_spec(settings).epochs, "epochs": ref.epochs,
+              "dataset": settings.dataset, "device": str(dev), "seed": seed, "proxy": asdict(proxy),
+              "reference": asdict(ref), "proxy_epochs": proxy.epochs, "epochs": ref.epochs,
               "top": top, "random": n_random, "trials": rows, "correlations": correlations}
     study.set_user_attr(FIDELITY_KEY, json.dumps(record))
     return record
