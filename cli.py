@@ -308,7 +308,7 @@ def search(
                                             help="resolution proxies train at [default: 12 for fashion-mnist and "
                                             "mnist, 16 for digits, else 32]"),
     proxy_width: Optional[float] = panel(PROXY, None, "--proxy-width", min=0.01,
-                                         help="proxy width factor [default: 0.25]"),
+                                         help="proxy width factor [default: 0.5]"),
     proxy_depth: Optional[int] = panel(PROXY, None, "--proxy-depth", min=1,
                                        help="cap on each block's repeat [default: 1]"),
     dataset: Optional[str] = panel(DATA, None, help="fashion-mnist, digits (embedded), cifar10, mnist or "

@@ -37,7 +37,7 @@ class ProxySpec:
     they rank 25 genotypes with Kendall's tau 0.64 against explorer.fidelity.reference (~11x their
     compute), and the default search takes about a minute on 2 cores (benchmarks/RESULTS.md)."""
     resolution: int = 12
-    width: float = 0.25
+    width: float = 0.5
     depth: int = 1
     epochs: int = 2
     train_images: int | None = 3000  # class-balanced subset of the training split (None: all)
