@@ -17,6 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+# explorer.base is light; every other explorer module loads torch, so commands import them when they run
+from explorer.base import files
+from explorer.base.errors import UserError
+from explorer.base.settings import DATA, FLAGS, PROXY, Recipe, default_proxy_resolution
+
 try:  # typer 0.29+ carries its own copy of click as typer._click; earlier versions use click itself
     from typer._click import exceptions as clicks
     from typer._click.globals import get_current_context
@@ -104,22 +109,19 @@ def open_option():
     """One spelling on every command that writes a page: --open / --no-open, not opening by default."""
     return typer.Option(False, "--open/--no-open", help="open the page in a browser")
 
-# The valid range of every numeric flag, by parameter name, checked in one place (`friendly`).
+# The valid range of every numeric flag, by parameter name, checked in one place (`check_flags`): each search
+# flag's as explorer.base.settings.FLAGS declares it, then those of flags several commands share.
 # Non-finite numbers (inf, nan) are refused for every flag.
 FLAG_RANGES = {
-    "seed": (0, 2**32 - 1), "resolution": (1, 8192), "proxy_resolution": (8, 8192), "classes": (1, 100_000),
-    "trials": (1, 1_000_000), "epochs": (1, 10_000), "batch_size": (1, 65536),
-    "proxy_width": (0.01, 16), "proxy_depth": (1, 1000), "prescreen": (1, 1000), "prune_k": (1, 1000),
-    "stochastic_depth": (0, 1), "jobs": (1, 1024), "top": (0, 100_000), "random_": (0, 100_000),
-    "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1), "k": (1, 1000), "draws": (1, 10_000),
-    "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400), "train_images": (1, 100_000_000),
-    "val_images": (1, 100_000_000),
+    **{name: (flag.low, flag.high) for name, flag in FLAGS.items() if None not in (flag.low, flag.high)},
+    "seed": (0, 2**32 - 1), "resolution": (1, 8192), "classes": (1, 100_000), "jobs": (1, 1024),
+    "top": (0, 100_000), "random_": (0, 100_000), "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1),
+    "k": (1, 1000), "draws": (1, 10_000), "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400),
 }
 
 
 def check_flags(values: dict) -> None:
     """Refuse a non-finite or out-of-range numeric flag in one line naming it."""
-    from explorer.errors import UserError
     ctx = get_current_context(silent=True)
     opts = {p.name: p.opts[0] for p in ctx.command.params} if ctx else {}
     for name, value in values.items():
@@ -137,7 +139,7 @@ def friendly(fn):
     """Turn every user-facing error into one line on stderr and exit code 2, never a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from explorer.errors import USER_ERRORS
+        from explorer.commands import USER_ERRORS  # with the command: `explore --help` needs no torch
         try:
             check_flags(kwargs)
             return fn(*args, **kwargs)
@@ -179,7 +181,6 @@ def list_(pattern: Optional[str] = typer.Argument(None, help="shell-style wildca
           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Named genotypes: family, parameters, FLOPs (multiply-adds), canonical resolution."""
     import space
-    from explorer.errors import UserError
     if family is not None and family not in space.families():
         raise UserError(f"--family: unknown family '{family}'; choose one of {', '.join(space.families())}")
     rows = [_list_row(name) for name in space.names(pattern, family)]
@@ -256,8 +257,6 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
                                      "(never a study's storage)")) -> None:
     """The network as a graph of ops (networkx): each node with its shape, params and FLOPs (multiply-adds)."""
     import space
-    from explorer import files
-    from explorer.errors import UserError
     formats = ("dot", "graphml", "json", "html")
     if fmt not in formats:
         raise UserError(f"--format: '{fmt}' isn't one of {', '.join(formats)}")
@@ -280,45 +279,36 @@ def panel(name: str, *args, **kwargs):
     return typer.Option(*args, rich_help_panel=name, **kwargs)
 
 
-BUDGET = "Budget and space"
-PROXY = "Proxy and training"
-DATA = "Data"
+def setting(name: str, *decls: str):
+    """A search flag as explorer.base.settings.FLAGS declares it: its panel, help and default shown; its lower
+    bound is enforced while parsing, its upper one by `check_flags`. Unset, the study's or the default applies."""
+    flag = FLAGS[name]
+    return panel(flag.panel, None, *decls, help=flag.text, min=flag.low)
+
+
 STORAGE = "Storage and workers"
-BEYOND = "Beyond accuracy"
 
 
 @app.command()
 @friendly
 def search(
-    budget: Optional[str] = panel(BUDGET, None, help="FLOPs (multiply-adds) of the deployed network at --resolution, "
-                                  "e.g. 2GFLOPs, 600MFLOPs, 2e9 [required for a new study]"),
-    max_params: Optional[str] = panel(BUDGET, None, "--max-params", help="parameter cap, e.g. 5M"),
-    space_: Optional[str] = panel(BUDGET, None, "--space", help="a shipped space or a YAML file [default: union]"),
-    trials: Optional[int] = panel(BUDGET, None, min=1, help="completed (trained) trials to aim for [default: 12]"),
-    sampler: Optional[str] = panel(BUDGET, None, help="nsga2, tpe, random, nsga3 or gp [default: nsga2]"),
-    seed: Optional[int] = panel(BUDGET, None, help="[default: 0]"),
-    epochs: Optional[int] = panel(PROXY, None, min=1, help="proxy training epochs [default: 2]"),
-    batch_size: Optional[int] = panel(PROXY, None, "--batch-size", min=1, help="[default: 64]"),
-    lr: Optional[float] = panel(PROXY, None, min=0, help="peak learning rate for a batch of 128, scaled with the "
-                                "batch (SGD with Nesterov momentum, one-cycle schedule, label smoothing) "
-                                "[default: 0.1]"),
-    resolution: Optional[int] = panel(PROXY, None, min=8, help="input resolution the budget is priced at "
-                                      "[default: 224]"),
-    proxy_resolution: Optional[int] = panel(PROXY, None, "--proxy-resolution", min=8,
-                                            help="resolution proxies train at [default: 12 for fashion-mnist and "
-                                            "mnist, 16 for digits, else 32]"),
-    proxy_width: Optional[float] = panel(PROXY, None, "--proxy-width", min=0.01,
-                                         help="proxy width factor [default: 0.5]"),
-    proxy_depth: Optional[int] = panel(PROXY, None, "--proxy-depth", min=1,
-                                       help="cap on each block's repeat [default: 1]"),
-    dataset: Optional[str] = panel(DATA, None, help="fashion-mnist, digits (embedded), cifar10, mnist or "
-                                   "imagefolder:PATH [default: fashion-mnist when it can be had (cache, "
-                                   "Debian's dataset-fashion-mnist, download), else digits]"),
+    budget: Optional[str] = setting("budget"),
+    max_params: Optional[str] = setting("max_params", "--max-params"),
+    space_: Optional[str] = setting("space", "--space"),
+    trials: Optional[int] = setting("trials"),
+    sampler: Optional[str] = setting("sampler"),
+    seed: Optional[int] = setting("seed"),
+    epochs: Optional[int] = setting("epochs"),
+    batch_size: Optional[int] = setting("batch_size", "--batch-size"),
+    lr: Optional[float] = setting("lr"),
+    resolution: Optional[int] = setting("resolution"),
+    proxy_resolution: Optional[int] = setting("proxy_resolution", "--proxy-resolution"),
+    proxy_width: Optional[float] = setting("proxy_width", "--proxy-width"),
+    proxy_depth: Optional[int] = setting("proxy_depth", "--proxy-depth"),
+    dataset: Optional[str] = setting("dataset"),
     data_dir: Optional[Path] = panel(DATA, None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
-    train_images: Optional[int] = panel(DATA, None, "--train-images", min=1, help="class-balanced subset of the "
-                                        "training split that proxies train on [default: 3000]"),
-    val_images: Optional[int] = panel(DATA, None, "--val-images", min=1, help="class-balanced validation images "
-                                      "held out of the training split [default: 2000, at most a tenth of it]"),
+    train_images: Optional[int] = setting("train_images", "--train-images"),
+    val_images: Optional[int] = setting("val_images", "--val-images"),
     study: Optional[str] = panel(STORAGE, None, help="study name [default: SPACE-BUDGET-DATASET]"),
     storage: Optional[str] = panel(STORAGE, None, help="any Optuna storage URL "
                                    "[default: sqlite:///studies/STUDY/study.db]"),
@@ -326,24 +316,18 @@ def search(
     jobs: int = panel(STORAGE, 1, "--jobs", "-j", min=1, help="worker processes training at once on this machine, "
                       "sharing the study through its storage (each gets cores/N CPU threads)"),
     device: str = panel(STORAGE, "auto", help="auto, cpu or cuda"),
-    prescreen: Optional[int] = panel(BEYOND, None, "--prescreen", min=1, help="draw K budget-feasible candidates per "
-                                     "trial and train the best by --prescreen-score [default: 1, off]"),
-    prescreen_score: Optional[str] = panel(BEYOND, None, "--prescreen-score", help="zero-cost score for --prescreen: "
-                                           "synflow, naswot, snip, grad_norm or params [default: synflow]"),
-    prune: Optional[str] = panel(BEYOND, None, "--prune", help="none, or pareto: stop a trial whose (FLOPs, accuracy "
-                                 "at epoch e) is dominated by --prune-k trials at epoch e [default: none]"),
-    prune_k: Optional[int] = panel(BEYOND, None, "--prune-k", min=1, help="dominating trials needed to stop one "
-                                   "[default: 2]"),
-    stochastic_depth: Optional[float] = panel(BEYOND, None, "--stochastic-depth", min=0.0, max=1.0,
-                                              help="train residual blocks with stochastic depth, survival "
-                                              "decaying linearly to this p_L, e.g. 0.5 [default: off]"),
+    prescreen: Optional[int] = setting("prescreen", "--prescreen"),
+    prescreen_score: Optional[str] = setting("prescreen_score", "--prescreen-score"),
+    prune: Optional[str] = setting("prune", "--prune"),
+    prune_k: Optional[int] = setting("prune_k", "--prune-k"),
+    stochastic_depth: Optional[float] = setting("stochastic_depth", "--stochastic-depth"),
 ) -> None:
     """Search a design space under a FLOP budget: Optuna draws genotypes, proxies train, a Pareto front emerges.
 
     Rerunning the same command resumes the study; settings that change what a trial means
     (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth) can't change on resume.
     """
-    from explorer import runner
+    from explorer.commands import runner
     explicit = {k: v for k, v in dict(
         budget=budget, max_params=max_params, space=space_, dataset=dataset, train_images=train_images,
         val_images=val_images, trials=trials, epochs=epochs,
@@ -354,8 +338,7 @@ def search(
 
 
 def _device(name: str):
-    from explorer.errors import UserError
-    from explorer.trainer import resolve_device
+    from explorer.trial.trainer import resolve_device
     try:
         return resolve_device(name)
     except ValueError as e:
@@ -393,13 +376,13 @@ def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
     The genotype is adapted to the dataset like in search; the scores need one minibatch and no training.
     """
     import space
-    from explorer import data as datasets
-    from explorer import runner, zero_cost
-    from explorer.errors import UserError
-    from explorer.proxy import make_proxy
+    from explorer.trial import data as datasets
+    from explorer.commands import runner
+    from explorer.trial import scores as zero_cost
+    from explorer.trial.proxy import make_proxy
     g = resolve_genotype(genotype)
     if study:
-        from explorer.study import load_study, settings_of
+        from explorer.studies.store import load_study, settings_of
         s = settings_of(load_study(study, storage))
         conf = dict(dataset=s.dataset, resolution=s.proxy_resolution, width=s.proxy_width, depth=s.proxy_depth,
                     seed=s.seed)
@@ -407,8 +390,8 @@ def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
             raise UserError(f"--dataset: study '{study}' uses {s.dataset}; drop --dataset or --study")
     else:
         name = runner.with_dataset({"dataset": dataset} if dataset else {}, data_dir, err)["dataset"]
-        conf = dict(dataset=name, resolution=runner.default_proxy_resolution(name),
-                    width=runner.DEFAULTS["proxy_width"], depth=runner.DEFAULTS["proxy_depth"], seed=0)
+        conf = dict(dataset=name, resolution=default_proxy_resolution(name), width=PROXY.width, depth=PROXY.depth,
+                    seed=0)
     seed = conf["seed"] if seed is None else seed
     names = tuple(n.strip() for n in scores.split(",")) if scores else zero_cost.SCORES
     for n in names:
@@ -458,8 +441,8 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
     same genotypes are ranked against it too. The result is stored in the study (user attr
     explore:fidelity) for the report.
     """
-    from explorer import fidelity as fid
-    from explorer.study import load_study, settings_of
+    from explorer.analysis import fidelity as fid
+    from explorer.studies.store import load_study, settings_of
     st = load_study(study, storage)
     settings = settings_of(st)
     dev = _device(device)
@@ -514,7 +497,7 @@ def lesion(ref: str = typer.Argument(..., help="a study (with --trial N), or a n
     shortcut); plain and dense blocks can't be deleted. The proxy is trained with the study's recipe
     (weights kept in studies/STUDY/weights/); the plot goes to studies/STUDY/lesion-N.html.
     """
-    from explorer import lesion as les
+    from explorer.analysis import lesion as les
     dev = _device(device)
     path, subjects = les.run(ref, trial, study, storage, compare, k, draws, seed, str(dev), data_dir, retrain,
                              resolve_genotype, err)
@@ -557,7 +540,7 @@ def worker(
     worker, a killed worker's trial is failed after --grace seconds and retried once, SIGTERM releases
     the running trial (exit 143), and the study ends with exactly its target of completed trials.
     """
-    from explorer import runner
+    from explorer.commands import runner
     runner.worker_command(study, storage, jobs, device, data_dir, heartbeat, grace, reclaim, out)
 
 
@@ -573,8 +556,7 @@ def plot(study: str = typer.Argument(..., help="the study to plot"),
          force: bool = typer.Option(False, "--force", help="replace the --png file if it exists "
                                     "(never a study's storage)")) -> None:
     """The Pareto plot, proxy accuracy against FLOPs (multiply-adds), as studies/STUDY/pareto.html (offline)."""
-    from explorer import report
-    from explorer.errors import UserError
+    from explorer.analysis import report
     if x not in ("flops", "params"):
         raise UserError(f"--x: unknown axis '{x}'; choose flops or params")
     _, settings, pts = report.open_results(study, storage)
@@ -608,7 +590,7 @@ def report(study: str = typer.Argument(..., help="the study to report on"),
     Settings, the Pareto plot and table (with diffs from the nearest named architectures), hypervolume
     over trials, error EDFs, a timeline of trials with failures and rejections, and network graphs.
     """
-    from explorer import report as rep
+    from explorer.analysis import report as rep
     path = rep.write_report(study, storage, by or ["family"])
     out.print(f"report: {path}", highlight=False, soft_wrap=True)
     if open_:
@@ -622,8 +604,8 @@ def pareto(study: str = typer.Argument(..., help="the study"),
            as_json: bool = typer.Option(False, "--json", help="the rows as JSON (FLOPs are multiply-adds)"),
            as_csv: bool = typer.Option(False, "--csv", help="the rows as CSV (FLOPs are multiply-adds)")) -> None:
     """The Pareto set as a table: FLOPs (multiply-adds), params, proxy accuracy, nearest named architecture."""
-    from explorer import report, runner
-    from explorer.errors import UserError
+    from explorer.analysis import report
+    from explorer.commands import runner
     if as_json and as_csv:
         raise UserError("--json and --csv: pick one")
     st, settings, pts = report.open_results(study, storage)
@@ -654,7 +636,7 @@ def edf(study: str = typer.Argument(..., help="the study"),
 
     Prints n, min and mean error per group and the Kolmogorov-Smirnov statistic between groups.
     """
-    from explorer import report
+    from explorer.analysis import report
     path, results = report.write_edf(study, storage, by or ["family"], flop_normalised)
     for field, groups, pairs in results:
         out.print(f"error (1 - proxy accuracy) by {field}" + (", FLOP-normalised" if flop_normalised else ""),
@@ -704,13 +686,12 @@ def export(ref: str = typer.Argument(..., help="a named genotype or a YAML/JSON 
     `explore export xception -f onnx -o x.onnx` exports a named genotype at its own resolution (299);
     `explore export STUDY --trial 7 -f onnx -o t7.onnx` a trial's network as the budget priced it.
     """
-    from explorer import export as exp
-    from explorer.study import load_study, study_dir
+    from explorer.analysis import export as exp
+    from explorer.studies.store import load_study, study_dir
     if trial is not None:
         target = exp.trial_target(load_study(ref, storage), trial, resolution, classes, in_channels, weights)
     else:
         if not Path(ref).exists() and (study_dir(ref) / "study.db").exists():
-            from explorer.errors import UserError
             raise UserError(f"'{ref}' is a study: add --trial N to export one of its trials")
         g = resolve_genotype(ref)
         target = exp.genotype_target(g, g.name or Path(ref).stem, resolution, classes, in_channels, weights)
@@ -747,7 +728,6 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
     `reference=NAME`: a labelled star on the plots, a row in the report. With -o, the genotype itself trains
     (full width and depth) on --dataset with search's recipe, and its weights are saved.
     """
-    from explorer.errors import UserError
     g = resolve_genotype(genotype)
     name = g.name or Path(genotype).stem
     if (study is None) == (output is None):
@@ -763,9 +743,9 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
 
 
 def _train_reference(study: str, storage, name: str, g, device: str, data_dir, force: bool) -> None:
-    from explorer import reference
-    from explorer.budget import format_flops
-    from explorer.study import load_study
+    from explorer.commands import reference
+    from explorer.base.budget import format_flops
+    from explorer.studies.store import load_study
     st = load_study(study, storage)
     done = reference.train_reference(st, name, g, device, data_dir, force)
     if done.existing:
@@ -781,16 +761,13 @@ def _train_reference(study: str, storage, name: str, g, device: str, data_dir, f
 
 def _train_weights(name: str, g, output: Path, given: dict, seed: int, device: str, data_dir, force: bool) -> None:
     import torch
-    from explorer import files, runner
-    from explorer.errors import UserError
-    from explorer import weights as W
-    from explorer.trainer import Recipe
+    from explorer.commands import runner
+    from explorer.trial import weights as W
     files.check_target(output, force, "-o")  # before the training, not after it
     dataset = runner.with_dataset({k: v for k, v in given.items() if v is not None}, data_dir, err)["dataset"]
-    resolution = given["resolution"] or runner.default_proxy_resolution(dataset)
+    resolution = given["resolution"] or default_proxy_resolution(dataset)
     try:
-        recipe = Recipe(epochs=given["epochs"] or runner.DEFAULTS["epochs"],
-                        batch_size=given["batch_size"] or runner.DEFAULTS["batch_size"],
+        recipe = Recipe(epochs=given["epochs"] or Recipe.epochs, batch_size=given["batch_size"] or Recipe.batch_size,
                         lr=Recipe.lr if given["lr"] is None else given["lr"], seed=seed)
     except ValueError as e:
         raise UserError(f"recipe: {e}") from None

@@ -32,13 +32,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import space  # noqa: E402
-from explorer import data as datasets  # noqa: E402
-from explorer import fidelity, zero_cost  # noqa: E402
-from explorer.fidelity import ProxySpec, correlation  # noqa: E402
-from explorer.proxy import make_proxy  # noqa: E402
-from explorer.search import DEPLOY_CLASSES, reference_points  # noqa: E402
-from explorer.study import Settings  # noqa: E402
-from explorer.trainer import Diverged, set_cpu_threads, train  # noqa: E402
+from explorer.trial import data as datasets  # noqa: E402
+from explorer.analysis import fidelity  # noqa: E402
+from explorer.trial import scores as zero_cost  # noqa: E402
+from explorer.base.settings import ProxySpec  # noqa: E402
+from explorer.analysis.fidelity import correlation  # noqa: E402
+from explorer.trial.proxy import make_proxy  # noqa: E402
+from explorer.trial.candidate import DEPLOY_CLASSES  # noqa: E402
+from explorer.search.study import reference_points  # noqa: E402
+from explorer.base.settings import Settings  # noqa: E402
+from explorer.trial.trainer import Diverged, set_cpu_threads, train  # noqa: E402
 from space.named import named  # noqa: E402
 from space.sampling import load_space, sample  # noqa: E402
 

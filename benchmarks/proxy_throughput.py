@@ -21,9 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import space
-from explorer.data import Splits
-from explorer.proxy import make_proxy
-from explorer.trainer import Recipe, lr_factor, resolve_device, set_cpu_threads, train
+from explorer.trial.data import Splits
+from explorer.trial.proxy import make_proxy
+from explorer.base.settings import Recipe
+from explorer.trial.trainer import lr_factor, resolve_device, set_cpu_threads, train
 from space.named import named
 
 WIDTHS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.1875, 0.125)

@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer import runner  # noqa: E402
-from explorer.budget import parse_flops  # noqa: E402
+from explorer.commands import runner  # noqa: E402
+from explorer.base.budget import parse_flops  # noqa: E402
 
 DECADES = 3
 

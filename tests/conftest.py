@@ -175,7 +175,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def fashion_mnist() -> Path:
     """The real Fashion-MNIST files as Debian ships them (apt-get install dataset-fashion-mnist)."""
-    from explorer import data
+    from explorer.trial import data
     (folder,) = data.SYSTEM_DIRS["fashion-mnist"]
     if not folder.is_dir():
         why = apt_install("dataset-fashion-mnist")

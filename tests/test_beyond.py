@@ -14,10 +14,13 @@ import pytest
 import torch
 
 import space
-from explorer import data as datasets
-from explorer import lesion, pruning, runner, search
-from explorer.study import Settings
-from explorer.trainer import Result
+from explorer.trial import data as datasets
+from explorer.analysis import lesion
+from explorer.search import pruning
+from explorer.commands import runner
+from explorer.search import objective as search
+from explorer.base.settings import Settings
+from explorer.trial.trainer import Result
 from space.blocks import Block
 from space.network import residual_blocks, stochastic_depth
 from space.sampling import FixedSource, load_space, sample
@@ -180,8 +183,8 @@ def test_dominated_trials_are_stopped_and_recorded(tmp_path, monkeypatch):
 
 def test_fidelity_measures_and_stores_rank_agreement(screened):
     cwd, _ = screened
-    from explorer.fidelity import reference_of
-    from explorer.study import settings_of
+    from explorer.analysis.fidelity import reference_of
+    from explorer.studies.store import settings_of
     run = explore("fidelity", "s", "--top", "2", "--random", "1", "--epochs-multiplier", "1", "--device", "cpu",
                   cwd=cwd)
     study = load(cwd, "s")
@@ -205,8 +208,8 @@ def test_fidelity_measures_and_stores_rank_agreement(screened):
 def test_a_reference_equal_to_the_proxy_reproduces_every_trial(screened, one_torch_thread):
     """The retraining rebuilds each trial's proxy from its genotype and seed: with the proxy's own
     settings as the reference, every accuracy comes back exactly."""
-    from explorer import fidelity
-    from explorer.study import settings_of
+    from explorer.analysis import fidelity
+    from explorer.studies.store import settings_of
     cwd, _ = screened
     study = load(cwd, "s")
     settings = settings_of(study)
@@ -218,7 +221,7 @@ def test_a_reference_equal_to_the_proxy_reproduces_every_trial(screened, one_tor
 
 
 def test_correlations_of_degenerate_columns_are_null():
-    from explorer.fidelity import correlation, pick_trials
+    from explorer.analysis.fidelity import correlation, pick_trials
     assert correlation([1, 1, 1], [0.1, 0.2, 0.3])["kendall_tau"] is None
     assert correlation([1, float("nan")], [0.1, 0.2])["n"] == 1
     c = correlation([3, 2, 1], [0.1, 0.2, 0.3])

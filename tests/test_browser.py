@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explorer import pareto
+from explorer.analysis import pareto
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -18,11 +18,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explorer.search import reference_points
-from explorer.study import METRICS, SETTINGS_KEY, SPACE_KEY, Settings, settings_of
-from explorer.search import resolve_space
-from explorer.trainer import Recipe
-from explorer.stats import design_axes
+from explorer.search.study import reference_points
+from explorer.studies.store import METRICS, SETTINGS_KEY, SPACE_KEY, settings_of
+from explorer.base.settings import Settings
+from explorer.search.study import resolve_space
+from explorer.base.settings import Recipe
+from space.axes import design_axes
 from space.named import named, names
 from space.sampling import load_space, sample
 

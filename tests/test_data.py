@@ -20,8 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer import data
-from explorer.data import DataError, Source
+from explorer.trial import data, readers
+from explorer.base.settings import VAL_IMAGES
+from explorer.base.errors import DataError
+from explorer.trial.readers import Source
 
 
 # ---------------------------------------------------------------- helpers
@@ -326,7 +328,7 @@ def _idx_dataset(tmp_path, server, monkeypatch, name="fashion-mnist"):
               (rng.integers(0, 256, size=(10, 28, 28)), 2051), (np.arange(10), 2049)]
     raws = [gzip.decompress(_idx(a, magic)) for a, magic in arrays]
     sources = []
-    for filename, raw, (a, _) in zip(data._IDX_FILES, raws, arrays):
+    for filename, raw, (a, _) in zip(readers.IDX_FILES, raws, arrays):
         published = server.publish(filename, gzip.compress(raw, mtime=0))
         sources.append(Source(published.url, filename, published.md5, hashlib.md5(raw).hexdigest(), len(a)))
     monkeypatch.setitem(data.SOURCES, name, tuple(sources))
@@ -336,7 +338,7 @@ def _idx_dataset(tmp_path, server, monkeypatch, name="fashion-mnist"):
 def _install(folder: Path, raws, level: int = 1) -> None:
     """Recompressed copies, as Debian's package holds them: other .gz bytes, same contents."""
     folder.mkdir(parents=True, exist_ok=True)
-    for filename, raw in zip(data._IDX_FILES, raws):
+    for filename, raw in zip(readers.IDX_FILES, raws):
         (folder / filename).write_bytes(gzip.compress(raw, compresslevel=level, mtime=1))
 
 
@@ -432,7 +434,7 @@ def test_fashion_mnist_from_the_debian_package(fashion_mnist, tmp_path, closed_p
     monkeypatch.setitem(data.SOURCES, "fashion-mnist", _offline(closed_port))
     s = data.load("fashion-mnist", resolution=28, data_dir=tmp_path, train_images=5000)
     assert (s.num_classes, s.in_channels, s.flip) == (10, 1, True)
-    assert s.val_y.bincount().tolist() == [data.VAL_IMAGES // 10] * 10  # class-balanced, held out
+    assert s.val_y.bincount().tolist() == [VAL_IMAGES // 10] * 10  # class-balanced, held out
     assert s.train_y.bincount().tolist() == [500] * 10
     assert len(s.test_y) == 10_000 and s.test_y.bincount().tolist() == [1000] * 10
     assert set(_rows(s.val_x)).isdisjoint(_rows(s.train_x))

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 import space
 from cli import app
-from explorer import data as datasets
-from explorer import weights as W
-from explorer.trainer import evaluate
+from explorer.trial import data as datasets
+from explorer.trial import weights as W
+from explorer.trial.trainer import evaluate
 
 TINY = """
 name: tiny

@@ -1,6 +1,6 @@
 """One test per proxy rule (explorer/proxy.py), plus: union draws always give a proxy."""
 import space
-from explorer.proxy import make_proxy
+from explorer.trial.proxy import make_proxy
 from space.named import named
 from space.sampling import load_space, sample
 

@@ -19,10 +19,14 @@ from typer.testing import CliRunner
 
 import space
 from cli import app
-from explorer import export as exp
-from explorer import pareto, reference, report, stats
-from explorer.errors import UserError
-from explorer.study import SETTINGS_KEY, Settings, settings_of
+from explorer.analysis import export as exp
+from explorer.analysis import pareto
+from explorer.commands import reference
+from explorer.analysis import report
+from explorer.analysis import stats
+from explorer.base.errors import UserError
+from explorer.studies.store import SETTINGS_KEY, settings_of
+from explorer.base.settings import Settings
 from space.named import named
 from space.sampling import match
 

@@ -16,7 +16,7 @@ import optuna
 import pytest
 
 from conftest import free_port
-from explorer.workers import CLAIM_KEY, RECLAIM_REASON, SIGTERM_REASON
+from explorer.scaleout.claim import CLAIM_KEY, RECLAIM_REASON, SIGTERM_REASON
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 300e6
@@ -99,8 +99,8 @@ def assert_retried(trials, original):
 CONTENDER = """
 import os, pathlib, random, sys, time
 import optuna
-from explorer import workers
-from explorer.study import open_storage
+from explorer.scaleout import claim
+from explorer.studies.storage import open_storage
 url, name, target, n_workers = sys.argv[1:]
 study = optuna.load_study(study_name=name, storage=open_storage(url, (1, 5)), sampler=optuna.samplers.RandomSampler())
 pathlib.Path(f"ready-{os.getpid()}").touch()  # start together, so that all of them contend
@@ -114,7 +114,7 @@ def objective(trial):
         raise optuna.TrialPruned()  # like a rejected draw: it frees its slot
     return x, 1.0
 
-workers.work(study, objective, lambda: int(target))
+claim.work(study, objective, lambda: int(target))
 """
 
 
@@ -123,7 +123,7 @@ def test_claims_are_exact_under_contention(kind, tmp_path, request):
     """Four workers with instant trials all finish at once, again and again: never one trial too many."""
     url = {"sqlite": lambda: f"sqlite:///{tmp_path}/s.db", "journal": lambda: f"journal:{tmp_path}/s.log",
            "postgres": lambda: request.getfixturevalue("postgres").create_database("contention")}[kind]()
-    from explorer.study import open_storage
+    from explorer.studies.storage import open_storage
     optuna.create_study(study_name="c", storage=open_storage(url), directions=["maximize", "minimize"])
     procs = [subprocess.Popen([sys.executable, "-c", CONTENDER, url, "c", "30", "4"], env=ENV, cwd=tmp_path,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]

@@ -13,10 +13,12 @@ import optuna
 import pytest
 
 import space
-from explorer import runner, search
-from explorer.budget import parse_count, parse_flops
-from explorer.errors import UserError
-from explorer.trainer import Diverged
+from explorer.commands import runner
+from explorer.search import objective as search
+from explorer.base.budget import parse_count, parse_flops
+from explorer.base.settings import PROXY
+from explorer.base.errors import UserError
+from explorer.trial.trainer import Diverged
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and quick: mobilenet proxies at 8 px, two epochs.
@@ -214,7 +216,7 @@ def no_fashion_mnist(tmp_path, monkeypatch):
     import dataclasses
     import socket
 
-    from explorer import data
+    from explorer.trial import data
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -256,5 +258,5 @@ def test_default_search_uses_fashion_mnist(fashion_mnist, tmp_path, monkeypatch)
     stored = optuna.load_study(study_name="mobilenet-2GFLOPs-fashion-mnist",
                                storage="sqlite:///studies/mobilenet-2GFLOPs-fashion-mnist/study.db")
     settings = json.loads(stored.user_attrs["explore:settings"])
-    assert settings["dataset"] == "fashion-mnist" and settings["train_images"] == runner.PROXY.train_images
-    assert settings["proxy_resolution"] == runner.PROXY.resolution
+    assert settings["dataset"] == "fashion-mnist" and settings["train_images"] == PROXY.train_images
+    assert settings["proxy_resolution"] == PROXY.resolution

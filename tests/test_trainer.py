@@ -11,20 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.data import Splits
-from explorer.trainer import (
-    Diverged,
-    Recipe,
-    Result,
-    augment,
-    evaluate,
-    lr_factor,
-    resolve_device,
-    _physical_cores,
-    set_cpu_threads,
-    train,
-)
-from explorer.cpus import allowed_cpus, busy_cores, threads_for
+from explorer.trial.data import Splits
+from explorer.trial.trainer import Diverged, Result, augment, evaluate, lr_factor, resolve_device, _physical_cores, set_cpu_threads, train
+from explorer.base.settings import Recipe
+from explorer.base.cpus import allowed_cpus, busy_cores, threads_for
 
 
 def make_data(n_train=512, n_val=200, size=16, num_classes=10, flip=True, seed=0) -> Splits:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import space
-from explorer import data as datasets
-from explorer import zero_cost as Z
-from explorer.proxy import make_proxy
+from explorer.trial import data as datasets
+from explorer.trial import scores as Z
+from explorer.trial.proxy import make_proxy
 from space.named import named
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,13 +36,15 @@ import torch
 
 import space
 
-from . import data as datasets
-from . import zero_cost
-from .errors import UserError
+from ..base.errors import UserError
+from ..base.settings import ProxySpec, Recipe, Settings
+from ..studies.store import completed
+from ..trial import data as datasets
+from ..trial import scores as zero_cost
+from ..trial.candidate import trial_seed
+from ..trial.proxy import make_proxy
+from ..trial.trainer import Diverged, evaluate, resolve_device, set_cpu_threads, train
 from .pareto import stored_genotype
-from .proxy import ProxySpec, make_proxy
-from .study import Settings
-from .trainer import Diverged, Recipe, evaluate, resolve_device, set_cpu_threads, train
 
 FIDELITY_KEY = "explore:fidelity"
 PROXY = "proxy accuracy"
@@ -106,7 +108,6 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
         device: str = "auto", data_dir=None, on_trial=None, ref: ProxySpec | None = None) -> dict:
     """Retrain the sample with the reference (`ref`, default `reference_of(settings, multiplier)`),
     measure rank agreement, store and return the result (see the module doc)."""
-    from .search import completed
     trials = [t for t in completed(study) if "genotype" in t.user_attrs]
     if len(trials) < 2:
         raise UserError(f"study '{study.study_name}' has {len(trials)} completed trials; a rank correlation "
@@ -142,7 +143,7 @@ def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> dict
     """One trial's genotype adapted and trained as the reference, from the trial's seed."""
     proxy = make_proxy(stored_genotype(t), ref.resolution, ref.width, ref.depth, data.in_channels, data.num_classes)
     scores = zero_cost.score_proxy(proxy, data, zero_cost.SCORES, seed=settings.seed, device=dev)
-    torch.manual_seed(settings.seed * 100_003 + t.number)  # the trial's own seed
+    torch.manual_seed(trial_seed(settings.seed, t.number))
     model = space.build(proxy, data.num_classes, data.in_channels).to(dev)
     space.network.stochastic_depth(model, settings.stochastic_depth)
     started = time.perf_counter()

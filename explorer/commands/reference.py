@@ -2,7 +2,7 @@
 stored in the study as a labelled reference point (user attr `reference=NAME`).
 
 The trial gets the user attrs a search trial gets, through the same code
-(`search.Objective._train`: seeded like a trial, per-epoch intermediate values,
+(`explorer.search.objective.Objective.train`: seeded like a trial, per-epoch intermediate values,
 history, wall time, failures recorded). It is created straight in the RUNNING
 state, never through the queue, so a worker of the same study can't pick it up.
 If the genotype belongs to the study's space its trial carries the parameters
@@ -13,7 +13,7 @@ completed trial and draw later trials at random.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 import optuna
@@ -21,12 +21,12 @@ import optuna
 import space
 from space.sampling import match, sample
 
-from . import search
-from .budget import format_flops
-from .errors import UserError
-from .proxy import make_proxy
-from .stats import design_axes
-from .study import settings_of
+from ..base.budget import format_flops
+from ..base.errors import UserError
+from ..search.objective import Objective, TrialFailed
+from ..studies import internals
+from ..studies.store import settings_of
+from ..trial.candidate import prepare, price, proxy_of, trial_attrs
 
 States = optuna.trial.TrialState
 
@@ -52,7 +52,7 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
                     force: bool = False) -> Outcome:
     settings = settings_of(study)
     try:
-        cx = space.complexity(g, settings.resolution, search.DEPLOY_CLASSES, breakdown=False)
+        cx = price(g, settings.resolution)
     except space.GenotypeError as e:
         raise UserError(f"{name} can't run at the study's resolution ({settings.resolution}px): {e}") from None
     params = match(settings.space_doc, g, settings.short_names)
@@ -61,13 +61,9 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
     if before is not None and not force:
         return Outcome(before.number, before.values[0], int(before.values[1]), int(before.user_attrs.get("params", 0)),
                        params is not None, over, existing=True)
-    ctx = search.prepare(settings, device, data_dir)
-    if getattr(ctx.settings, "prune", "none") != "none":  # a reference point trains to the end
-        ctx.settings = replace(ctx.settings, prune="none")
+    ctx = prepare(settings, device, data_dir)
     try:
-        proxy = make_proxy(g, settings.proxy_resolution, settings.proxy_width, settings.proxy_depth,
-                           ctx.data.in_channels, ctx.data.num_classes)
-        pcx = space.complexity(proxy, breakdown=False, in_channels=ctx.data.in_channels)
+        proxy, pcx = proxy_of(g, settings, ctx.data)
     except space.GenotypeError as e:
         raise UserError(f"{name}: no proxy of it fits {settings.proxy_resolution}px ({e})") from None
     trial = _new_trial(study, name, params)
@@ -77,20 +73,17 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
         if space.digest(drawn.model_copy(update={"resolution": g.resolution})) != space.digest(g):
             study.tell(trial, state=States.FAIL)
             raise UserError(f"{name}: the space's parameters don't reproduce it")  # match() guarantees they do
-    attrs = {"genotype": space.schema.canonical_json(g), "digest": space.digest(g), **design_axes(g),
-             "flops": cx.flops, "params": cx.params, "proxy_genotype": space.schema.canonical_json(proxy),
-             "proxy_flops": pcx.flops, "proxy_params": pcx.params, "dataset": settings.dataset,
-             "device": str(ctx.device)}
+    attrs = trial_attrs(g, cx, proxy, pcx, settings, ctx.device)
     if over:
         attrs["over_budget"] = (f"{format_flops(cx.flops)} against a budget of {format_flops(settings.budget)}"
                                 if cx.flops > settings.budget else f"{cx.params:,} params against a cap of "
                                                                    f"{settings.max_params:,}")
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    objective = search.Objective(ctx)
+    objective = Objective(ctx)  # no pruning hook: a reference point trains to the end
     try:
-        accuracy = objective._train(trial, proxy)
-    except search.TrialFailed as e:
+        accuracy = objective.train(trial, proxy)
+    except TrialFailed as e:
         study.tell(trial, state=States.FAIL)
         raise UserError(f"training {name} failed ({e}); it is recorded in the study as trial {trial.number}") from None
     except optuna.TrialPruned:  # not expected without --prune, but never leave the trial RUNNING
@@ -109,5 +102,4 @@ def _new_trial(study, name: str, params: dict | None) -> optuna.Trial:
         number=-1, state=States.RUNNING, value=None, values=None, datetime_start=datetime.now(),
         datetime_complete=None, params={}, distributions={}, user_attrs={"reference": name},
         system_attrs={"fixed_params": params} if params is not None else {}, intermediate_values={}, trial_id=-1)
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    return optuna.Trial(study, trial_id)
+    return optuna.Trial(study, internals.create_running_trial(study, template))

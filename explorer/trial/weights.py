@@ -16,9 +16,10 @@ import torch
 
 import space
 
+from ..base.errors import UserError
+from ..base.settings import Recipe
 from . import data as datasets
-from .errors import UserError
-from .trainer import Recipe, Result, resolve_device, train
+from .trainer import Result, resolve_device, train
 
 META_KEY = "explore"
 

@@ -1,14 +1,9 @@
-"""Real datasets as in-memory uint8 tensors: train / val / test at one resolution.
+"""Where datasets come from: their published files, checksums, downloads and readers.
 
-`load(name)` returns `Splits`. The validation split is always held out from the
-official training split, so the test split is never seen during search. Images
-stay uint8 (4x smaller than float) and the trainer normalises them on device
-with the per-channel `mean`/`std` computed here.
-
-cifar10, mnist and fashion-mnist are downloaded once into a cache directory and
-verified by MD5; fashion-mnist is also found where Debian's `dataset-fashion-mnist`
-package puts it. `digits` ships with scikit-learn and works offline;
-`imagefolder:PATH` reads the user's own images, one sub-folder per class.
+Every copy is verified before use: a download by the published MD5, and the IDX
+files of mnist and fashion-mnist also by the MD5 of their decompressed bytes and
+their header counts, so a recompressed system copy (Debian's) passes and a wrong
+file never does.
 """
 from __future__ import annotations
 
@@ -31,42 +26,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
-DATASETS = ("digits", "cifar10", "mnist", "fashion-mnist")
-IMAGEFOLDER = "imagefolder:"
-DEFAULT_DATASET = "fashion-mnist"  # hard enough that proxies don't all score 0.99
-FALLBACK_DATASET = "digits"        # embedded: what a default search uses when the default can't be had
-# Validation images held out of the training split: at most VAL_IMAGES (one accuracy point is
-# then 20 images), at most VAL_FRACTION of a small dataset.
-VAL_IMAGES = 2000
-VAL_FRACTION = 0.1
+from ..base.errors import DataError
 
 # Fixed so that every seed and validation size is scored on the same test images.
 _TEST_SEED = 0
 _TEST_FRACTION = 0.2
-_CHUNK = 2048  # images per interpolate/stats step, bounds peak float memory
-
-
-class DataError(Exception):
-    """One-line, user-facing message (the CLI prints str(e) and exits 2)."""
-
-
-@dataclass(frozen=True)
-class Splits:
-    name: str
-    train_x: torch.Tensor  # uint8, N x C x H x W
-    train_y: torch.Tensor  # int64
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-    in_channels: int
-    mean: tuple[float, ...]  # per channel of train_x, in [0, 1] units
-    std: tuple[float, ...]
-    flip: bool  # whether horizontal flips preserve the label
+_CHUNK = 2048  # images per interpolate step, bounds peak float memory
 
 
 @dataclass(frozen=True)
@@ -80,14 +54,14 @@ class Source:
 
 _CIFAR = "https://www.cs.toronto.edu/~kriz/"
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def _sources(base: str, md5s: Sequence[str], contents: Sequence[str | None] = (None,) * 4,
              counts: Sequence[int] = (60000, 60000, 10000, 10000)) -> tuple[Source, ...]:
-    return tuple(Source(base + f, f, *more) for f, *more in zip(_IDX_FILES, md5s, contents, counts))
+    return tuple(Source(base + f, f, *more) for f, *more in zip(IDX_FILES, md5s, contents, counts))
 
 
 # The official files. `load` looks them up here at call time, so tests can
@@ -99,7 +73,7 @@ SOURCES: dict[str, tuple[Source, ...]] = {
                                "d53e105ee54ea40749a09fcbcd1e9432",
                                "9fb629c4189551a2d022fa330f9573f3",
                                "ec29112dd5afa0611ce80d1b7f02629c")),
-    "fashion-mnist": _sources(_FASHION, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "fashion-mnist": _sources(FASHION_URL, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                                          "25c81989df183df01b3e8a0aad5dffbe",
                                          "bef4ecab320f06d8554ea6380940ec79",
                                          "bb300cfdad3c16e7a12a480ee83cd310"),
@@ -114,7 +88,7 @@ SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
 }
 
 
-class _Raw(NamedTuple):
+class Raw(NamedTuple):
     """A dataset before val split and resizing: x uint8 N x C x H x W, y int64."""
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -123,146 +97,13 @@ class _Raw(NamedTuple):
     num_classes: int
 
 
-def default_data_dir() -> Path:
-    """Downloads go to the user's cache, shared by every project that uses explore."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "explore" / "data"
-
-
-def load(name: str, resolution: int = 32, data_dir: Path | None = None, seed: int = 0,
-         val_images: int | None = None, train_images: int | None = None) -> Splits:
-    """Load a dataset, hold out `val_images` of its training split as validation
-    (default: `default_val_images`), keep `train_images` of the rest for training
-    (default: all), both class-balanced and seeded by `seed`, and resize to `resolution`."""
-    if resolution < 1:
-        raise DataError(f"resolution must be a positive number of pixels, got {resolution}")
-    for flag, value in (("val-images", val_images), ("train-images", train_images)):
-        if value is not None and value < 1:
-            raise DataError(f"--{flag} must be a positive number of images, got {value}")
-    raw, flip = _read(name, resolution, Path(data_dir or default_data_dir()).expanduser().resolve())
-    rng = np.random.default_rng(seed)
-    pool_y = raw.train_y.numpy()
-    held = default_val_images(len(pool_y)) if val_images is None else val_images
-    if held >= len(pool_y):
-        raise DataError(f"--val-images {held} leaves no training images: {name} has {len(pool_y)} "
-                        f"in its training split")
-    fit, val = _stratified_split(pool_y, held, rng)
-    if train_images is not None and train_images < len(fit):
-        _, kept = _stratified_split(pool_y[fit.numpy()], train_images, rng)
-        fit = fit[kept]
-    train_x = _resize(raw.train_x[fit], resolution)
-    mean, std = _channel_stats(train_x)
-    return Splits(
-        name=name,
-        train_x=train_x, train_y=raw.train_y[fit],
-        val_x=_resize(raw.train_x[val], resolution), val_y=raw.train_y[val],
-        test_x=_resize(raw.test_x, resolution), test_y=raw.test_y,
-        num_classes=raw.num_classes, in_channels=train_x.shape[1],
-        mean=mean, std=std, flip=flip)
-
-
-def default_val_images(pool: int) -> int:
-    """VAL_IMAGES, or VAL_FRACTION of a training split too small to spare them."""
-    return max(1, min(VAL_IMAGES, round(VAL_FRACTION * pool)))
-
-
-def _read(name: str, resolution: int, root: Path) -> tuple[_Raw, bool]:
-    """The dataset's raw splits and whether horizontal flips keep its labels."""
-    if name == "digits":
-        return _read_digits(), False
-    if name == "cifar10":
-        return _read_cifar10(root / name, SOURCES[name]), True
-    if name in ("mnist", "fashion-mnist"):
-        return _read_mnist(root / name, SOURCES[name], SYSTEM_DIRS.get(name, ())), name == "fashion-mnist"
-    if name.startswith(IMAGEFOLDER) and name[len(IMAGEFOLDER):]:
-        return _read_imagefolder(Path(name[len(IMAGEFOLDER):]), resolution), True
-    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, {IMAGEFOLDER}PATH")
-
-
-def ensure_available(name: str, data_dir: Path | None = None) -> None:
-    """Find, verify or download a dataset's files now, so that a study is created only
-    for data that can be had. Raises DataError with what to do otherwise."""
-    root = Path(data_dir or default_data_dir()).expanduser().resolve()
-    if name == "cifar10":
-        fetch(SOURCES[name][0], root / name)
-    elif name in ("mnist", "fashion-mnist"):
-        for source, magic in zip(SOURCES[name], _IDX_MAGICS):
-            _idx_array(source, magic, root / name, SYSTEM_DIRS.get(name, ()))
-
-
-def default_dataset(data_dir: Path | None = None) -> tuple[str, str | None]:
-    """DEFAULT_DATASET when it can be had, else FALLBACK_DATASET with a one-line notice
-    that says why and how to get the default."""
-    try:
-        ensure_available(DEFAULT_DATASET, data_dir)
-        return DEFAULT_DATASET, None
-    except DataError as e:
-        folder = Path(data_dir or default_data_dir()).expanduser() / DEFAULT_DATASET
-        return FALLBACK_DATASET, (
-            f"Fashion-MNIST can't be had ({e}), so this uses the embedded digits instead, whose "
-            f"accuracies crowd near 1.0. To get it: `sudo apt-get install dataset-fashion-mnist`, or "
-            f"download the four files from {_FASHION} into {folder}")
-
-
-def _stratified_split(y: np.ndarray, count: int,
-                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (kept, held out), both in input order. Exactly `count` are held out,
-    spread over classes in proportion, so small splits still cover them all."""
-    labels, counts = np.unique(y, return_counts=True)
-    share = count / len(y) * counts
-    quota = np.floor(share).astype(np.int64)
-    # Seats left by rounding down go to the largest remainders, ties broken at random.
-    by_remainder = np.lexsort((rng.random(len(labels)), quota - share))
-    quota[by_remainder[:count - quota.sum()]] += 1
-    held = np.zeros(len(y), dtype=bool)
-    for label, seats in zip(labels, quota):
-        held[rng.permutation(np.flatnonzero(y == label))[:seats]] = True
-    return torch.from_numpy(np.flatnonzero(~held)), torch.from_numpy(np.flatnonzero(held))
-
-
-def _hold_out_test(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> _Raw:
-    """A fixed test split for datasets that ship without one."""
-    rest, test = _stratified_split(y.numpy(), round(_TEST_FRACTION * len(y)), np.random.default_rng(_TEST_SEED))
-    return _Raw(x[rest], y[rest], x[test], y[test], num_classes)
-
-
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize of uint8 images to size x size (antialiased when shrinking)."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    shrink = size < max(x.shape[-2:])
-    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
-    for i in range(0, len(x), _CHUNK):
-        part = F.interpolate(x[i:i + _CHUNK].float(), size=(size, size), mode="bilinear",
-                             align_corners=False, antialias=shrink)
-        out[i:i + _CHUNK] = part.round_().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images in [0, 1] units, in float64 chunks
-    so a 50k-image dataset never needs a full float copy."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    for i in range(0, len(x), _CHUNK):
-        part = x[i:i + _CHUNK].to(torch.float64) / 255
-        total += part.sum(dim=(0, 2, 3))
-        squares += part.square().sum(dim=(0, 2, 3))
-    count = x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt()
-    return tuple(mean.tolist()), tuple(std.tolist())
-
-
-# ---------------------------------------------------------------- datasets
-
-def _read_digits() -> _Raw:
+def read_digits() -> Raw:
     # Imported here: scikit-learn is slow to import and only digits needs it.
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # values are 0..16
-    return _hold_out_test(torch.from_numpy(x).unsqueeze(1),
+    return hold_out_test(torch.from_numpy(x).unsqueeze(1),
                           torch.from_numpy(digits.target.astype(np.int64)), 10)
 
 
@@ -270,7 +111,7 @@ _CIFAR_DIR = "cifar-10-batches-py"
 _CIFAR_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
-def _read_cifar10(root: Path, sources: Sequence[Source]) -> _Raw:
+def read_cifar10(root: Path, sources: Sequence[Source]) -> Raw:
     (source,) = sources
     archive = fetch(source, root)
     folder = root / _CIFAR_DIR
@@ -279,7 +120,7 @@ def _read_cifar10(root: Path, sources: Sequence[Source]) -> _Raw:
     parts = [_cifar_batch(folder / batch, archive) for batch in _CIFAR_BATCHES]
     train_x = torch.cat([x for x, _ in parts[:-1]])
     train_y = torch.cat([y for _, y in parts[:-1]])
-    return _Raw(train_x, train_y, *parts[-1], 10)
+    return Raw(train_x, train_y, *parts[-1], 10)
 
 
 def _cifar_batch(path: Path, archive: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,15 +134,15 @@ def _cifar_batch(path: Path, archive: Path) -> tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-_IDX_MAGICS = (2051, 2049, 2051, 2049)  # images (3 dims), labels (1 dim), as in _IDX_FILES
+IDX_MAGICS = (2051, 2049, 2051, 2049)  # images (3 dims), labels (1 dim), as in IDX_FILES
 
 
-def _read_mnist(root: Path, sources: Sequence[Source], system_dirs: Sequence[Path]) -> _Raw:
+def read_mnist(root: Path, sources: Sequence[Source], system_dirs: Sequence[Path]) -> Raw:
     """MNIST-format IDX files, in the order train images, train labels, test images,
     test labels."""
-    train_x, train_y, test_x, test_y = (_idx_array(source, magic, root, system_dirs)
-                                        for source, magic in zip(sources, _IDX_MAGICS))
-    return _Raw(*_idx_pair(train_x, train_y, sources[0]), *_idx_pair(test_x, test_y, sources[2]), 10)
+    train_x, train_y, test_x, test_y = (idx_array(source, magic, root, system_dirs)
+                                        for source, magic in zip(sources, IDX_MAGICS))
+    return Raw(*_idx_pair(train_x, train_y, sources[0]), *_idx_pair(test_x, test_y, sources[2]), 10)
 
 
 def _idx_pair(x: np.ndarray, y: np.ndarray, images: Source) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,7 +151,7 @@ def _idx_pair(x: np.ndarray, y: np.ndarray, images: Source) -> tuple[torch.Tenso
     return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
 
-def _idx_array(source: Source, magic: int, cache: Path, system_dirs: Sequence[Path]) -> np.ndarray:
+def idx_array(source: Source, magic: int, cache: Path, system_dirs: Sequence[Path]) -> np.ndarray:
     """The verified contents of `source`: from the cache, else from an operating system's
     package, else downloaded into the cache. A copy that fails verification is passed over."""
     for path in (cache / source.filename, *(folder / source.filename for folder in system_dirs)):
@@ -349,7 +190,7 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".t
                    ".ppm", ".pgm"}
 
 
-def _read_imagefolder(path: Path, resolution: int) -> _Raw:
+def read_imagefolder(path: Path, resolution: int) -> Raw:
     """PATH/<class>/<image>, or PATH/train/<class>/... and PATH/test/<class>/...
     Images are resized on read because their sizes may differ."""
     path = path.expanduser()
@@ -361,10 +202,10 @@ def _read_imagefolder(path: Path, resolution: int) -> _Raw:
         unknown = sorted(set(_class_names(test)) - set(classes))
         if unknown:
             raise DataError(f"{test} has classes missing from {train}: {', '.join(unknown)}")
-        return _Raw(*_read_images(train, classes, resolution),
+        return Raw(*_read_images(train, classes, resolution),
                     *_read_images(test, classes, resolution), len(classes))
     classes = _class_names(path)
-    return _hold_out_test(*_read_images(path, classes, resolution), len(classes))
+    return hold_out_test(*_read_images(path, classes, resolution), len(classes))
 
 
 def _class_names(folder: Path) -> list[str]:
@@ -392,7 +233,7 @@ def _read_images(folder: Path, classes: list[str],
                     rgb = np.array(image.convert("RGB"))
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
                 raise DataError(f"cannot read image {file} ({_one_line(e)})") from None
-            images.append(_resize(torch.from_numpy(rgb).permute(2, 0, 1)[None], resolution))
+            images.append(resize(torch.from_numpy(rgb).permute(2, 0, 1)[None], resolution))
             labels.append(label)
     if not images:
         raise DataError(f"{folder} has no images in its class folders "
@@ -496,3 +337,38 @@ def _extract(archive: Path, root: Path) -> None:
 
 def _one_line(reason: object) -> str:
     return " ".join(str(reason).split())
+
+
+def stratified_split(y: np.ndarray, count: int,
+                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out), both in input order. Exactly `count` are held out,
+    spread over classes in proportion, so small splits still cover them all."""
+    labels, counts = np.unique(y, return_counts=True)
+    share = count / len(y) * counts
+    quota = np.floor(share).astype(np.int64)
+    # Seats left by rounding down go to the largest remainders, ties broken at random.
+    by_remainder = np.lexsort((rng.random(len(labels)), quota - share))
+    quota[by_remainder[:count - quota.sum()]] += 1
+    held = np.zeros(len(y), dtype=bool)
+    for label, seats in zip(labels, quota):
+        held[rng.permutation(np.flatnonzero(y == label))[:seats]] = True
+    return torch.from_numpy(np.flatnonzero(~held)), torch.from_numpy(np.flatnonzero(held))
+
+
+def hold_out_test(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> Raw:
+    """A fixed test split for datasets that ship without one."""
+    rest, test = stratified_split(y.numpy(), round(_TEST_FRACTION * len(y)), np.random.default_rng(_TEST_SEED))
+    return Raw(x[rest], y[rest], x[test], y[test], num_classes)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of uint8 images to size x size (antialiased when shrinking)."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    shrink = size < max(x.shape[-2:])
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
+    for i in range(0, len(x), _CHUNK):
+        part = F.interpolate(x[i:i + _CHUNK].float(), size=(size, size), mode="bilinear",
+                             align_corners=False, antialias=shrink)
+        out[i:i + _CHUNK] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out

@@ -32,10 +32,16 @@ import torch
 
 import space
 from space.blocks import Block
+from space.graph import offline_html
 
-from . import files
+from ..base import files
+from ..base.errors import UserError
+from ..base.settings import Recipe
+from ..studies.store import load_study, settings_of, study_dir
+from ..trial.candidate import load_data, trial_seed
+from ..trial.proxy import make_proxy
+from ..trial.trainer import evaluate, resolve_device, set_cpu_threads, train
 from .pareto import stored_genotype
-from .trainer import Recipe, evaluate, train
 
 
 @dataclass
@@ -168,13 +174,11 @@ def figure(title: str, subjects: list[Subject], with_k: bool):
 
 
 def write(path: Path, title: str, subjects: list[Subject], with_k: bool) -> None:
-    from space.graph import offline_html
     files.write(path, offline_html(figure(title, subjects, with_k)), "lesion", own=True)
 
 
 def _subject_from_trial(study, settings, number: int) -> Subject:
     trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    from .errors import UserError
     if not trials:
         raise UserError(f"--trial: study '{study.study_name}' has no trial {number}")
     t = trials[0]
@@ -183,14 +187,13 @@ def _subject_from_trial(study, settings, number: int) -> Subject:
         raise UserError(f"--trial: trial {number} has no trained proxy ({why})")
     proxy = stored_genotype(t, "proxy_genotype")
     family = t.user_attrs.get("reference") or t.user_attrs.get("family", "custom")
-    return Subject(f"trial {number} ({family})", proxy, settings.seed * 100_003 + number)
+    return Subject(f"trial {number} ({family})", proxy, trial_seed(settings.seed, number))
 
 
 def _subject_from_genotype(g, settings, data, label: str) -> Subject:
-    from .proxy import make_proxy
     proxy = make_proxy(g, settings.proxy_resolution, settings.proxy_width, settings.proxy_depth,
                        data.in_channels, data.num_classes)
-    return Subject(label, proxy, settings.seed * 100_003)
+    return Subject(label, proxy, trial_seed(settings.seed, 0))
 
 
 def _safe(text: str) -> str:
@@ -201,10 +204,6 @@ def run(ref: str, trial: int | None, study_name: str | None, storage: str | None
         k: int | None, draws: int, seed: int, device: str, data_dir, retrain: bool, resolve_genotype,
         console=None) -> tuple[Path, list[Subject]]:
     """Resolve the subjects, train (or load) them, lesion them, write the page; see `explore lesion -h`."""
-    from . import search
-    from .errors import UserError
-    from .study import load_study, settings_of, study_dir
-    from .trainer import resolve_device, set_cpu_threads
     if trial is None and study_name is None:
         raise UserError("lesion: give a study and --trial N (explore lesion STUDY --trial N), "
                         "or a genotype and its study (explore lesion NAME --study STUDY)")
@@ -214,7 +213,7 @@ def run(ref: str, trial: int | None, study_name: str | None, storage: str | None
     dev = resolve_device(device)
     if dev.type == "cpu":
         set_cpu_threads()
-    data = search.load_data(settings, data_dir)
+    data = load_data(settings, data_dir)
 
     def subject(spec: str | int) -> tuple[Subject, str]:
         if isinstance(spec, int):

@@ -18,9 +18,11 @@ from pathlib import Path
 import optuna
 
 import space
+from space.graph import offline_html
+from space.named import named, names
 
-from . import files
-from .errors import UserError
+from ..base import files
+from ..base.errors import UserError
 
 AXES = ("flops", "params")
 AXIS_TITLES = {"flops": "FLOPs (multiply-adds)", "params": "parameters"}
@@ -112,8 +114,6 @@ def front(pts: list[Point], x: str = "flops") -> list[Point]:
 @lru_cache(maxsize=1)
 def named_digests() -> dict[str, str]:
     """digest -> name of every registered classic, to label trials that drew one."""
-    import space
-    from space.named import named, names
     return {space.digest(named(n)): n for n in reversed(names())}
 
 
@@ -180,7 +180,7 @@ def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int 
     for f in families:
         plain = [p for p in pts if p.family == f and not p.label]
         stars = [p for p in pts if p.family == f and p.label]
-        groups += [(f, part, named) for part, named in ((plain, False), (stars, True)) if part]
+        groups += [(f, part, labelled) for part, labelled in ((plain, False), (stars, True)) if part]
     by_family = [fam for _, fam, _ in groups]
 
     def opacity(fam, axis):
@@ -189,14 +189,14 @@ def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int 
     def size(fam, axis):
         return [18 if p.label else 12 if p.number in on_front[axis] else 8 for p in fam]
 
-    for family, fam, named in groups:
+    for family, fam, labelled in groups:
         fig.add_trace(go.Scatter(
-            x=[p.cost(x) for p in fam], y=[p.accuracy for p in fam], mode="markers+text" if named else "markers",
+            x=[p.cost(x) for p in fam], y=[p.accuracy for p in fam], mode="markers+text" if labelled else "markers",
             name=family, meta="trials", legendgroup=family,
-            showlegend=not named or not any(f == family and not n for f, _, n in groups),
+            showlegend=not labelled or not any(f == family and not n for f, _, n in groups),
             text=[p.label for p in fam], textposition="top center", textfont=dict(size=11),
             marker=dict(color=colours[family], size=size(fam, x), opacity=opacity(fam, x),
-                        symbol="star" if named else "circle", line=dict(width=1, color="#222222")),
+                        symbol="star" if labelled else "circle", line=dict(width=1, color="#222222")),
             customdata=[[p.number, p.family, si(p.flops), f"{p.params:,}", summary(p.genotype),
                          f" ({p.label})" if p.label else ""] for p in fam],
             hovertemplate=("<b>trial %{customdata[0]}</b>%{customdata[5]}<br>family: %{customdata[1]}<br>"
@@ -245,7 +245,6 @@ def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int 
 
 
 def _log10(value: float) -> float:
-    import math
     return math.log10(value)
 
 
@@ -253,7 +252,6 @@ def write_plot(study_name: str, pts: list[Point], path, x: str = "flops", resolu
                budget: int | None = None, max_params: int | None = None, png=None, force: bool = False) -> None:
     """The page in the study's folder (regenerated each time); `png`, a path the user named, needs `force`
     to replace a file."""
-    from space.graph import offline_html
     if png is not None:
         files.check_target(Path(png), force, "--png")
     fig = figure(study_name, pts, x, resolution, budget, max_params)

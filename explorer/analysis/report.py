@@ -22,12 +22,17 @@ from typing import Any
 import optuna
 
 import space
+from space.graph import offline_html
 from space.named import named
 
-from . import files, pareto, stats
-from .budget import format_flops
-from .errors import UserError
-from .study import Settings, load_study, redact, settings_of, storage_url, study_dir
+from ..base import files
+from ..base.budget import format_flops
+from ..base.errors import UserError
+from ..base.settings import Settings
+from ..studies.storage import redact
+from ..studies.store import load_study, settings_of, storage_url, study_dir
+from ..trial.candidate import nearest_named
+from . import pareto, stats
 
 States = optuna.trial.TrialState
 
@@ -287,7 +292,6 @@ def _num(value) -> str:
 
 
 def _pareto_table(front: list[pareto.Point], settings: Settings) -> str:
-    from .search import nearest_named
     head = ["rank", "trial", "family", "GFLOPs", "M params", "accuracy", "nearest named", "differences from it"]
     rows = []
     for rank, p in enumerate(sorted(front, key=lambda p: -p.accuracy), 1):
@@ -515,7 +519,6 @@ def write_edf(study_name: str, storage: str | None, by: list[str], normalised: b
     if len(samples) < 2:
         raise UserError(f"study '{study_name}' has {len(samples)} drawn trial(s) completed; EDFs need at least 2 "
                         "(reference points are not samples of the space)")
-    from space.graph import offline_html
     results, figs = [], []
     for field in by:
         groups = stats.group(samples, field)

@@ -11,20 +11,24 @@ classes and input channels then become the defaults. ONNX needs the optional
 """
 from __future__ import annotations
 
+import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
+import torch
 
 import space
 
-from . import files
-from . import weights as W
-from .errors import UserError
+from ..base import files
+from ..base.errors import UserError
+from ..studies.store import settings_of
+from ..trial import weights as W
+from ..trial.candidate import DEPLOY_CLASSES
 from .pareto import stored_genotype
-from .search import DEPLOY_CLASSES
-from .study import settings_of
 
 FORMATS = ("yaml", "json", "onnx", "torchscript")
 ONNX_MISSING = "ONNX export needs the onnx package: pip install 'explore[onnx]'"
@@ -60,7 +64,6 @@ class Target:
 
 def deployed(t: Target):
     """The network in eval mode (with its trained weights, if any) and an example input."""
-    import torch
     try:
         model = space.build(t.g, t.classes, t.in_channels, t.resolution).eval()
     except space.GenotypeError as e:
@@ -76,7 +79,6 @@ def onnx_param_count(model) -> int:
     running mean and variance (buffers, not parameters) left out. The exporter folds equal initializers
     into one (freshly initialised norms are all ones and zeros) and reads copies through Identity nodes,
     so counting the stored initializers would undercount."""
-    import numpy as np
     sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
     alias = {}
     for node in model.graph.node:
@@ -133,13 +135,11 @@ def export(t: Target, fmt: str, path: Path, force: bool = False) -> str:
             import onnx
         except ImportError:
             raise UserError(ONNX_MISSING) from None
-    import torch
     model, x = deployed(t)
     inference = sum(p.numel() for n, p in model.named_parameters() if ".aux" not in f".{n}")
     trained = f", trained weights from {t.weights}" if t.state is not None else ", untrained"
     what = f"{t.label} network ({t.resolution}px, {t.classes} classes, {t.in_channels} input channels{trained})"
     if fmt == "torchscript":
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, but still works
             traced = torch.jit.trace(model, x, check_trace=False)
@@ -160,9 +160,6 @@ def export(t: Target, fmt: str, path: Path, force: bool = False) -> str:
 
 def onnx_bytes(model, x) -> bytes:
     """The model as an ONNX graph with a dynamic batch axis (the TorchScript-based exporter)."""
-    import io
-    import warnings
-    import torch
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter warns that it is the legacy one

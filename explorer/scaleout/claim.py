@@ -78,12 +78,12 @@ worker (`explore search` without ``--jobs``) keeps ``--seed``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import warnings
@@ -91,13 +91,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import optuna
+import sqlalchemy
+from optuna.storages.journal import JournalFileOpenLock
 from optuna.trial import TrialState
 
-from .errors import UserError
+from ..studies import internals
+from ..studies.storage import retry_callback
 
 CLAIM_KEY = "explore:worker"
 DEFAULT_HEARTBEAT = (60, 120)   # seconds: interval, grace period
-MAX_RETRY = 1
 SIGTERM_REASON = "worker stopped (SIGTERM)"
 INTERRUPTED = "interrupted"  # Ctrl-C: the trial is failed, not retried (but see requeue_interrupted_references)
 RECLAIM_REASON = "orphaned: released by explore worker --reclaim"
@@ -107,14 +109,6 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 # We run Optuna's heartbeat ourselves around study.ask/tell (see _claim and _Heartbeat).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
-
-def retry_callback():
-    """Optuna's retry-once callback under its current name (RetryFailedTrialCallback before 4.9)."""
-    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    return cls(max_retry=MAX_RETRY)
-
-
-# Signals ---------------------------------------------------------------------------------------
 
 class WorkerStopped(BaseException):
     """SIGTERM: release the running trial and exit 143 (a BaseException, like KeyboardInterrupt)."""
@@ -195,7 +189,6 @@ class _OpenLock:
     """O_EXCL lock file, as Optuna's journal uses: safe on NFS; a dead holder's lock is broken after 30 s."""
 
     def __init__(self, path: str):
-        from optuna.storages.journal import JournalFileOpenLock
         self.lock = JournalFileOpenLock(path)
 
     def __enter__(self):
@@ -213,7 +206,6 @@ class _PostgresLock:
         self.key = int.from_bytes(hashlib.sha256(f"explore:{name}".encode()).digest()[:8], "big", signed=True)
 
     def __enter__(self):
-        import sqlalchemy
         self.conn = self.engine.connect()
         try:
             self.conn.execute(sqlalchemy.text("select pg_advisory_xact_lock(:key)"), {"key": self.key})
@@ -225,13 +217,8 @@ class _PostgresLock:
         self.conn.close()  # rolls back: the lock goes with the transaction
 
 
-def backend_of(study):
-    store = study._storage
-    return getattr(store, "_backend", store)  # RDB storages come wrapped in Optuna's cache
-
-
 def claim_lock(study):
-    backend = backend_of(study)
+    backend = internals.rdb_backend(study)
     if isinstance(backend, optuna.storages.RDBStorage):
         engine = backend.engine
         if engine.dialect.name == "postgresql":
@@ -245,16 +232,14 @@ def claim_lock(study):
 
 
 def heartbeat_of(study) -> int | None:
-    from optuna.storages._heartbeat import BaseHeartbeat
-    store = study._storage
-    return store.get_heartbeat_interval() if isinstance(store, BaseHeartbeat) else None
+    return internals.heartbeat_interval(study)
 
 
 class _Heartbeat:
     """Records the trial's heartbeat every interval in a thread (the first one is recorded at the claim)."""
 
     def __init__(self, study, trial_id: int):
-        self.store, self.trial_id = study._storage, trial_id
+        self.store, self.trial_id = internals.storage(study), trial_id
         self.interval = heartbeat_of(study)
         self.stop = threading.Event()
         self.thread = None
@@ -359,9 +344,9 @@ def _claim(study, lock, target: int, beating):
         if complete + len(held) >= target:
             return held
         trial = study.ask()  # a waiting trial (a classic, a retry) first
-        study._storage.set_trial_system_attr(trial._trial_id, CLAIM_KEY, worker_id())
+        internals.storage(study).set_trial_system_attr(internals.trial_id(trial), CLAIM_KEY, worker_id())
         if beating:
-            study._storage.record_heartbeat(trial._trial_id)
+            internals.storage(study).record_heartbeat(internals.trial_id(trial))
         return trial
 
 
@@ -369,7 +354,7 @@ def _run_one(study, lock, trial, objective, catch):
     values, state = None, TrialState.FAIL
     try:
         raise_pending()
-        with _Heartbeat(study, trial._trial_id):
+        with _Heartbeat(study, internals.trial_id(trial)):
             values = objective(trial)
         state = TrialState.COMPLETE
     except optuna.TrialPruned:
@@ -403,31 +388,31 @@ def _tell(study, trial, values, state):
 def release(study, lock, trial, reason: str | None, retry: bool) -> None:
     """Mark a running trial FAIL (with its reason) and, if asked, enqueue its parameters once more."""
     with deferred_signals(), lock:
-        store = study._storage
+        store = internals.storage(study)
         try:
             if reason:
-                store.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+                store.set_trial_user_attr(internals.trial_id(trial), "fail_reason", reason)
             if _tell(study, trial, None, TrialState.FAIL) is None:
                 return
         except optuna.exceptions.UpdateFinishedTrialError:
             return
         if retry:
-            _retry(study, trial._trial_id)
+            _retry(study, internals.trial_id(trial))
 
 
 def reclaim(study) -> list[int]:
     """Fail every RUNNING trial of the study and enqueue each once more; for orphans only (no worker running)."""
     numbers = []
     with deferred_signals(), claim_lock(study):
-        store = study._storage
+        store = internals.storage(study)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             try:
-                store.set_trial_user_attr(t._trial_id, "fail_reason", RECLAIM_REASON)
-                if not store.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                store.set_trial_user_attr(internals.trial_id(t), "fail_reason", RECLAIM_REASON)
+                if not store.set_trial_state_values(internals.trial_id(t), TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-            _retry(study, t._trial_id)
+            _retry(study, internals.trial_id(t))
             numbers.append(t.number)
     return numbers
 
@@ -437,144 +422,8 @@ RUN_ATTRS = ("fail_reason", "traceback", "wall_time", "history")  # of one run: 
 
 def _retry(study, trial_id: int) -> None:
     """Enqueue a released trial's parameters once more, as Optuna does for a trial whose heartbeat stopped."""
-    import copy
-    frozen = copy.deepcopy(study._storage.get_trial(trial_id))
+    frozen = copy.deepcopy(internals.storage(study).get_trial(trial_id))
     frozen.user_attrs = {k: v for k, v in frozen.user_attrs.items() if k not in RUN_ATTRS}
     retry_callback()(study, frozen)
 
 
-# Several worker processes on one machine --------------------------------------------------------
-
-def _die_with_parent() -> None:
-    """SIGTERM when the parent dies (Linux), so an orphaned worker releases its trial."""
-    parent = os.getppid()
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        raise WorkerStopped()
-
-
-def _child(study_name: str, url: str, device: str, data_dir, heartbeat, jobs: int, cwd: str) -> None:
-    """One worker process of `--jobs N`: quiet, its own process group, errors as one line."""
-    os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which forwards it once
-    os.chdir(cwd)
-    install_signal_handlers()  # for the rest of this process's life
-    code = 0
-    try:
-        _die_with_parent()
-        from .trainer import resolve_device, set_cpu_threads
-        if resolve_device(device).type == "cpu":
-            set_cpu_threads(workers=jobs)
-        study, settings = join(study_name, url, heartbeat)
-        from . import search
-        search.run(study, search.prepare(settings, device, data_dir))
-    except WorkerStopped:
-        code = 143
-    except KeyboardInterrupt:
-        code = 130
-    except Exception as e:  # noqa: BLE001 - one line, like the CLI
-        from .errors import USER_ERRORS
-        if not isinstance(e, USER_ERRORS):
-            raise
-        print(f"error: worker {os.getpid()}: {e}", file=sys.stderr, flush=True)
-        code = 2
-    sys.stdout.flush()
-    os._exit(code)
-
-
-def join(study_name: str, url: str, heartbeat=None, seeded: bool = False):
-    """An existing study, opened for work (heartbeats on RDB storages), and its settings."""
-    from .search import make_sampler
-    from .study import open_storage, redact, settings_of
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    store = open_storage(url, heartbeat)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=store)
-    except KeyError:
-        try:
-            names = optuna.get_all_study_names(store)
-        except Exception:  # noqa: BLE001
-            names = []
-        hint = f"; studies there: {', '.join(names)}" if names else ""
-        raise UserError(f"no study named '{study_name}' in {redact(url)}{hint}") from None
-    settings = settings_of(study)
-    # Several workers: unseeded samplers, or every worker would draw the same genotypes.
-    sampler = make_sampler(settings.sampler, settings.seed if seeded else None)
-    return optuna.load_study(study_name=study_name, storage=store, sampler=sampler), settings
-
-
-def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartbeat, settings, console) -> int:
-    """N worker processes on this machine; the parent shows the live count from the storage.
-
-    Returns the exit code: 0, 130 (Ctrl-C), 143 (SIGTERM) or 2 (a worker's error, printed by it).
-    """
-    import multiprocessing
-
-    from . import data as datasets
-    from .progress import SearchProgress
-    from .study import open_storage
-    datasets.ensure_available(settings.dataset, data_dir)  # download and check it once here, not in N workers
-    mp = multiprocessing.get_context("spawn")
-    procs = [mp.Process(target=_child, args=(study_name, url, device, data_dir, heartbeat, jobs, os.getcwd()),
-                        name=f"explore-worker-{i}") for i in range(jobs)]
-    watcher = optuna.load_study(study_name=study_name, storage=open_storage(url))
-    forwarded: list[int] = []
-
-    def forward(signum, frame):
-        forwarded.append(signum)
-        for p in procs:
-            if p.pid and p.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signum)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for p in procs:
-            p.start()
-        trials = watcher.get_trials(deepcopy=False)
-        with SearchProgress(settings.trials, _count(trials, TrialState.COMPLETE), 0, console) as progress:
-            while any(p.is_alive() for p in procs):
-                for p in procs:
-                    p.join(timeout=1.0 / jobs)
-                _show(progress, watcher, jobs)
-            _show(progress, watcher, jobs)
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    if forwarded:
-        return 143 if signal.SIGTERM in forwarded else 130
-    for p in procs:
-        if p.exitcode and p.exitcode < 0:
-            console.print(f"[yellow]worker {p.pid} was killed by {signal.Signals(-p.exitcode).name}[/]: the others "
-                          "carried on; its trial is failed and retried once its heartbeat is overdue", highlight=False)
-    codes = [p.exitcode for p in procs if p.exitcode and p.exitcode > 0]
-    return (2 if 2 in codes else codes[0]) if codes else 0
-
-
-def _count(trials, state) -> int:
-    return sum(t.state == state for t in trials)
-
-
-def _show(progress, study, jobs: int) -> None:
-    from .budget import format_flops
-    from .study import settings_of
-    try:
-        trials = study.get_trials(deepcopy=False)
-        target = settings_of(study).trials
-    except Exception:  # noqa: BLE001 - a busy database: show the next poll
-        return
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (t.values[0], -t.values[1]), default=None)
-    running = []
-    for t in trials:
-        if claimed(t) and "flops" in t.user_attrs:
-            epoch = f", epoch {max(t.intermediate_values)}" if t.intermediate_values else ""
-            running.append(f"trial {t.number} ({t.user_attrs.get('family')}, "
-                           f"{format_flops(t.user_attrs['flops'])}{epoch})")
-    current = f"{jobs} workers; training: " + "; ".join(running) if running else f"{jobs} workers"
-    progress.sync(target, len(complete), sum("rejected" in t.user_attrs for t in trials),
-                  _count(trials, TrialState.FAIL),
-                  (best.values[0], int(best.values[1]), best.number) if best else None, current)

@@ -16,7 +16,6 @@ prices; the proxy is only what gets trained.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from space import schema as S
@@ -26,25 +25,7 @@ from space.errors import GenotypeError
 from space.network import complexity
 from space.ops import Branch, Context
 
-from .trainer import Recipe
-
 MIN_SIZE = 2
-
-
-@dataclass(frozen=True)
-class ProxySpec:
-    """How a genotype becomes a trained proxy. The defaults are `explore search`'s: on Fashion-MNIST
-    they rank 25 genotypes with Kendall's tau 0.64 against explorer.fidelity.reference (~11x their
-    compute), and the default search takes about a minute on 2 cores (benchmarks/RESULTS.md)."""
-    resolution: int = 12
-    width: float = 0.5
-    depth: int = 1
-    epochs: int = 2
-    train_images: int | None = 3000  # class-balanced subset of the training split (None: all)
-    batch_size: int = 64
-
-    def recipe(self, seed: int = 0) -> Recipe:
-        return Recipe(epochs=self.epochs, batch_size=self.batch_size, seed=seed)
 
 
 def make_proxy(g: S.Genotype, resolution: int, width: float = 1.0, depth: int | None = None,

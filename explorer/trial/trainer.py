@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,58 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cpus import allowed_cpus, busy_cores, threads_for
+from ..base.cpus import allowed_cpus, busy_cores, threads_for
+from ..base.settings import Recipe
 
-SCHEDULES = ("onecycle", "cosine")
 AUX_WEIGHT = 0.3
-REFERENCE_BATCH = 128  # Recipe.lr is the peak LR at this batch size
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Hyperparameters of one training run.
-
-    ``lr`` is the peak learning rate for a batch of 128; it is scaled linearly
-    with ``batch_size`` (Goyal et al.), so lr and batch size can be searched
-    independently.  ``crop_padding`` pads each side before the random crop
-    (0 disables it); horizontal flips are used only when the data allows them.
-    """
-
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    schedule: str = "onecycle"
-    crop_padding: int = 2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
-        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.crop_padding < 0:
-            raise ValueError("lr must be positive; momentum, weight_decay, crop_padding non-negative")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError("label_smoothing must be in [0, 1)")
-
-    @property
-    def peak_lr(self) -> float:
-        """The learning rate actually used at the top of the schedule."""
-        return self.lr * self.batch_size / REFERENCE_BATCH
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Recipe:
-        """Build from a dict; unknown keys are an error so typos don't pass silently."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown Recipe keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 class Diverged(Exception):
@@ -193,18 +145,18 @@ def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generato
     return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def _normalisation(data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def normalisation(data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel scale and shift that map uint8 pixels to standardised floats."""
     mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(data.std, dtype=torch.float32).view(1, -1, 1, 1)
     return (1 / (255 * std)).to(device), (-mean / std).to(device)
 
 
-def _normalise(x_uint8: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def normalise(x_uint8: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().mul_(scale).add_(shift)
 
 
-def _split_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def split_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Models may return logits, or (logits, [aux_logits, ...]) in training mode."""
     if isinstance(output, (tuple, list)):
         logits, aux = output
@@ -225,7 +177,7 @@ def _batches(x_uint8, y, batch_size, scale, shift, padding, flip, generator):
     order = torch.randperm(len(y), device=y.device, generator=generator)
     for i in range(len(y) // batch_size):
         idx = order[i * batch_size : (i + 1) * batch_size]
-        x = augment(_normalise(x_uint8[idx], scale, shift), padding, flip, generator)
+        x = augment(normalise(x_uint8[idx], scale, shift), padding, flip, generator)
         yield x.contiguous(memory_format=torch.channels_last), y[idx]
 
 
@@ -274,7 +226,7 @@ def train(
     model.to(device=device, memory_format=torch.channels_last)
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     val_x, val_y = data.val_x.to(device), data.val_y.to(device)
-    scale, shift = _normalisation(data, device)
+    scale, shift = normalisation(data, device)
     generator = torch.Generator(device=device).manual_seed(recipe.seed)
     optimizer = _make_optimizer(model, recipe)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
@@ -293,7 +245,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = recipe.peak_lr * lr_factor(step, total_steps, recipe.schedule)
             with _autocast(device):
-                logits, aux = _split_output(model(x))
+                logits, aux = split_output(model(x))
                 loss = criterion(logits, y)
                 for aux_logits in aux:
                     loss = loss + AUX_WEIGHT * criterion(aux_logits, y)
@@ -331,7 +283,7 @@ def evaluate(
     batch_size: int = 1024,
 ) -> float:
     """Accuracy in [0, 1] of ``model`` on uint8 images, normalised with ``data``'s statistics."""
-    scale, shift = _normalisation(data, device)
+    scale, shift = normalisation(data, device)
     return _evaluate(model, x_uint8.to(device), y.to(device), scale, shift, device, batch_size)
 
 
@@ -344,8 +296,8 @@ def _evaluate(model, x_uint8, y, scale, shift, device, batch_size) -> float:
     correct = torch.zeros((), dtype=torch.int64, device=device)
     with torch.inference_mode(), _autocast(device):
         for i in range(0, len(y), batch_size):
-            x = _normalise(x_uint8[i : i + batch_size], scale, shift)
-            logits, _ = _split_output(model(x.contiguous(memory_format=torch.channels_last)))
+            x = normalise(x_uint8[i : i + batch_size], scale, shift)
+            logits, _ = split_output(model(x.contiguous(memory_format=torch.channels_last)))
             correct += (logits.argmax(dim=1) == y[i : i + batch_size]).sum()
     model.train(was_training)
     return correct.item() / len(y)

@@ -1,4 +1,4 @@
-"""Zero-cost scores: rank untrained networks from one minibatch (or none), and pre-screen search draws.
+"""Zero-cost scores: rank untrained networks from one minibatch (or none).
 
 Every score is computed at initialisation, without a single training step, each as
 its paper defines it; every one is "higher is better":
@@ -29,22 +29,13 @@ params     the number of parameters of the network (aux heads included).
 
 Scores depend on the random initialisation; `score_proxy` seeds it, so a genotype
 scores the same in `explore score`, in pre-screening and in `explore fidelity`.
-
-Pre-screening (`explore search --prescreen K`): each trial's own draw is candidate 1;
-K-1 more budget-feasible candidates are drawn at random (seeded from the study seed
-and the trial number); the best by the chosen score is trained. When a random
-candidate wins, the trial is stored PRUNED with a `replaced` user attr and the winner
-is enqueued with its own parameters, so the next trial trains it and every trained
-trial's Optuna params reproduce its genotype (the sampler learns from what was
-trained, at the price of one extra, untrained trial record per replacement).
+Pre-screening search draws by a score is explorer.search.prescreen.
 """
 from __future__ import annotations
 
 import copy
 import math
-import random
 
-import optuna
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,12 +43,10 @@ from torch import nn
 import space
 from space.ops import ACTIVATIONS
 
-from .trainer import _normalisation, _normalise, _split_output
+from ..base.settings import SCORES
+from .trainer import normalisation, normalise, split_output
 
-SCORES = ("synflow", "naswot", "snip", "grad_norm", "params")
 SCORE_BATCH = 64        # images per score minibatch, as in `explore score`
-MAX_TRIES_PER_CANDIDATE = 200
-PRESCREEN_KEY = "prescreen"
 _RECTIFIERS = tuple(ACTIVATIONS.values())
 
 
@@ -68,8 +57,8 @@ def minibatch(data, batch_size: int = SCORE_BATCH, seed: int = 0, device: torch.
     device = torch.device(device)
     n = len(data.train_y)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:min(batch_size, n)]
-    scale, shift = _normalisation(data, device)
-    x = _normalise(data.train_x[order].to(device), scale, shift)
+    scale, shift = normalisation(data, device)
+    x = normalise(data.train_x[order].to(device), scale, shift)
     return x, data.train_y[order].to(device)
 
 
@@ -96,7 +85,7 @@ def synflow(model: nn.Module, input_shape: tuple[int, ...], per_layer: bool = Fa
     net.zero_grad(set_to_none=True)
     device = next(net.parameters()).device
     ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
-    logits, _ = _split_output(net(ones))
+    logits, _ = split_output(net(ones))
     logits.sum().backward()
     sums = [float((layer.weight.detach() * layer.weight.grad).abs().sum()) if layer.weight.grad is not None else 0.0
             for layer in _weighted_layers(net)]
@@ -117,7 +106,7 @@ def naswot(model: nn.Module, x: torch.Tensor) -> float:
 
     handles = [m.register_forward_hook(keep) for m in rectifiers]
     try:
-        logits, _ = _split_output(net(x))
+        logits, _ = split_output(net(x))
         logits.backward(torch.ones_like(logits))
     finally:
         for h in handles:
@@ -140,7 +129,7 @@ def naswot(model: nn.Module, x: torch.Tensor) -> float:
 def _loss_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     net = copy.deepcopy(model).train()
     net.zero_grad(set_to_none=True)
-    logits, _ = _split_output(net(x))
+    logits, _ = split_output(net(x))
     F.cross_entropy(logits, y).backward()
     return net
 
@@ -204,80 +193,3 @@ def finite(value: float) -> float:
     return value if isinstance(value, (int, float)) and not math.isnan(value) else -math.inf
 
 
-# --------------------------------------------------------------------------- pre-screening
-
-class Replaced(optuna.TrialPruned):
-    """Pre-screening found a better candidate than the sampler's draw; the winner is enqueued."""
-
-
-def _feasible(g, settings, data):
-    """(complexity, proxy) of a genotype that search would train, or None."""
-    from .proxy import make_proxy
-    from .search import DEPLOY_CLASSES
-    try:
-        cx = space.complexity(g, settings.resolution, DEPLOY_CLASSES, breakdown=False)
-        if cx.flops > settings.budget or (settings.max_params and cx.params > settings.max_params):
-            return None
-        proxy = make_proxy(g, settings.proxy_resolution, settings.proxy_width, settings.proxy_depth,
-                           data.in_channels, data.num_classes)
-        space.complexity(proxy, breakdown=False, in_channels=data.in_channels)
-        return cx, proxy
-    except space.GenotypeError:
-        return None
-
-
-def draw_candidates(settings, data, trial_number: int, count: int) -> list[tuple]:
-    """Up to `count` budget-feasible random draws (genotype, params, complexity, proxy), seeded from
-    (seed, trial number)."""
-    from space.sampling import RandomSource, sample
-    rng = random.Random(settings.seed * 1_000_003 + trial_number)
-    out = []
-    for _ in range(count * MAX_TRIES_PER_CANDIDATE):
-        if len(out) == count:
-            break
-        src = RandomSource(rng)
-        try:
-            g = sample(settings.space_doc, src, settings.short_names)
-        except space.GenotypeError:
-            continue
-        fit = _feasible(g, settings, data)
-        if fit is not None:
-            out.append((g, dict(src.params), *fit))
-    return out
-
-
-def _safe_score(proxy, name: str, data, seed: int, device) -> float:
-    """A candidate whose score can't be computed (e.g. out of memory) ranks last instead of failing the trial."""
-    try:
-        return score_proxy(proxy, data, (name,), seed=seed, device=device)[name]
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception:  # noqa: BLE001
-        return float("nan")
-
-
-def screen(trial: optuna.Trial, g, cx, ctx) -> None:
-    """Pre-screen a trial's draw (see the module doc). Returns when the trial should train its own draw;
-    raises Replaced after enqueueing the winner otherwise."""
-    s = ctx.settings
-    attrs = trial.user_attrs
-    if s.prescreen <= 1 or "reference" in attrs or PRESCREEN_KEY in attrs:
-        return  # off, a classic reference point, or an enqueued winner that carries its record
-    own = _feasible(g, s, ctx.data)
-    if own is None:
-        return  # the objective rejects it with its reason
-    candidates = [(g, dict(trial.params), *own)] + draw_candidates(s, ctx.data, trial.number, s.prescreen - 1)
-    scores = [_safe_score(proxy, s.prescreen_score, ctx.data, s.seed, ctx.device) for _, _, _, proxy in candidates]
-    best = max(range(len(candidates)), key=lambda i: (finite(scores[i]), -i))  # the own draw wins ties
-    record = {"score": s.prescreen_score, "k": s.prescreen, "chosen": best, "of_trial": trial.number,
-              "candidates": [{"digest": space.digest(c[0]), "family": c[0].family or "custom", "flops": c[2].flops,
-                              "params": c[2].params, "score": clean(v), "own_draw": i == 0}
-                             for i, (c, v) in enumerate(zip(candidates, scores))]}
-    trial.set_user_attr(PRESCREEN_KEY, record)
-    if best == 0:
-        return
-    trial.study.enqueue_trial(candidates[best][1], user_attrs={PRESCREEN_KEY: record})
-    reason = (f"replaced by pre-screening: random candidate {best + 1} of {len(candidates)} scored higher "
-              f"by {s.prescreen_score} ({scores[best]:.4g} > {scores[0]:.4g}); enqueued to train next")
-    trial.set_user_attr("replaced", reason)
-    raise Replaced(reason)

@@ -1,0 +1,149 @@
+"""Several worker processes on one machine (`explore search --jobs N`, `explore worker --jobs N`), and
+joining an existing study as a worker. Each process runs explorer.search.objective.run on the shared
+study; the claim protocol (explorer.scaleout.claim) keeps the count of completed trials exact."""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+
+import optuna
+from optuna.trial import TrialState
+
+from ..base.budget import format_flops
+from ..base.errors import UserError
+from ..scaleout.claim import WorkerStopped, claimed, install_signal_handlers
+from ..search import objective
+from ..search.study import make_sampler
+from ..studies.progress import SearchProgress
+from ..studies.storage import open_storage, redact
+from ..studies.store import settings_of
+from ..trial import data as datasets
+from ..trial.candidate import prepare
+from ..trial.trainer import resolve_device, set_cpu_threads
+from . import USER_ERRORS
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the parent dies (Linux), so an orphaned worker releases its trial."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        raise WorkerStopped()
+
+
+def _child(study_name: str, url: str, device: str, data_dir, heartbeat, jobs: int, cwd: str) -> None:
+    """One worker process of `--jobs N`: quiet, its own process group, errors as one line."""
+    os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which forwards it once
+    os.chdir(cwd)
+    install_signal_handlers()  # for the rest of this process's life
+    code = 0
+    try:
+        _die_with_parent()
+        if resolve_device(device).type == "cpu":
+            set_cpu_threads(workers=jobs)
+        study, settings = join(study_name, url, heartbeat)
+        objective.run(study, prepare(settings, device, data_dir))
+    except WorkerStopped:
+        code = 143
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:  # noqa: BLE001 - one line, like the CLI
+        if not isinstance(e, USER_ERRORS):
+            raise
+        print(f"error: worker {os.getpid()}: {e}", file=sys.stderr, flush=True)
+        code = 2
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def join(study_name: str, url: str, heartbeat=None, seeded: bool = False):
+    """An existing study, opened for work (heartbeats on RDB storages), and its settings."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    store = open_storage(url, heartbeat)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        try:
+            names = optuna.get_all_study_names(store)
+        except Exception:  # noqa: BLE001
+            names = []
+        hint = f"; studies there: {', '.join(names)}" if names else ""
+        raise UserError(f"no study named '{study_name}' in {redact(url)}{hint}") from None
+    settings = settings_of(study)
+    # Several workers: unseeded samplers, or every worker would draw the same genotypes.
+    sampler = make_sampler(settings.sampler, settings.seed if seeded else None)
+    return optuna.load_study(study_name=study_name, storage=store, sampler=sampler), settings
+
+
+def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartbeat, settings, console) -> int:
+    """N worker processes on this machine; the parent shows the live count from the storage.
+
+    Returns the exit code: 0, 130 (Ctrl-C), 143 (SIGTERM) or 2 (a worker's error, printed by it).
+    """
+    datasets.ensure_available(settings.dataset, data_dir)  # download and check it once here, not in N workers
+    mp = multiprocessing.get_context("spawn")
+    procs = [mp.Process(target=_child, args=(study_name, url, device, data_dir, heartbeat, jobs, os.getcwd()),
+                        name=f"explore-worker-{i}") for i in range(jobs)]
+    watcher = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    forwarded: list[int] = []
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        for p in procs:
+            if p.pid and p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.start()
+        trials = watcher.get_trials(deepcopy=False)
+        with SearchProgress(settings.trials, _count(trials, TrialState.COMPLETE), 0, console) as progress:
+            while any(p.is_alive() for p in procs):
+                for p in procs:
+                    p.join(timeout=1.0 / jobs)
+                _show(progress, watcher, jobs)
+            _show(progress, watcher, jobs)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if forwarded:
+        return 143 if signal.SIGTERM in forwarded else 130
+    for p in procs:
+        if p.exitcode and p.exitcode < 0:
+            console.print(f"[yellow]worker {p.pid} was killed by {signal.Signals(-p.exitcode).name}[/]: the others "
+                          "carried on; its trial is failed and retried once its heartbeat is overdue", highlight=False)
+    codes = [p.exitcode for p in procs if p.exitcode and p.exitcode > 0]
+    return (2 if 2 in codes else codes[0]) if codes else 0
+
+
+def _count(trials, state) -> int:
+    return sum(t.state == state for t in trials)
+
+
+def _show(progress, study, jobs: int) -> None:
+    try:
+        trials = study.get_trials(deepcopy=False)
+        target = settings_of(study).trials
+    except Exception:  # noqa: BLE001 - a busy database: show the next poll
+        return
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.values[0], -t.values[1]), default=None)
+    running = []
+    for t in trials:
+        if claimed(t) and "flops" in t.user_attrs:
+            epoch = f", epoch {max(t.intermediate_values)}" if t.intermediate_values else ""
+            running.append(f"trial {t.number} ({t.user_attrs.get('family')}, "
+                           f"{format_flops(t.user_attrs['flops'])}{epoch})")
+    current = f"{jobs} workers; training: " + "; ".join(running) if running else f"{jobs} workers"
+    progress.sync(target, len(complete), sum("rejected" in t.user_attrs for t in trials),
+                  _count(trials, TrialState.FAIL),
+                  (best.values[0], int(best.values[1]), best.number) if best else None, current)

@@ -1,0 +1,56 @@
+"""Every use of Optuna's private API, in one place, each with why it is needed.
+
+Optuna's public API covers a single process that calls `study.optimize`. explore's
+workers claim, release and retry trials themselves (explorer.scaleout.claim), record
+multi-objective learning curves and store a space document out of the dashboard's
+way; each of those needs a storage call that only a private attribute reaches.
+"""
+from __future__ import annotations
+
+import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
+
+
+def storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The study's storage: claims, releases and reclaims write trials no `optuna.Trial` object holds."""
+    return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    return study._study_id
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The storage's key of a trial (numbers are per study; storage calls take ids)."""
+    return trial._trial_id
+
+
+def study_system_attrs(study: optuna.Study) -> dict:
+    """System attrs: `Study.system_attrs` was removed in Optuna 3.x; the dashboard doesn't show them."""
+    return storage(study).get_study_system_attrs(study_id(study))
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value) -> None:
+    storage(study).set_study_system_attr(study_id(study), key, value)
+
+
+def report(trial: optuna.Trial, step: int, value: float) -> None:
+    """An intermediate value: `Trial.report` refuses multi-objective studies; the storage call doesn't."""
+    storage(trial.study).set_trial_intermediate_value(trial_id(trial), step, value)
+
+
+def rdb_backend(study: optuna.Study):
+    """The RDB storage Optuna wraps in its cache, whose engine the claim lock needs; else the storage."""
+    store = storage(study)
+    return getattr(store, "_backend", store)
+
+
+def heartbeat_interval(study: optuna.Study) -> int | None:
+    """Seconds between heartbeats, or None: Optuna exposes heartbeat storages only by a private class."""
+    store = storage(study)
+    return store.get_heartbeat_interval() if isinstance(store, BaseHeartbeat) else None
+
+
+def create_running_trial(study: optuna.Study, template: optuna.trial.FrozenTrial) -> int:
+    """A trial created RUNNING from a template, so no worker's `ask` can take it from the queue."""
+    return storage(study).create_new_trial(study_id(study), template_trial=template)

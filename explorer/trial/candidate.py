@@ -1,0 +1,123 @@
+"""One candidate network, from a genotype to a trained proxy: what it costs deployed, whether the
+study may train it, the proxy that trains, the seed it trains from and the record it leaves.
+
+Search (explorer.search.objective), pre-screening (explorer.search.prescreen), `explore train`
+(explorer.commands.reference), `explore fidelity` and lesions all come through here, so a
+genotype is priced, adapted and seeded the same way wherever it trains.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+import space
+from space.axes import design_axes
+from space.named import named, names
+
+from ..base.budget import format_flops
+from ..base.errors import UserError
+from ..base.settings import Recipe, Settings
+from . import data as datasets
+from .proxy import make_proxy
+from .trainer import resolve_device, set_cpu_threads
+
+DEPLOY_CLASSES = 1000  # the budget prices the network as deployed: ImageNet's head
+
+
+def price(g: space.Genotype, resolution: int) -> space.Complexity:
+    """The deployed network's FLOPs (multiply-adds) and params; GenotypeError if it can't exist there."""
+    return space.complexity(g, resolution, DEPLOY_CLASSES, breakdown=False)
+
+
+def over_limits(cx: space.Complexity, settings: Settings) -> str | None:
+    """Why the study may not train a network of this cost, or None."""
+    if cx.flops > settings.budget:
+        return f"over budget: {format_flops(cx.flops)} > {format_flops(settings.budget)}"
+    if settings.max_params and cx.params > settings.max_params:
+        return f"over the parameter cap: {cx.params:,} > {settings.max_params:,}"
+    return None
+
+
+def proxy_of(g: space.Genotype, settings: Settings, data: datasets.Splits) -> tuple[space.Genotype, space.Complexity]:
+    """The proxy the study trains for a genotype, and its complexity; GenotypeError if none fits."""
+    proxy = make_proxy(g, settings.proxy_resolution, settings.proxy_width, settings.proxy_depth,
+                       data.in_channels, data.num_classes)
+    return proxy, space.complexity(proxy, breakdown=False, in_channels=data.in_channels)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed trial `number` of a study seeded `seed` initialises from, wherever it is retrained."""
+    return seed * 100_003 + number
+
+
+def trial_attrs(g: space.Genotype, cx: space.Complexity, proxy: space.Genotype, pcx: space.Complexity,
+                settings: Settings, device: torch.device) -> dict:
+    """What a trained trial records before training: the genotype, its design axes and both costs."""
+    return {"genotype": space.schema.canonical_json(g), "digest": space.digest(g), **design_axes(g),
+            "flops": cx.flops, "params": cx.params, "proxy_genotype": space.schema.canonical_json(proxy),
+            "proxy_flops": pcx.flops, "proxy_params": pcx.params, "dataset": settings.dataset,
+            "device": str(device)}
+
+
+# The data and device a study's trials train on -------------------------------------------------------
+
+@dataclass
+class Context:
+    settings: Settings
+    data: datasets.Splits
+    recipe: Recipe
+    device: torch.device
+
+
+def prepare(settings: Settings, device: str, data_dir=None) -> Context:
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        set_cpu_threads()
+    data = load_data(settings, data_dir)
+    recipe = Recipe.from_dict(settings.recipe)
+    check_splits(data, recipe)
+    return Context(settings, data, recipe, dev)
+
+
+def load_data(settings: Settings, data_dir=None) -> datasets.Splits:
+    """The study's proxy data: its dataset at the proxy resolution, split as its settings say."""
+    return datasets.load(settings.dataset, resolution=settings.proxy_resolution, data_dir=data_dir,
+                         seed=settings.seed, val_images=settings.val_images, train_images=settings.train_images)
+
+
+def check_splits(data: datasets.Splits, recipe: Recipe) -> None:
+    """Refuse, before any trial, a dataset whose splits can't train or validate a proxy."""
+    if len(data.train_y) < recipe.batch_size:
+        raise UserError(f"--batch-size: {recipe.batch_size} is more than the {len(data.train_y)} training images "
+                        f"of {data.name} (after holding out validation); use --batch-size {len(data.train_y)} "
+                        "or less, or add images")
+    if len(data.val_y) == 0:
+        raise UserError(f"--dataset: {data.name} has too few images to hold out a validation split; add images")
+
+
+# The classics, for comparison ----------------------------------------------------------------------
+
+def nearest_named(g: space.Genotype, flops: int, params: int, resolution: int) -> str:
+    """The classic closest to a genotype: same family first, then by log-FLOPs and log-params."""
+    best, best_d = "", math.inf
+    for name in names():
+        try:
+            cx = _classic_cost(name, resolution)
+        except space.GenotypeError:
+            continue
+        d = abs(math.log(cx[0] / flops)) + abs(math.log(cx[1] / params)) + (0 if named(name).family == g.family else 10)
+        if d < best_d:
+            best, best_d = name, d
+    return best
+
+
+_CLASSIC_COSTS: dict[tuple[str, int], tuple[int, int]] = {}
+
+
+def _classic_cost(name: str, resolution: int) -> tuple[int, int]:
+    if (name, resolution) not in _CLASSIC_COSTS:
+        cx = price(named(name), resolution)
+        _CLASSIC_COSTS[name, resolution] = (cx.flops, cx.params)
+    return _CLASSIC_COSTS[name, resolution]
