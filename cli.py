@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 # explorer.base is light; every other explorer module loads torch, so commands import them when they run
 from explorer.base import files
 from explorer.base.errors import UserError
-from explorer.base.settings import DATA, FLAGS, PROXY, Recipe, default_proxy_resolution
+from explorer.base.settings import DATA, FLAGS, HEARTBEAT, PROXY, SCORE_BATCH, SCORES, Recipe, default_proxy_resolution
 
 try:  # typer 0.29+ carries its own copy of click as typer._click; earlier versions use click itself
     from typer._click import exceptions as clicks
@@ -215,7 +215,8 @@ def _list_row(name: str) -> dict:
 @app.command()
 @friendly
 def show(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
-         resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="input resolution [default: the genotype's own]"),
+         resolution: Optional[int] = typer.Option(None, "--resolution", "-r",
+                                                   help="input resolution [default: the genotype's own]"),
          classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]"),
          as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """The genotype as YAML and a per-stage table of params and FLOPs (multiply-adds)."""
@@ -247,10 +248,12 @@ def show(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JS
 @app.command()
 @friendly
 def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
-          fmt: str = typer.Option("html", "--format", "-f", help="dot, graphml, json or html (an interactive plotly page)"),
+          fmt: str = typer.Option("html", "--format", "-f",
+                                  help="dot, graphml, json or html (an interactive plotly page)"),
           output: Optional[Path] = typer.Option(None, "--output", "-o", help="where to write [default: stdout; "
                                                 "html: GENOTYPE-graph.html]"),
-          resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="input resolution [default: the genotype's own]"),
+          resolution: Optional[int] = typer.Option(None, "--resolution", "-r",
+                                                    help="input resolution [default: the genotype's own]"),
           classes: Optional[int] = typer.Option(None, help="number of classes [default: the genotype's own]"),
           open_: bool = open_option(),
           force: bool = typer.Option(False, "--force", help="replace the output file if it exists "
@@ -355,19 +358,34 @@ def _num(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
 
 
+def _score_settings(study: str | None, storage: str | None, dataset: str | None, data_dir: Path | None) -> dict:
+    """The proxy `explore score` adapts a genotype to: the study's, else search's default."""
+    if study:
+        from explorer.studies.store import load_study, settings_of
+        s = settings_of(load_study(study, storage))
+        if dataset and dataset != s.dataset:
+            raise UserError(f"--dataset: study '{study}' uses {s.dataset}; drop --dataset or --study")
+        return dict(dataset=s.dataset, resolution=s.proxy_resolution, width=s.proxy_width, depth=s.proxy_depth,
+                    seed=s.seed)
+    from explorer.commands import runner
+    name = runner.with_dataset({"dataset": dataset} if dataset else {}, data_dir, err)["dataset"]
+    return dict(dataset=name, resolution=default_proxy_resolution(name), width=PROXY.width, depth=PROXY.depth, seed=0)
+
+
 @app.command()
 @friendly
 def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
           dataset: Optional[str] = typer.Option(None, help="fashion-mnist, digits, cifar10, mnist or "
                                                 "imagefolder:PATH [default: the study's, else fashion-mnist when it "
                                                 "can be had, else digits]"),
-          batch_size: int = typer.Option(64, "--batch-size", min=2, help="images in the scoring minibatch"),
+          batch_size: int = typer.Option(SCORE_BATCH, "--batch-size", min=2, help="images in the scoring minibatch"),
           study: Optional[str] = typer.Option(None, help="adapt the proxy with this study's settings "
                                               "[default: search's default proxy settings]"),
           storage: Optional[str] = typer.Option(None, help="Optuna storage URL of --study"),
           scores: Optional[str] = typer.Option(None, "--scores", help="comma-separated subset of synflow, naswot, "
                                                "snip, grad_norm, params [default: all]"),
-          seed: Optional[int] = typer.Option(None, help="initialisation and minibatch seed [default: the study's, else 0]"),
+          seed: Optional[int] = typer.Option(None, help="initialisation and minibatch seed "
+                                             "[default: the study's, else 0]"),
           device: str = typer.Option("cpu", help="cpu, cuda or auto"),
           data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache"),
           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
@@ -377,26 +395,15 @@ def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
     """
     import space
     from explorer.trial import data as datasets
-    from explorer.commands import runner
     from explorer.trial import scores as zero_cost
     from explorer.trial.proxy import make_proxy
     g = resolve_genotype(genotype)
-    if study:
-        from explorer.studies.store import load_study, settings_of
-        s = settings_of(load_study(study, storage))
-        conf = dict(dataset=s.dataset, resolution=s.proxy_resolution, width=s.proxy_width, depth=s.proxy_depth,
-                    seed=s.seed)
-        if dataset and dataset != s.dataset:
-            raise UserError(f"--dataset: study '{study}' uses {s.dataset}; drop --dataset or --study")
-    else:
-        name = runner.with_dataset({"dataset": dataset} if dataset else {}, data_dir, err)["dataset"]
-        conf = dict(dataset=name, resolution=default_proxy_resolution(name), width=PROXY.width, depth=PROXY.depth,
-                    seed=0)
+    conf = _score_settings(study, storage, dataset, data_dir)
     seed = conf["seed"] if seed is None else seed
-    names = tuple(n.strip() for n in scores.split(",")) if scores else zero_cost.SCORES
+    names = tuple(n.strip() for n in scores.split(",")) if scores else SCORES
     for n in names:
-        if n not in zero_cost.SCORES:
-            raise UserError(f"--scores: unknown score '{n}'; choose from {', '.join(zero_cost.SCORES)}")
+        if n not in SCORES:
+            raise UserError(f"--scores: unknown score '{n}'; choose from {', '.join(SCORES)}")
     dev = _device(device)
     data = datasets.load(conf["dataset"], resolution=conf["resolution"], data_dir=data_dir, seed=seed)
     with located(genotype):
@@ -436,7 +443,7 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
              as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Proxy fidelity: retrain a sample of trials with the reference; Kendall tau and Spearman rho against the proxy.
 
-    The reference is the same proxy trained longer (explorer/fidelity.py, as in benchmarks/fidelity.py):
+    The reference is the same proxy trained longer (explorer/analysis/fidelity.py, as in benchmarks/fidelity.py):
     4x the epochs on 3x the training images. Zero-cost scores of the
     same genotypes are ranked against it too. The result is stored in the study (user attr
     explore:fidelity) for the report.
@@ -480,7 +487,8 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
 @friendly
 def lesion(ref: str = typer.Argument(..., help="a study (with --trial N), or a named genotype / file (with --study)"),
            trial: Optional[int] = typer.Option(None, "--trial", min=0, help="the trial of study REF to lesion"),
-           study: Optional[str] = typer.Option(None, help="the study whose proxy settings and recipe train genotype REF"),
+           study: Optional[str] = typer.Option(None, help="the study whose proxy settings and recipe train "
+                                               "genotype REF"),
            storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
            compare: Optional[str] = typer.Option(None, help="another trial number of the study, or a named genotype / "
                                                  "file, lesioned alongside in the same plot"),
@@ -512,8 +520,8 @@ def lesion(ref: str = typer.Argument(..., help="a study (with --trial N), or a n
         out.print(table)
         if s.random:
             ks = sorted({r["k"] for r in s.random})
-            means = ", ".join(f"k={kk}: {sum(r['accuracy'] for r in s.random if r['k'] == kk) / sum(r['k'] == kk for r in s.random):.3f}"
-                              for kk in ks)
+            by_k = {kk: [r["accuracy"] for r in s.random if r["k"] == kk] for kk in ks}
+            means = ", ".join(f"k={kk}: {sum(accs) / len(accs):.3f}" for kk, accs in by_k.items())
             out.print(f"{s.label}, mean accuracy with k blocks deleted at random: {means}", highlight=False)
     out.print(f"plot: {path}", highlight=False)
 
@@ -528,8 +536,9 @@ def worker(
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes on this machine"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
-    heartbeat: int = typer.Option(60, min=1, help="seconds between heartbeats of a running trial (database storages)"),
-    grace: int = typer.Option(120, min=1, help="seconds without a heartbeat after which a trial is failed and "
+    heartbeat: int = typer.Option(HEARTBEAT[0], min=1, help="seconds between heartbeats of a running trial "
+                                   "(database storages)"),
+    grace: int = typer.Option(HEARTBEAT[1], min=1, help="seconds without a heartbeat after which a trial is failed and "
                               "retried once by another worker"),
     reclaim: bool = typer.Option(False, "--reclaim", help="first fail the study's RUNNING trials and retry each once: "
                                  "for trials of killed workers on journal storage; only when no worker is running"),
@@ -626,8 +635,9 @@ def pareto(study: str = typer.Argument(..., help="the study"),
 @friendly
 def edf(study: str = typer.Argument(..., help="the study"),
         by: Optional[list[str]] = typer.Option(None, "--by", help="genotype field to group by (repeatable): family, "
-                                               "residual, highway, dense, separable, preact, depth, width, any top-level "
-                                               "field or a path such as stages[2].blocks[0].repeat [default: family]"),
+                                               "residual, highway, dense, separable, preact, depth, width, any "
+                                               "top-level field or a path such as stages[2].blocks[0].repeat "
+                                               "[default: family]"),
         flop_normalised: bool = typer.Option(False, "--flop-normalised", help="reweight every group to the same "
                                              "log-FLOPs distribution (NDS's normalised EDF)"),
         storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
@@ -743,8 +753,8 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
 
 
 def _train_reference(study: str, storage, name: str, g, device: str, data_dir, force: bool) -> None:
-    from explorer.commands import reference
     from explorer.base.budget import format_flops
+    from explorer.commands import reference
     from explorer.studies.store import load_study
     st = load_study(study, storage)
     done = reference.train_reference(st, name, g, device, data_dir, force)
@@ -761,6 +771,7 @@ def _train_reference(study: str, storage, name: str, g, device: str, data_dir, f
 
 def _train_weights(name: str, g, output: Path, given: dict, seed: int, device: str, data_dir, force: bool) -> None:
     import torch
+
     from explorer.commands import runner
     from explorer.trial import weights as W
     files.check_target(output, force, "-o")  # before the training, not after it

@@ -6,8 +6,8 @@
 
 The genotypes are the classics that fit 2 GFLOPs (multiply-adds) at 224 px and belong to the
 union space, plus seeded union draws spread over the families. Each is adapted and trained
-exactly as `explore search` does (explorer.proxy.make_proxy, explorer.trainer.train, the
-trial's seeding); the reference is explorer.fidelity.reference, the definition `explore
+exactly as `explore search` does (explorer.trial.proxy.make_proxy, explorer.trial.trainer.train, the
+trial's seeding); the reference is explorer.analysis.fidelity.reference, the definition `explore
 fidelity` uses too. Each part writes benchmarks/fidelity-<part>.json and prints its tables;
 `cost` and `noise` reuse the proxy and reference accuracies that `ranking` wrote. Each part
 finishes within 90 minutes on 2 CPU cores. CPU seconds are this process's, so other load on
@@ -32,15 +32,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import space  # noqa: E402
-from explorer.trial import data as datasets  # noqa: E402
 from explorer.analysis import fidelity  # noqa: E402
-from explorer.trial import scores as zero_cost  # noqa: E402
-from explorer.base.settings import ProxySpec  # noqa: E402
 from explorer.analysis.fidelity import correlation  # noqa: E402
-from explorer.trial.proxy import make_proxy  # noqa: E402
-from explorer.trial.candidate import DEPLOY_CLASSES  # noqa: E402
+from explorer.base.settings import (
+    ProxySpec,  # noqa: E402
+    Settings,  # noqa: E402
+)
 from explorer.search.study import reference_points  # noqa: E402
-from explorer.base.settings import Settings  # noqa: E402
+from explorer.trial import data as datasets  # noqa: E402
+from explorer.trial import scores as zero_cost  # noqa: E402
+from explorer.trial.candidate import DEPLOY_CLASSES  # noqa: E402
+from explorer.trial.proxy import make_proxy  # noqa: E402
 from explorer.trial.trainer import Diverged, set_cpu_threads, train  # noqa: E402
 from space.named import named  # noqa: E402
 from space.sampling import load_space, sample  # noqa: E402

@@ -7,7 +7,7 @@ CIFAR-shaped data (3 channels, 10 classes; random images, since only throughput
 is measured), each about 30-100 MFLOPs (multiply-adds) per image.
 Baseline: a DataLoader over per-image CPU augmentation (pad, random crop, flip),
 fp32, contiguous tensors, a `loss.item()` per step as most loops log.
-Ours: explorer.trainer.train (data on the device, batched on-device augmentation,
+Ours: explorer.trial.trainer.train (data on the device, batched on-device augmentation,
 channels_last, bf16 autocast and cudnn.benchmark on CUDA, no host sync in an epoch).
 Both use the same recipe (SGD with Nesterov momentum, one-cycle, label smoothing).
 """
@@ -21,9 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import space
+from explorer.base.settings import Recipe
 from explorer.trial.data import Splits
 from explorer.trial.proxy import make_proxy
-from explorer.base.settings import Recipe
 from explorer.trial.trainer import lr_factor, resolve_device, set_cpu_threads, train
 from space.named import named
 

@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer.commands import runner  # noqa: E402
 from explorer.base.budget import parse_flops  # noqa: E402
+from explorer.commands import runner  # noqa: E402
 
 DECADES = 3
 
@@ -100,7 +100,8 @@ def main() -> None:
             ("completed trials/hour", lambda r: f"{3600 * r['completed'] / r['wall']:.0f}"),
             ("epochs/trained trial", lambda r: f"{r['epochs'] / r['trained']:.2f}"),
             ("hypervolume (completed)", lambda r: f"{hypervolume([(f, a) for _, f, a in r['done_at']], budget):.4f}"),
-            (f"hypervolume at {horizon:.0f} s", lambda r: f"{hypervolume([(f, a) for s, f, a in r['done_at'] if s <= horizon], budget):.4f}")]
+            (f"hypervolume at {horizon:.0f} s",
+             lambda r: f"{hypervolume([(f, a) for s, f, a in r['done_at'] if s <= horizon], budget):.4f}")]
     print(f"digits at {args.proxy_resolution} px, proxy width {args.proxy_width}, space {args.space}, budget "
           f"{args.budget}, {args.trials} completed trials, {args.epochs} epochs, seed {args.seed}, prune-k "
           f"{args.prune_k}, device {args.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

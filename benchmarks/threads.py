@@ -8,7 +8,7 @@ wall time after a warm-up, and its images per second are printed. Configurations
 
 - threads 1 or 2 (torch.set_num_threads),
 - OpenMP wait policy: libgomp's default (threads spin at each barrier before sleeping) or PASSIVE
-  (they sleep at once); and `auto`: the threads `explorer.trainer.set_cpu_threads` chooses by itself
+  (they sleep at once); and `auto`: the threads `explorer.trial.trainer.set_cpu_threads` chooses by itself
   (the cores other processes leave idle), with the default policy,
 - without, or beside, one single-threaded busy loop (`python3 -c "while True: pass"`), as a user's
   browser or notebook would be.
@@ -33,8 +33,8 @@ import os, sys, time
 threads, seconds, name = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 import torch
 import space
-from explorer.proxy import make_proxy
-from explorer.trainer import set_cpu_threads
+from explorer.trial.proxy import make_proxy
+from explorer.trial.trainer import set_cpu_threads
 if threads == "auto":
     set_cpu_threads()
 else:

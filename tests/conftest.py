@@ -158,8 +158,9 @@ def postgres():
 def one_torch_thread():
     """Tiny proxies run fastest on one thread (and don't thrash a shared CPU); restored afterwards.
 
-    OMP_NUM_THREADS too, which explorer.trainer.set_cpu_threads respects instead of choosing for itself."""
+    OMP_NUM_THREADS too, which explorer.trial.trainer.set_cpu_threads respects instead of choosing for itself."""
     import os
+
     import torch
     before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)

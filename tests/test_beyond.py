@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import space
-from explorer.trial import data as datasets
 from explorer.analysis import lesion
-from explorer.search import pruning
+from explorer.base.settings import Settings
 from explorer.commands import runner
 from explorer.search import objective as search
-from explorer.base.settings import Settings
+from explorer.search import pruning
+from explorer.trial import data as datasets
 from explorer.trial.trainer import Result
 from space.blocks import Block
 from space.network import residual_blocks, stochastic_depth

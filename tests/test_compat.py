@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import optuna
-
 from test_search import explore, trials_of
 
 OLD = Path(__file__).parent / "data" / "study-bb860fb.db"

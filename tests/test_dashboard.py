@@ -18,11 +18,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explorer.search.study import reference_points
+from explorer.base.settings import Recipe, Settings
+from explorer.search.study import reference_points, resolve_space
 from explorer.studies.store import METRICS, SETTINGS_KEY, SPACE_KEY, settings_of
-from explorer.base.settings import Settings
-from explorer.search.study import resolve_space
-from explorer.base.settings import Recipe
 from space.axes import design_axes
 from space.named import named, names
 from space.sampling import load_space, sample

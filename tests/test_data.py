@@ -20,11 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer.trial import data, readers
-from explorer.base.settings import VAL_IMAGES
 from explorer.base.errors import DataError
+from explorer.base.settings import VAL_IMAGES
+from explorer.trial import data, readers
 from explorer.trial.readers import Source
-
 
 # ---------------------------------------------------------------- helpers
 

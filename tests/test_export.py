@@ -2,8 +2,6 @@
 and exported ONNX checked against torch in onnxruntime."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnxruntime as ort
 import pytest

@@ -16,9 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli import app
-from explorer.search import objective as search
-from explorer.scaleout import claim as workers
 from explorer.base.files import is_storage
+from explorer.scaleout import claim as workers
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--space", "mobilenet", "--epochs", "1", "--proxy-resolution", "8", "--batch-size", "128",

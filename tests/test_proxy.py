@@ -1,4 +1,4 @@
-"""One test per proxy rule (explorer/proxy.py), plus: union draws always give a proxy."""
+"""One test per proxy rule (explorer/trial/proxy.py), plus: union draws always give a proxy."""
 import space
 from explorer.trial.proxy import make_proxy
 from space.named import named

@@ -19,14 +19,12 @@ from typer.testing import CliRunner
 
 import space
 from cli import app
+from explorer.analysis import diff, figures, pareto, report, stats
 from explorer.analysis import export as exp
-from explorer.analysis import pareto
-from explorer.commands import reference
-from explorer.analysis import report
-from explorer.analysis import stats
 from explorer.base.errors import UserError
-from explorer.studies.store import SETTINGS_KEY, settings_of
 from explorer.base.settings import Settings
+from explorer.commands import reference
+from explorer.studies.store import SETTINGS_KEY, settings_of
 from space.named import named
 from space.sampling import match
 
@@ -219,8 +217,8 @@ def test_hypervolume_matches_optuna():
         pts = [(rng.random(), rng.uniform(1e7, 1.2e9)) for _ in range(rng.randint(1, 12))]
         inside = np.array([(-a, f / budget) for a, f in pts if f <= budget])
         expected = compute_hypervolume(inside, np.array([0.0, 1.0])) if len(inside) else 0.0
-        assert math.isclose(report.hypervolume(pts, budget), expected, rel_tol=1e-9, abs_tol=1e-12)
-    numbers, values = report.hypervolume_history(
+        assert math.isclose(figures.hypervolume(pts, budget), expected, rel_tol=1e-9, abs_tol=1e-12)
+    numbers, values = figures.hypervolume_history(
         [pareto.Point(i, a, f, 1, "x", {}, None) for i, (a, f) in enumerate([(0.5, 5e8), (0.4, 6e8), (0.8, 2e8)])], 1e9)
     assert numbers == [0, 1, 2] and values == sorted(values) and values[-1] == pytest.approx(0.8 * 0.8)
 
@@ -230,11 +228,11 @@ def test_diff_names_changed_fields_by_path():
     g["stages"][2]["blocks"][0]["repeat"] = 3
     g["act"] = "silu"
     del g["stages"][3]
-    lines = report.genotype_diff("resnet50", g)
+    lines = diff.genotype_diff("resnet50", g)
     assert "stages[2].blocks[0].repeat: 6 → 3" in lines
     assert 'act: "relu" → "silu"' in lines
     assert any(line.startswith("- stages[3]: {") for line in lines)
-    assert report.genotype_diff("resnet50", space.dump(named("resnet50"))) == []
+    assert diff.genotype_diff("resnet50", space.dump(named("resnet50"))) == []
 
 
 # ---------------------------------------------------------------------------- EDFs and the KS statistic

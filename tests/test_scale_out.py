@@ -14,8 +14,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from conftest import free_port
+
 from explorer.scaleout.claim import CLAIM_KEY, RECLAIM_REASON, SIGTERM_REASON
 
 ROOT = Path(__file__).resolve().parents[1]

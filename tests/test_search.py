@@ -13,11 +13,11 @@ import optuna
 import pytest
 
 import space
+from explorer.base.budget import parse_count, parse_flops
+from explorer.base.errors import UserError
+from explorer.base.settings import PROXY
 from explorer.commands import runner
 from explorer.search import objective as search
-from explorer.base.budget import parse_count, parse_flops
-from explorer.base.settings import PROXY
-from explorer.base.errors import UserError
 from explorer.trial.trainer import Diverged
 
 ROOT = Path(__file__).resolve().parents[1]

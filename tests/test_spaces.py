@@ -135,6 +135,7 @@ def test_classic_is_a_member_under_short_names(space_name, genotype):
 def test_short_names_are_one_to_one_with_path_names(name):
     """The same seed draws the same genotype under either naming; each path name has one short name and back."""
     import random
+
     from space.sampling import RandomSource
     short_of: dict[str, str] = {}
     for seed in range(300):

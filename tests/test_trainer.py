@@ -11,10 +11,20 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.trial.data import Splits
-from explorer.trial.trainer import Diverged, Result, augment, evaluate, lr_factor, resolve_device, _physical_cores, set_cpu_threads, train
-from explorer.base.settings import Recipe
 from explorer.base.cpus import allowed_cpus, busy_cores, threads_for
+from explorer.base.settings import Recipe
+from explorer.trial.data import Splits
+from explorer.trial.trainer import (
+    Diverged,
+    Result,
+    _physical_cores,
+    augment,
+    evaluate,
+    lr_factor,
+    resolve_device,
+    set_cpu_threads,
+    train,
+)
 
 
 def make_data(n_train=512, n_val=200, size=16, num_classes=10, flip=True, seed=0) -> Splits:

@@ -1,4 +1,4 @@
-"""Zero-cost scores (explorer/zero_cost.py) on tiny proxies and the digits data, on CPU."""
+"""Zero-cost scores (explorer/trial/scores.py) on tiny proxies and the digits data, on CPU."""
 import json
 import math
 import os

@@ -122,7 +122,7 @@ def genotype_target(g: space.Genotype, label: str, resolution: int | None = None
 def export(t: Target, fmt: str, path: Path, force: bool = False) -> str:
     """Write the target as `fmt` to `path`; returns a line saying what was written.
 
-    An existing file is replaced only with `force`, a storage file never (explorer/files.py)."""
+    An existing file is replaced only with `force`, a storage file never (explorer/base/files.py)."""
     if fmt not in FORMATS:
         raise UserError(f"--format: unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     files.check_target(path, force, "-o")

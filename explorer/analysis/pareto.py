@@ -168,84 +168,93 @@ def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int 
     One marker per point, in one trace per family (`meta="trials"`); each front is a trace with
     `meta="front"`; buttons switch the x axis, refading the points dominated on that axis.
     """
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # heavy: loaded only when a figure is drawn
     if x not in AXES:
         raise ValueError(f"x must be one of {AXES}")
-    families = family_sort({p.family for p in pts})
-    colours = family_colours(families)
-    on_front = {axis: {p.number for p in front(pts, axis)} for axis in AXES}
-    fig = go.Figure()
-    # One trace per family, and one more for its named architectures (stars), so the legend shows circles.
-    groups = []
-    for f in families:
-        plain = [p for p in pts if p.family == f and not p.label]
-        stars = [p for p in pts if p.family == f and p.label]
-        groups += [(f, part, labelled) for part, labelled in ((plain, False), (stars, True)) if part]
-    by_family = [fam for _, fam, _ in groups]
-
-    def opacity(fam, axis):
-        return [1.0 if p.number in on_front[axis] else 0.75 if p.label else 0.3 for p in fam]
-
-    def size(fam, axis):
-        return [18 if p.label else 12 if p.number in on_front[axis] else 8 for p in fam]
-
-    for family, fam, labelled in groups:
-        fig.add_trace(go.Scatter(
-            x=[p.cost(x) for p in fam], y=[p.accuracy for p in fam], mode="markers+text" if labelled else "markers",
-            name=family, meta="trials", legendgroup=family,
-            showlegend=not labelled or not any(f == family and not n for f, _, n in groups),
-            text=[p.label for p in fam], textposition="top center", textfont=dict(size=11),
-            marker=dict(color=colours[family], size=size(fam, x), opacity=opacity(fam, x),
-                        symbol="star" if labelled else "circle", line=dict(width=1, color="#222222")),
-            customdata=[[p.number, p.family, si(p.flops), f"{p.params:,}", summary(p.genotype),
-                         f" ({p.label})" if p.label else ""] for p in fam],
-            hovertemplate=("<b>trial %{customdata[0]}</b>%{customdata[5]}<br>family: %{customdata[1]}<br>"
-                           "FLOPs (multiply-adds): %{customdata[2]}<br>params: %{customdata[3]}<br>"
-                           "accuracy: %{y:.4f}<br>%{customdata[4]}<extra></extra>")))
-    for axis in AXES:
-        line = front(pts, axis)
-        fig.add_trace(go.Scatter(
-            x=[p.cost(axis) for p in line], y=[p.accuracy for p in line], mode="lines", meta="front",
-            name="Pareto front" if axis == "flops" else "Pareto front (params)", hoverinfo="skip",
-            line=dict(color="black", width=1.5, shape="hv"), visible=axis == x))
-    shapes = []
-    for axis, limit in (("flops", budget), ("params", max_params)):
-        if limit:
-            shapes.append(dict(type="line", xref="x", yref="paper", x0=limit, x1=limit, y0=0, y1=1,
-                               line=dict(color="#999999", dash="dash", width=1), visible=axis == x, name=axis))
-    annotations = [dict(x=_log10(limit), xref="x", y=1, yref="paper", yanchor="bottom", showarrow=False,
-                        text="budget" if axis == "flops" else "param cap", font=dict(size=10, color="#777777"),
-                        visible=axis == x)
-                   for axis, limit in (("flops", budget), ("params", max_params)) if limit]
-
-    def mode(axis):
-        data = {"x": [[p.cost(axis) for p in fam] for fam in by_family] + [[p.cost(a) for p in front(pts, a)]
-                                                                            for a in AXES],
-                "marker.opacity": [opacity(fam, axis) for fam in by_family] + [None, None],
-                "marker.size": [size(fam, axis) for fam in by_family] + [None, None],
-                "visible": [True] * len(by_family) + [a == axis for a in AXES]}
-        lay = {"xaxis.title.text": _axis_title(axis, resolution), "title.text": _title(study_name, axis)}
-        kinds = [a for a, limit in (("flops", budget), ("params", max_params)) if limit]
-        for i, a in enumerate(kinds):
-            lay[f"shapes[{i}].visible"] = a == axis
-            lay[f"annotations[{i}].visible"] = a == axis
-        return [data, lay]
-
+    style = _Style(pts)
+    groups = _family_groups(pts)
+    limits = [(axis, limit) for axis, limit in (("flops", budget), ("params", max_params)) if limit]
+    fig = go.Figure(_trial_traces(go, groups, x, style) + _front_traces(go, pts, x))
     fig.update_layout(
         title=_title(study_name, x),
         xaxis=dict(title=_axis_title(x, resolution), type="log", exponentformat="SI"),
         yaxis=dict(title="proxy validation accuracy"), template="plotly_white", height=600,
-        legend=dict(title="family"), shapes=shapes, annotations=annotations,
+        legend=dict(title="family"), margin=dict(t=110),
+        shapes=[dict(type="line", xref="x", yref="paper", x0=limit, x1=limit, y0=0, y1=1, name=axis,
+                     line=dict(color="#999999", dash="dash", width=1), visible=axis == x) for axis, limit in limits],
+        annotations=[dict(x=math.log10(limit), xref="x", y=1, yref="paper", yanchor="bottom", showarrow=False,
+                          text="budget" if axis == "flops" else "param cap", font=dict(size=10, color="#777777"),
+                          visible=axis == x) for axis, limit in limits],
         updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left", y=1.02, yanchor="bottom",
                           active=AXES.index(x), showactive=True,
-                          buttons=[dict(label=f"x: {AXIS_TITLES[a]}", method="update", args=mode(a))
-                                   for a in AXES])],
-        margin=dict(t=110))
+                          buttons=[dict(label=f"x: {AXIS_TITLES[a]}", method="update",
+                                        args=_axis_switch(a, study_name, pts, groups, style, limits, resolution))
+                                   for a in AXES])])
     return fig
 
 
-def _log10(value: float) -> float:
-    return math.log10(value)
+class _Style:
+    """Markers: points on the front of the axis shown stand out, named architectures are large stars."""
+
+    def __init__(self, pts: list[Point]):
+        self.on_front = {axis: {p.number for p in front(pts, axis)} for axis in AXES}
+        self.colours = family_colours(family_sort({p.family for p in pts}))
+
+    def opacity(self, fam: list[Point], axis: str) -> list[float]:
+        return [1.0 if p.number in self.on_front[axis] else 0.75 if p.label else 0.3 for p in fam]
+
+    def size(self, fam: list[Point], axis: str) -> list[int]:
+        return [18 if p.label else 12 if p.number in self.on_front[axis] else 8 for p in fam]
+
+
+def _family_groups(pts: list[Point]) -> list[tuple[str, list[Point], bool]]:
+    """(family, points, named?): one group per family, and one more for its named architectures (stars),
+    so the legend shows circles."""
+    groups = []
+    for f in family_sort({p.family for p in pts}):
+        plain = [p for p in pts if p.family == f and not p.label]
+        stars = [p for p in pts if p.family == f and p.label]
+        groups += [(f, part, labelled) for part, labelled in ((plain, False), (stars, True)) if part]
+    return groups
+
+
+def _trial_traces(go, groups, x: str, style: _Style) -> list:
+    return [go.Scatter(
+        x=[p.cost(x) for p in fam], y=[p.accuracy for p in fam], mode="markers+text" if labelled else "markers",
+        name=family, meta="trials", legendgroup=family,
+        showlegend=not labelled or not any(f == family and not n for f, _, n in groups),
+        text=[p.label for p in fam], textposition="top center", textfont=dict(size=11),
+        marker=dict(color=style.colours[family], size=style.size(fam, x), opacity=style.opacity(fam, x),
+                    symbol="star" if labelled else "circle", line=dict(width=1, color="#222222")),
+        customdata=[[p.number, p.family, si(p.flops), f"{p.params:,}", summary(p.genotype),
+                     f" ({p.label})" if p.label else ""] for p in fam],
+        hovertemplate=("<b>trial %{customdata[0]}</b>%{customdata[5]}<br>family: %{customdata[1]}<br>"
+                       "FLOPs (multiply-adds): %{customdata[2]}<br>params: %{customdata[3]}<br>"
+                       "accuracy: %{y:.4f}<br>%{customdata[4]}<extra></extra>"))
+        for family, fam, labelled in groups]
+
+
+def _front_traces(go, pts: list[Point], x: str) -> list:
+    return [go.Scatter(x=[p.cost(axis) for p in front(pts, axis)], y=[p.accuracy for p in front(pts, axis)],
+                       mode="lines", meta="front", hoverinfo="skip", visible=axis == x,
+                       name="Pareto front" if axis == "flops" else "Pareto front (params)",
+                       line=dict(color="black", width=1.5, shape="hv"))
+            for axis in AXES]
+
+
+def _axis_switch(axis: str, study_name: str, pts, groups, style: _Style, limits, resolution) -> list[dict]:
+    """The button's restyle (every trace's x, fading and visibility) and relayout for x = `axis`."""
+    families = [fam for _, fam, _ in groups]
+    data = {"x": [[p.cost(axis) for p in fam] for fam in families] + [[p.cost(a) for p in front(pts, a)]
+                                                                      for a in AXES],
+            "marker.opacity": [style.opacity(fam, axis) for fam in families] + [None, None],
+            "marker.size": [style.size(fam, axis) for fam in families] + [None, None],
+            "visible": [True] * len(families) + [a == axis for a in AXES]}
+    layout = {"xaxis.title.text": _axis_title(axis, resolution), "title.text": _title(study_name, axis)}
+    for i, (kind, _) in enumerate(limits):
+        layout[f"shapes[{i}].visible"] = kind == axis
+        layout[f"annotations[{i}].visible"] = kind == axis
+    return [data, layout]
 
 
 def write_plot(study_name: str, pts: list[Point], path, x: str = "flops", resolution: int | None = None,

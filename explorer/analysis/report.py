@@ -1,5 +1,4 @@
-"""Browsing a study's results: the checks every view shares, the hypervolume, genotype diffs,
-and `explore report`'s page.
+"""Browsing a study's results: the checks every view shares, and `explore report`'s page.
 
 The report is one self-contained HTML file (plotly.js inlined once, no network
 reference): the study's settings, the Pareto plot, a sortable table of the
@@ -23,7 +22,6 @@ import optuna
 
 import space
 from space.graph import offline_html
-from space.named import named
 
 from ..base import files
 from ..base.budget import format_flops
@@ -33,6 +31,14 @@ from ..studies.storage import redact
 from ..studies.store import load_study, settings_of, storage_url, study_dir
 from ..trial.candidate import nearest_named
 from . import pareto, stats
+from .diff import genotype_diff
+from .figures import (
+    graph_figure,
+    hypervolume,
+    hypervolume_figure,
+    state_of,
+    timeline_figure,
+)
 
 States = optuna.trial.TrialState
 
@@ -61,18 +67,10 @@ def require_points(study) -> list[pareto.Point]:
         last = failed[-1].user_attrs.get("fail_reason", "no reason recorded")
         raise UserError(f"study '{name}' has no completed trials: all {len(failed)} finished trials failed "
                         f"(last, trial {failed[-1].number}: {last})")
-    counts = Counter(_state(t) for t in trials)
+    counts = Counter(state_of(t) for t in trials)
     said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     raise UserError(f"study '{name}' has no completed trials yet ({said}); "
                     f"run `explore search --study {name}` to train some")
-
-
-def _state(t) -> str:
-    if t.state == States.PRUNED and "rejected" in t.user_attrs:
-        return "rejected"
-    if t.state == States.PRUNED and "replaced" in t.user_attrs:
-        return "replaced"
-    return t.state.name.lower()
 
 
 def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops", png: Path | None = None,
@@ -86,155 +84,10 @@ def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops"
 # ---------------------------------------------------------------------------- hypervolume
 
 
-def hypervolume(pts: list[tuple[float, float]], budget: float) -> float:
-    """The area dominated by (accuracy, FLOPs) points, up to the reference point (accuracy 0, FLOPs = budget),
-    as a fraction of the box [0, 1] x [0, budget]."""
-    inside = sorted((f, a) for a, f in pts if f <= budget and a > 0)
-    area, best = 0.0, 0.0
-    steps = []
-    for f, a in inside:
-        if a > best:
-            steps.append((f, a))
-            best = a
-    for (f, a), nxt in zip(steps, [s[0] for s in steps[1:]] + [budget]):
-        area += a * (nxt - f)
-    return area / budget if budget else 0.0
-
-
-def hypervolume_history(pts: list[pareto.Point], budget: float) -> tuple[list[int], list[float]]:
-    """Trial numbers in order and the hypervolume of the completed trials up to each."""
-    numbers, values, seen = [], [], []
-    for p in sorted(pts, key=lambda p: p.number):
-        seen.append((p.accuracy, p.flops))
-        numbers.append(p.number)
-        values.append(hypervolume(seen, budget))
-    return numbers, values
-
-
 # ---------------------------------------------------------------------------- genotype diffs
 
 
-def _compact(value: Any) -> Any:
-    """A document without its unset (null) fields, for display."""
-    if isinstance(value, dict):
-        return {k: _compact(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    return value
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    if isinstance(value, (dict, list)):
-        text = json.dumps(_compact(value), separators=(",", ":"))
-    else:
-        text = json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def diff(old: Any, new: Any, path: str = "") -> list[str]:
-    """A compact recursive diff of two documents: `stages[2].blocks[0].repeat: 6 → 3` per changed field,
-    `+ path: value` for what only `new` has, `- path: value` for what only `old` has."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in list(old) + [k for k in new if k not in old]:
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in new:
-                out.append(f"- {sub}: {_short(old[key])}")
-            elif key not in old:
-                out.append(f"+ {sub}: {_short(new[key])}")
-            else:
-                out += diff(old[key], new[key], sub)
-        return out
-    if isinstance(old, list) and isinstance(new, list):
-        out = []
-        for i in range(max(len(old), len(new))):
-            sub = f"{path}[{i}]"
-            if i >= len(new):
-                out.append(f"- {sub}: {_short(old[i])}")
-            elif i >= len(old):
-                out.append(f"+ {sub}: {_short(new[i])}")
-            else:
-                out += diff(old[i], new[i], sub)
-        return out
-    if old != new:
-        return [f"{path}: {_short(old, 40)} → {_short(new, 40)}"]
-    return []
-
-
-def genotype_diff(nearest: str, genotype: dict) -> list[str]:
-    """How a genotype differs from a named one (labels `name`, `resolution` and `classes` aside)."""
-    skip = {"name", "resolution", "classes"}
-    old = {k: v for k, v in named(nearest).model_dump(mode="json").items() if k not in skip}
-    new = {k: v for k, v in space.load(genotype).model_dump(mode="json").items() if k not in skip}
-    return diff(old, new)
-
-
 # ---------------------------------------------------------------------------- figures
-
-
-def hypervolume_figure(pts, budget: float):
-    import plotly.graph_objects as go
-    numbers, values = hypervolume_history(pts, budget)
-    fig = go.Figure(go.Scatter(x=numbers, y=values, mode="lines+markers", line=dict(shape="hv"), name="hypervolume",
-                               hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"))
-    fig.update_layout(title="Hypervolume over trials (reference point: accuracy 0, FLOPs = budget; "
-                            "fraction of that box)",
-                      xaxis=dict(title="trial"), yaxis=dict(title="hypervolume", rangemode="tozero"),
-                      template="plotly_white", height=360)
-    return fig
-
-
-STATE_COLOURS = {"complete": "#2ca02c", "rejected": "#aaaaaa", "replaced": "#c7b8e0", "fail": "#d62728",
-                 "running": "#1f77b4", "pruned": "#ff7f0e", "waiting": "#dddddd"}
-
-
-def _reason(t) -> str:
-    if "pruned_at_epoch" in t.user_attrs:
-        return f"stopped early (--prune) at epoch {t.user_attrs['pruned_at_epoch']}"
-    return t.user_attrs.get("rejected") or t.user_attrs.get("fail_reason") or t.user_attrs.get("replaced") or ""
-
-
-def timeline_figure(trials):
-    """One segment per trial from its start to its end (now, while it runs), coloured by state."""
-    import plotly.graph_objects as go
-    now = datetime.now()
-    fig = go.Figure()
-    by_state: dict[str, list] = {}
-    for t in trials:
-        if t.datetime_start is None:
-            continue
-        by_state.setdefault(_state(t), []).append(t)
-    for state in STATE_COLOURS:
-        rows = by_state.get(state, [])
-        if not rows:
-            continue
-        xs, ys, text = [], [], []
-        for t in rows:
-            end = t.datetime_complete or now
-            seconds = (end - t.datetime_start).total_seconds()
-            family = t.user_attrs.get("family") or ""
-            label = f"trial {t.number}: {state}" + (f", {family}" if family else "") + f", {seconds:.1f} s"
-            if t.user_attrs.get("reference"):
-                label += f"<br>reference: {html.escape(t.user_attrs['reference'])}"
-            if _reason(t):
-                label += f"<br>{html.escape(_reason(t))}"
-            xs += [t.datetime_start.isoformat(), end.isoformat(), None]
-            ys += [t.number, t.number, None]
-            text += [label, label, None]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"{state} ({len(rows)})",
-                                 line=dict(color=STATE_COLOURS[state], width=6),
-                                 marker=dict(color=STATE_COLOURS[state], size=5),
-                                 hovertext=text, hoverinfo="text"))
-    fig.update_layout(title="Timeline of trials (start to end, by state)", template="plotly_white", height=420,
-                      xaxis=dict(title="time", type="date"), yaxis=dict(title="trial"), hovermode="closest")
-    return fig
-
-
-def graph_figure(g, resolution: int, num_classes: int = 1000):
-    """The deployed network as a layered graph of ops (space.graph), sized to sit inside the report."""
-    fig = space.graph.figure(space.to_graph(g, resolution, num_classes))
-    fig.update_layout(width=None, height=min(4000, fig.layout.height), margin=dict(t=50))
-    return fig
 
 
 # ---------------------------------------------------------------------------- the page
@@ -460,7 +313,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
     edfs = _edf_section(pts, by, figs)
     figs["timeline"] = timeline_figure(trials)
     graphs = _graphs(front, settings, figs)
-    counts = Counter(_state(t) for t in trials)
+    counts = Counter(state_of(t) for t in trials)
     settings_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
                             for k, v in _settings_rows(study, settings, url, pts))
     hv = hypervolume([(p.accuracy, p.flops) for p in pts], settings.budget)

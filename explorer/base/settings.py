@@ -109,6 +109,7 @@ VAL_FRACTION = 0.1
 
 SAMPLERS = ("nsga2", "tpe", "random", "nsga3", "gp")
 SCORES = ("synflow", "naswot", "snip", "grad_norm", "params")  # zero-cost scores, explorer.trial.scores
+SCORE_BATCH = 64  # images in a zero-cost score's minibatch
 PRUNERS = ("none", "pareto")
 HEARTBEAT = (60, 120)  # seconds: a running trial's heartbeat interval, and the grace before it is failed
 

@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 
 from ..base.budget import format_flops
 from ..base.errors import UserError
-from ..scaleout.claim import WorkerStopped, claimed, install_signal_handlers
+from ..scaleout.claim import claimed
+from ..scaleout.signals import WorkerStopped, install_signal_handlers
 from ..search import objective
 from ..search.study import make_sampler
 from ..studies.progress import SearchProgress

@@ -14,7 +14,7 @@ from ..analysis import pareto
 from ..base.budget import format_flops, parse_count, parse_flops
 from ..base.errors import UserError
 from ..base.settings import FLAGS, HEARTBEAT, Recipe, Settings, default_proxy_resolution
-from ..scaleout import claim
+from ..scaleout import claim, signals
 from ..search import objective
 from ..search.study import open_study, refuse_other_settings, resolve_space
 from ..studies.progress import SearchProgress
@@ -191,17 +191,17 @@ def train_study(study, url: str, settings: Settings, device: str, data_dir: Path
     else:
         ctx = ctx or prepare(settings, device, data_dir)
         done = len(completed(study))
-        old = claim.install_signal_handlers()
+        old = signals.install_signal_handlers()
         try:
             with SearchProgress(settings.trials, done, rejected_count(study), console) as progress:
                 try:
                     objective.run(study, ctx, progress)
                 except KeyboardInterrupt:
                     _stopped(130, console)
-                except claim.WorkerStopped:
+                except signals.WorkerStopped:
                     _stopped(143, console)
         finally:
-            claim.restore_signal_handlers(old)
+            signals.restore_signal_handlers(old)
     held = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             if claim.claimed(t)]
     target = settings_of(study).trials

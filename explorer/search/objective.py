@@ -133,7 +133,8 @@ class Objective:
         except (KeyboardInterrupt, UserError, optuna.TrialPruned):
             raise
         except Exception as e:  # noqa: BLE001 - any failure is recorded and the study goes on
-            reason = "out of memory" if "out of memory" in str(e) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            first = str(e).splitlines()[0] if str(e) else ""
+            reason = "out of memory" if "out of memory" in str(e) else f"{type(e).__name__}: {first}"
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
             self._fail(trial, reason)
         finally:

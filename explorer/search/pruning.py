@@ -22,8 +22,9 @@ from typing import Iterable
 
 import optuna
 
-PRUNERS = ("none", "pareto")
-DEFAULT_K = 2
+from ..base.settings import Settings
+
+DEFAULT_K = Settings.prune_k
 
 
 class PrunedAtEpoch(optuna.TrialPruned):

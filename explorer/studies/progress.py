@@ -89,7 +89,7 @@ class SearchProgress:
             self.best = (accuracy, int(flops), trial.number)
         self._refresh()
 
-    # hooks for several workers (explorer.workers) ----------------------------------
+    # hooks for several workers (explorer.commands.pool) ----------------------------------
     def waiting(self, held: list[int]) -> None:
         """Every remaining slot is held by a trial running in another worker."""
         self.current = (f"waiting: trial{'s' if len(held) > 1 else ''} {', '.join(map(str, held))} "

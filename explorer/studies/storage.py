@@ -30,7 +30,7 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None):
     """An Optuna storage for the URL; foreign or corrupt SQLite files are refused, never touched.
 
     `heartbeat` = (interval, grace) seconds turns on heartbeats for database storages: a running trial
-    without one for the grace period is failed and retried once (see explorer.workers).
+    without one for the grace period is failed and retried once (see explorer.scaleout.claim).
     """
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
@@ -44,7 +44,7 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None):
             storage = optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
         except OSError as e:
             raise UserError(f"--storage: can't open {url}: {e.strerror}") from None
-        storage.explore_journal_path = path  # the claim lock of explorer.workers lives next to it
+        storage.explore_journal_path = path  # the claim lock of explorer.scaleout.claim lives next to it
         return storage
     kwargs = {}
     if heartbeat:

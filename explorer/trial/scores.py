@@ -43,11 +43,11 @@ from torch import nn
 import space
 from space.ops import ACTIVATIONS
 
-from ..base.settings import SCORES
+from ..base.settings import SCORE_BATCH, SCORES
 from .trainer import normalisation, normalise, split_output
 
-SCORE_BATCH = 64        # images per score minibatch, as in `explore score`
 _RECTIFIERS = tuple(ACTIVATIONS.values())
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 # --------------------------------------------------------------------------- data
@@ -76,7 +76,7 @@ def synflow(model: nn.Module, input_shape: tuple[int, ...], per_layer: bool = Fa
     net = copy.deepcopy(model)
     for name, module in list(net.named_modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            if isinstance(child, BATCH_NORMS):
                 setattr(module, child_name, nn.Identity())
     net = net.double().eval()
     with torch.no_grad():

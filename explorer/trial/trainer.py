@@ -7,7 +7,7 @@ synchronises with the device only at the end of an epoch (one divergence
 check, one accuracy read-out).  The same code path runs on CPU and GPU.
 
 The data argument is duck-typed: any object with the attributes of
-``explorer.data.Splits`` (``train_x, train_y, val_x, val_y, mean, std, flip``)
+``explorer.trial.data.Splits`` (``train_x, train_y, val_x, val_y, mean, std, flip``)
 works, which keeps this module free of imports beyond torch and the stdlib.
 """
 
@@ -212,58 +212,18 @@ def train(
     threads, which follows the machine's load unless OMP_NUM_THREADS pins it).
     """
     start = time.perf_counter()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    else:
-        set_cpu_threads()
-
-    steps_per_epoch = len(data.train_y) // recipe.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(data.train_y)} training images")
-    total_steps = recipe.epochs * steps_per_epoch
-
-    # Everything the loop touches is put on the device once, up front.
-    model.to(device=device, memory_format=torch.channels_last)
-    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
-    val_x, val_y = data.val_x.to(device), data.val_y.to(device)
-    scale, shift = normalisation(data, device)
-    generator = torch.Generator(device=device).manual_seed(recipe.seed)
-    optimizer = _make_optimizer(model, recipe)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-
+    run = _set_up(model, data, recipe, device)
     history: list[float] = []
     train_seconds = 0.0
-    step = 0
     for epoch in range(1, recipe.epochs + 1):
         epoch_start = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)  # stays on device: no sync per step
-        batches = _batches(
-            train_x, train_y, recipe.batch_size, scale, shift, recipe.crop_padding, bool(data.flip), generator
-        )
-        for x, y in batches:
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.peak_lr * lr_factor(step, total_steps, recipe.schedule)
-            with _autocast(device):
-                logits, aux = split_output(model(x))
-                loss = criterion(logits, y)
-                for aux_logits in aux:
-                    loss = loss + AUX_WEIGHT * criterion(aux_logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            step += 1
-        if not torch.isfinite(loss_sum):  # the epoch's one host sync for training
-            raise Diverged(f"training loss became non-finite in epoch {epoch}")
+        _train_epoch(model, run, recipe, epoch)
         train_seconds += time.perf_counter() - epoch_start
-
-        val_acc = _evaluate(model, val_x, val_y, scale, shift, device, batch_size=1024)
+        val_acc = _evaluate(model, run.val_x, run.val_y, run.scale, run.shift, device, batch_size=1024)
         history.append(val_acc)
         if on_epoch is not None:
             on_epoch(epoch, val_acc)
-
-    images = recipe.epochs * steps_per_epoch * recipe.batch_size
+    images = recipe.epochs * run.steps_per_epoch * recipe.batch_size
     return Result(
         val_accuracy=history[-1],
         history=history,
@@ -272,6 +232,63 @@ def train(
         train_images_per_s=images / train_seconds if train_seconds > 0 else float("inf"),
         device=str(device),
     )
+
+
+@dataclass
+class _Run:
+    """What one training run's loop touches, put on the device once, up front."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    scale: torch.Tensor
+    shift: torch.Tensor
+    flip: bool
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    steps_per_epoch: int
+    step: int = 0
+
+
+def _set_up(model: nn.Module, data, recipe: Recipe, device: torch.device) -> _Run:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    else:
+        set_cpu_threads()
+    steps_per_epoch = len(data.train_y) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(data.train_y)} training images")
+    model.to(device=device, memory_format=torch.channels_last)
+    scale, shift = normalisation(data, device)
+    return _Run(data.train_x.to(device), data.train_y.to(device), data.val_x.to(device), data.val_y.to(device),
+                scale, shift, bool(data.flip), torch.Generator(device=device).manual_seed(recipe.seed),
+                _make_optimizer(model, recipe), nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+                steps_per_epoch)
+
+
+def _train_epoch(model: nn.Module, run: _Run, recipe: Recipe, epoch: int) -> None:
+    """One pass over the training split; Diverged if its loss isn't finite (the epoch's one host sync)."""
+    model.train()
+    total_steps = recipe.epochs * run.steps_per_epoch
+    device = run.train_x.device
+    loss_sum = torch.zeros((), device=device)  # stays on device: no sync per step
+    for x, y in _batches(run.train_x, run.train_y, recipe.batch_size, run.scale, run.shift, recipe.crop_padding,
+                         run.flip, run.generator):
+        for group in run.optimizer.param_groups:
+            group["lr"] = recipe.peak_lr * lr_factor(run.step, total_steps, recipe.schedule)
+        with _autocast(device):
+            logits, aux = split_output(model(x))
+            loss = run.criterion(logits, y)
+            for aux_logits in aux:
+                loss = loss + AUX_WEIGHT * run.criterion(aux_logits, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += loss.detach()
+        run.step += 1
+    if not torch.isfinite(loss_sum):
+        raise Diverged(f"training loss became non-finite in epoch {epoch}")
 
 
 def evaluate(

@@ -53,7 +53,8 @@ def train_genotype(g: space.Genotype, dataset: str, recipe: Recipe, resolution: 
 
 
 def state_with_meta(model: torch.nn.Module, meta: Trained) -> dict:
-    """The model's state_dict on the CPU, contiguous, with `meta` in its _metadata."""
+    """The model's state_dict on the CPU, contiguous, with `meta` in its `_metadata`: the attribute
+    every state_dict carries for module versions, which torch.save keeps and torch.load restores."""
     state = model.state_dict()
     for key, value in state.items():
         state[key] = value.detach().to("cpu").contiguous()
