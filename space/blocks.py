@@ -13,15 +13,19 @@ input on almost unchanged, as the paper recommends for deep highway nets.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import schema as S
-from .cost import Cost, conv_size
+from .cost import conv_size
 from .errors import GenotypeError
+from .head import Head
 from .ops import Branch, Branches, Context, stride_of
+from .trace import Recorder, Shape, Trace
 
 
 HIGHWAY_GATE_BIAS = -2.0  # Srivastava et al. suggest -1 to -3; sigmoid(-2) = 0.12
@@ -49,17 +53,26 @@ def _shortcut(spec: S.Block, c_in: int, c_out: int, stride: int, ctx: Context) -
     return nn.Sequential(OrderedDict(layers))
 
 
-def _shortcut_complexity(spec: S.Block, c: int, c_out: int, stride: int, h_out: int, w_out: int,
-                         ctx: Context, cost: Cost) -> None:
+def _shortcut_complexity(spec: S.Block, shape: Shape, out: Shape, stride: int, t: Trace, path: str) -> None:
+    """The projection where the shape changes (none where it doesn't)."""
+    c, c_out, h_out, w_out = shape[0], *out
     if c == c_out and stride == 1:
         return
     if spec.shortcut == "pad":
         if c_out < c:
             raise GenotypeError("shortcut", f"pad can't shrink {c} to {c_out} channels; use conv-norm")
+        t.step("shortcut", f"{path}.shortcut", shape, out, stride=stride, role="shortcut",
+               shortcut="pad")
         return
-    cost.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
-    if spec.shortcut == "conv-norm":
-        ctx.norm_cost(cost, c_out, h_out, w_out)
+    mark = t.mark()
+    t.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
+    t.step("conv", f"{path}.shortcut", shape, out, mark, kernel=1, stride=stride, groups=1,
+           role="shortcut", order="c")
+    if spec.shortcut == "conv-norm" and t.ctx.norm != "none":
+        t.goto(t.cursor(), "shortcut")
+        mark = t.mark()
+        t.ctx.norm_cost(t, c_out, h_out, w_out)
+        t.step("norm", f"{path}.shortcut", out, out, mark, role="shortcut", norm=t.ctx.norm)
 
 
 def _gate(c_in: int, c_out: int, stride: int) -> nn.Conv2d:
@@ -69,8 +82,61 @@ def _gate(c_in: int, c_out: int, stride: int) -> nn.Conv2d:
     return gate
 
 
-def _gate_complexity(c: int, c_out: int, h_out: int, w_out: int, cost: Cost) -> None:
-    cost.conv(c, c_out, 1, 1, 1, True, h_out, w_out)  # the sigmoid and the mixing are free (fvcore)
+def _gate_complexity(shape: Shape, out: Shape, t: Trace, path: str) -> None:
+    """The gate's 1x1 conv; its sigmoid and the mixing are free (fvcore)."""
+    mark = t.mark()
+    t.conv(shape[0], out[0], 1, 1, 1, True, out[1], out[2])
+    t.step("conv", f"{path}.gate", shape, out, mark, kernel=1, groups=1, role="gate", order="c")
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016) on one residual branch, drawn per batch as in the paper: in
+    training the block skips its branch with probability 1 - survival; in evaluation the branch is scaled
+    by survival, its expected contribution. Deciding before the branch runs spares its compute (and its
+    norm statistics) when it is dropped. space.network.stochastic_depth sets the survivals."""
+
+    def __init__(self, survival: float = 1.0):
+        super().__init__()
+        self.survival = survival
+
+    def skips(self) -> bool:
+        return self.training and self.survival < 1.0 and float(torch.rand(())) >= self.survival
+
+    def scale(self) -> float:
+        return 1.0 if self.training else self.survival
+
+    def bypass(self, shortcut: torch.Tensor, act: nn.Module | None) -> torch.Tensor:
+        """The block's output without its branch: what it would give for a zero branch."""
+        return shortcut if act is None else act(shortcut)
+
+    def extra_repr(self) -> str:
+        return f"survival={self.survival:g}"
+
+
+class Lesion(nn.Module):
+    """A deleted residual branch (Veit et al. 2016) in the block's DropPath place, see `lesioned`: the
+    block returns shortcut(x), exactly its input x for an identity shortcut (no activation after it)."""
+    survival = 0.0
+
+    def skips(self) -> bool:
+        return True
+
+    def bypass(self, shortcut: torch.Tensor, act: nn.Module | None) -> torch.Tensor:
+        return shortcut
+
+
+@contextmanager
+def lesioned(blocks: Iterable["Block"]) -> Iterator[None]:
+    """The residual blocks' branches deleted while inside (a test-time lesion), restored afterwards."""
+    blocks = list(blocks)
+    kept = [block.drop_path for block in blocks]
+    for block in blocks:
+        block.drop_path = Lesion()
+    try:
+        yield
+    finally:
+        for block, drop_path in zip(blocks, kept):
+            block.drop_path = drop_path
 
 
 class Block(Branches):
@@ -87,28 +153,27 @@ class Block(Branches):
             self.shortcut = _shortcut(spec, c_in, c, stride, ctx)
             if spec.skip == "highway":
                 self.gate = _gate(c_in, c, stride)
+            else:
+                self.drop_path = DropPath()
         elif spec.skip == "dense":
             c += c_in
         self.act = ctx.act_layer() if spec.act else None
         self.c_out = c
         self.aux = None  # attached by the stage to the last repetition
-        # Residual blocks only. `lesioned` deletes the residual branch at test time (Veit et al. 2016):
-        # the block returns shortcut(x), exactly x for an identity shortcut. `survival` is the stochastic
-        # depth probability p_l (Huang et al. 2016): in training the whole branch is dropped for a batch
-        # with probability 1 - p_l; in evaluation the branch is scaled by p_l. See space.network.stochastic_depth.
-        self.lesioned = False
-        self.survival = 1.0
+
+    @property
+    def survival(self) -> float:
+        """The probability the branch runs in a training step (1 without a residual skip)."""
+        return self.drop_path.survival if self.skip == "residual" else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.skip == "residual" and (self.lesioned or (
-                self.training and self.survival < 1.0 and float(torch.rand(())) >= self.survival)):
-            y = self.shortcut(x)  # the branch is deleted (lesion) or dropped for this batch (stochastic depth)
-            return y if self.lesioned or self.act is None else self.act(y)
+        if self.skip == "residual" and self.drop_path.skips():
+            return self.drop_path.bypass(self.shortcut(x), self.act)
         y = self.post(super().forward(x))
         if self.gamma is not None:
             y = y * self.gamma.view(1, -1, 1, 1)
         if self.skip == "residual":
-            scale = self.scale if self.training else self.scale * self.survival
+            scale = self.scale * self.drop_path.scale()
             y = self.shortcut(x) + (y if scale == 1.0 else y * scale)
         elif self.skip == "highway":
             t = torch.sigmoid(self.gate(x))
@@ -118,71 +183,117 @@ class Block(Branches):
         return self.act(y) if self.act is not None else y
 
     @staticmethod
-    def complexity(spec: S.Block, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
-        c_out, h_out, w_out = Branches.complexity(spec, c, h, w, ctx, cost, first)
+    def complexity(spec: S.Block, c: int, h: int, w: int, t: Trace, first: bool = True, path: str = ""):
+        """Mirrors the constructor: branches, post, layer scale, then the skip (its own steps) and the act."""
+        src = t.cursor()
+        out = Branches.complexity(spec, c, h, w, t, first, path, ".merge")
         if spec.post:
             try:
-                c_out, h_out, w_out = Branch.complexity(spec.post, c_out, h_out, w_out, ctx, cost, first)
+                out = Branch.complexity(spec.post, *out, t, first, f"{path}.post")
             except GenotypeError as e:
                 raise e.within("post") from None
-        if spec.skip == "dense":
-            if (h_out, w_out) != (h, w):
-                raise GenotypeError("skip", f"a dense block must keep the {h}x{w} map size (got {h_out}x{w_out}); "
-                                    "downsample in a transition block")
-            return c + c_out, h, w
         if spec.layer_scale is not None:
-            cost.params += c_out  # gamma; its multiply is free (fvcore)
-        if spec.skip in ("residual", "highway"):
-            stride = stride_of(spec.branches[0] + spec.post, first)
-            if (h_out, w_out) != (conv_size(h, 1, stride, 0), conv_size(w, 1, stride, 0)):
-                raise GenotypeError("skip", f"the branch maps {h}x{w} to {h_out}x{w_out}, which a stride-{stride} "
-                                    "shortcut can't follow; pad the convs to keep the size")
-            _shortcut_complexity(spec, c, c_out, stride, h_out, w_out, ctx, cost)
-            if spec.skip == "highway":
-                _gate_complexity(c, c_out, h_out, w_out, cost)
-        return c_out, h_out, w_out
+            mark = t.mark()
+            t.params += out[0]  # gamma; its multiply is free (fvcore)
+            t.step("scale", f"{path}.layer_scale", out, out, mark, role="layer_scale", init=spec.layer_scale)
+        out = _skip_complexity(spec, (c, h, w), out, t, first, path, src)
+        if spec.act:
+            t.step("act", f"{path}.act", out, out, act=t.ctx.act)
+        return out
+
+
+def _skip_complexity(spec: S.Block, shape: Shape, out: Shape, t: Trace, first: bool, path: str, src) -> Shape:
+    """The dense concat, or the residual add or highway mix with its shortcut (and gate) read from `src`."""
+    (c, h, w), (c_out, h_out, w_out) = shape, out
+    if spec.skip == "dense":
+        if (h_out, w_out) != (h, w):
+            raise GenotypeError("skip", f"a dense block must keep the {h}x{w} map size (got {h_out}x{w_out}); "
+                                "downsample in a transition block")
+        out = (c + c_out, h, w)
+        t.join("concat", f"{path}.skip", shape, out, [src, t.cursor()], ["dense", "data"], role="dense", inputs=2)
+        return out
+    if spec.skip not in ("residual", "highway"):
+        return out
+    stride = stride_of(spec.branches[0] + spec.post, first)
+    if (h_out, w_out) != (conv_size(h, 1, stride, 0), conv_size(w, 1, stride, 0)):
+        raise GenotypeError("skip", f"the branch maps {h}x{w} to {h_out}x{w_out}, which a stride-{stride} "
+                            "shortcut can't follow; pad the convs to keep the size")
+    y = t.cursor()
+    t.goto(src, "shortcut")
+    _shortcut_complexity(spec, shape, out, stride, t, path)
+    short = t.cursor()
+    if spec.skip == "highway":
+        t.goto(src, "shortcut")
+        _gate_complexity(shape, out, t, path)
+        t.join("gate", f"{path}.skip", out, out, [t.cursor(), short, y], ["shortcut", "shortcut", "data"],
+               role="highway", inputs=3, scale=spec.scale)
+    else:
+        t.join("add", f"{path}.skip", out, out, [short, y], ["shortcut", "data"], role="residual", inputs=2,
+               scale=spec.scale)
+    return out
 
 
 class Stage(nn.Sequential):
-    """A stage's blocks, each Block spec unrolled `repeat` times."""
+    """A stage's blocks, each Block spec unrolled `repeat` times; an auxiliary head on the last repetition
+    of a block that asks for one, built at the shape the trace recorded there."""
 
-    def __init__(self, spec: S.Stage, shape: tuple[int, int, int], ctx: Context, num_classes: int, make_head):
+    def __init__(self, spec: S.Stage, c_in: int, ctx: Context, num_classes: int, trace: Recorder, path: str):
         super().__init__()
+        c = c_in
         for i, block_spec in enumerate(spec.blocks):
             for r in range(block_spec.repeat):
-                block = Block(block_spec, shape[0], ctx, first=r == 0)
-                shape = Block.complexity(block_spec, *shape, ctx, Cost(), r == 0)
-                name = f"block{i}" if block_spec.repeat == 1 else f"block{i}_{r}"
-                self.add_module(name, block)
+                block = Block(block_spec, c, ctx, first=r == 0)
+                c = block.c_out
+                self.add_module(f"block{i}" if block_spec.repeat == 1 else f"block{i}_{r}", block)
             if block_spec.aux is not None:
-                block.aux = make_head(block_spec.aux, shape, ctx, num_classes)
-        self.shape = shape
+                block.aux = Head(block_spec.aux, c, ctx, num_classes, trace, f"{path}.blocks[{i}].aux")
+        self.c_out = c
 
     @staticmethod
-    def complexity(spec: S.Stage, c: int, h: int, w: int, ctx: Context, cost: Cost, head_params):
+    def complexity(spec: S.Stage, c: int, h: int, w: int, t: Trace, num_classes: int, path: str) -> Shape:
+        shape = (c, h, w)
         for i, block_spec in enumerate(spec.blocks):
+            block_path = f"{path}.blocks[{i}]"
             try:
-                c, h, w = Block.complexity(block_spec, c, h, w, ctx, cost, True)
+                shape = Block.complexity(block_spec, *shape, t, True, block_path)
+                t.shape(block_path, shape)
                 if block_spec.repeat > 1:
-                    c, h, w = _repeat_complexity(block_spec, c, h, w, ctx, cost)
+                    shape = _repeat_complexity(block_spec, shape, t, block_path)
                 if block_spec.aux is not None:
-                    try:
-                        cost.params += head_params(block_spec.aux, c, h, w, ctx)  # aux heads only train
-                    except GenotypeError as e:
-                        raise e.within("aux") from None
+                    _aux_complexity(block_spec.aux, shape, t, num_classes, f"{block_path}.aux")
             except GenotypeError as e:
                 raise e.within(f"blocks[{i}]") from None
-        return c, h, w
-
-
-def _repeat_complexity(spec: S.Block, c: int, h: int, w: int, ctx: Context, cost: Cost):
-    """Repetitions 2..n: a shape-keeping repetition costs the same each time, so count it once."""
-    one = Cost()
-    shape = Block.complexity(spec, c, h, w, ctx, one, False)
-    if shape == (c, h, w):
-        cost.add(one, spec.repeat - 1)
         return shape
-    cost.add(one)
-    for _ in range(spec.repeat - 2):
-        shape = Block.complexity(spec, *shape, ctx, cost, False)
+
+
+def _repeat_complexity(spec: S.Block, shape: Shape, t: Trace, path: str) -> Shape:
+    """Repetitions 2..n, stride 1. A summing trace counts a shape-keeping repetition once and multiplies
+    (it costs the same each time); a recorder walks each one, `path#r`, as the graph shows them."""
+    start = 1
+    if not t.records:
+        one = Trace(t.ctx)
+        out = Block.complexity(spec, *shape, one, False, path)
+        if out == shape:
+            t.add(one, spec.repeat - 1)
+            return out
+        t.add(one)
+        shape, start = out, 2
+    for r in range(start, spec.repeat):
+        shape = Block.complexity(spec, *shape, t, False, f"{path}#{r}")
+        t.shape(f"{path}#{r}", shape)
     return shape
+
+
+def _aux_complexity(spec: S.Head, shape: Shape, t: Trace, num_classes: int, path: str) -> None:
+    """An auxiliary head reads the block's output over an `aux` edge and only trains: its params count,
+    its FLOPs and activations don't (an eval-mode network skips it), so they are taken back out."""
+    flops, acts, back = t.flops, t.acts, t.cursor()
+    t.goto(back, "aux")
+    t.aux = True
+    try:
+        Head.complexity(spec, *shape, t, num_classes, path)
+    except GenotypeError as e:
+        raise e.within("aux") from None
+    t.aux = False
+    t.flops, t.acts = flops, acts
+    t.goto(back)

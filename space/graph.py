@@ -7,12 +7,10 @@ merges, channel splits, residual adds, highway gates, layer scales, dense
 concatenations, the head and auxiliary heads, between one `input` and one
 `output` node. Edges are data flow.
 
-Each node's FLOPs (multiply-adds, fvcore convention), params and activations
-come from the op class's own `complexity()` run into a fresh `Cost` (or from
-`Cost`'s own conv / batch-norm / linear formulas where `Block.complexity` and
-`Head.complexity` use them directly), so the nodes sum exactly to
-`space.complexity`. Auxiliary heads only run in training: their nodes carry
-their params and zero FLOPs and activations, as `space.complexity` counts them.
+The nodes are the steps of the genotype's trace (space.trace), with their
+FLOPs (multiply-adds, fvcore convention), params and activations; `space.complexity`
+sums the same walk, so the nodes sum exactly to it. Auxiliary heads only run
+in training: their nodes carry their params and zero FLOPs and activations.
 
 The HTML export is a self-contained plotly page rather than a graphviz SVG:
 graphviz's `dot` binary is not a Python dependency and isn't installed on CI,
@@ -30,214 +28,22 @@ from typing import Any
 import networkx as nx
 
 from . import schema as S
-from .cost import NORM_FLOPS, Cost
-from .network import complexity
-from .ops import OPS, Context, _hw, _stride, groups_of, merge_shapes, split_sizes, stride_of
+from .network import trace
+from .ops import Context, as_pair, stride_at, groups_of
 from .resolve import load
+from .trace import Step
 
 FORMATS = ("dot", "graphml", "json", "html")
-
-# Node attributes every node carries (None where they don't apply).
-_COMMON = ("type", "label", "path", "stage", "kernel", "stride", "groups", "in_channels", "out_channels",
-           "shape", "flops", "params", "acts")
-
-
-class _Builder:
-    def __init__(self, g: S.Genotype, ctx: Context, num_classes: int):
-        self.g, self.ctx, self.num_classes = g, ctx, num_classes
-        self.graph = nx.DiGraph()
-        self.count = 0
-
-    # ------------------------------------------------------------------ primitives
-
-    def node(self, type: str, label: str, path: str, stage: str | None, c_in: int | None,
-             shape: tuple[int, int, int], cost: Cost | None = None, aux: bool = False,
-             node_id: str | None = None, **attrs: Any) -> str:
-        if node_id is None:
-            self.count += 1
-            node_id = f"n{self.count}"
-        flops, params, acts = cost.as_tuple() if cost is not None else (0, 0, 0)
-        if aux:  # auxiliary heads only train: params count, FLOPs and activations don't
-            flops, acts = 0, 0
-        data = dict(type=type, label=label, path=path, stage=stage, kernel=None, stride=None, groups=None,
-                    in_channels=c_in, out_channels=shape[0], shape=list(shape),
-                    flops=flops, params=params, acts=acts)
-        data.update(attrs)
-        if aux:
-            data["aux"] = True
-        self.graph.add_node(node_id, **data)
-        return node_id
-
-    def edge(self, u: str, v: str, kind: str = "data") -> None:
-        self.graph.add_edge(u, v, kind=kind)
-
-    # ------------------------------------------------------------------ ops and branches
-
-    def ops(self, ops: list, src: str, shape: tuple, path: str, stage: str | None, first: bool,
-            aux: bool = False, kind: str = "data") -> tuple[str, tuple]:
-        """A sequence of ops from `src`; returns the last node and its shape."""
-        for i, spec in enumerate(ops):
-            p = f"{path}[{i}]"
-            if isinstance(spec, S.Branches):
-                src, shape = self.branches(spec, src, shape, f"{p}.branches", p, stage, first, aux, kind)
-            else:
-                cost = Cost()
-                out = OPS[type(spec)].complexity(spec, *shape, self.ctx, cost, first)
-                attrs = _op_attrs(spec, shape[0], first, self.ctx)
-                node = self.node(spec.op, _op_label(spec, attrs, out, self.ctx), p, stage, shape[0], out, cost,
-                                 aux, **attrs)
-                self.edge(src, node, kind)
-                src, shape = node, out
-            kind = "data"
-        return src, shape
-
-    def branches(self, spec, src: str, shape: tuple, path: str, merge_path: str,
-                 stage: str | None, first: bool, aux: bool = False, kind: str = "data") -> tuple[str, tuple]:
-        """A Branches op or a Block's branches: an optional channel split, the branches, their merge."""
-        c, h, w = shape
-        sizes = split_sizes(spec.split, c, len(spec.branches))
-        if spec.split is not None:
-            node = self.node("split", "split " + "/".join(map(str, sizes)), f"{merge_path}.split", stage, c, shape,
-                             aux=aux, role="split", sizes=sizes)
-            self.edge(src, node, kind)
-            src, kind = node, "data"
-        outs = [self.ops(ops, src, (c_i, h, w), f"{path}[{i}]", stage, first, aux, kind)
-                for i, (ops, c_i) in enumerate(zip(spec.branches, sizes))]
-        if len(outs) == 1:
-            return outs[0]
-        merge = spec.merge
-        merged = merge_shapes([s for _, s in outs], merge, "branches")
-        node = self.node("concat" if merge == "concat" else "add", merge, merge_path, stage, shape[0], merged,
-                         aux=aux, role="branches", inputs=len(outs))
-        for out, _ in outs:
-            self.edge(out, node)
-        return node, merged
-
-    # ------------------------------------------------------------------ blocks
-
-    def block(self, spec: S.Block, src: str, shape: tuple, path: str, stage: str, first: bool) -> tuple[str, tuple]:
-        """Mirrors Block.complexity: branches, merge, post, layer scale, then the skip and the activation."""
-        c, h, w = shape
-        y, y_shape = self.branches(spec, src, shape, f"{path}.branches", f"{path}.merge", stage, first)
-        y, (c_out, h_out, w_out) = self.ops(spec.post, y, y_shape, f"{path}.post", stage, first)
-        out = (c_out, h_out, w_out)
-        if spec.layer_scale is not None:
-            cost = Cost(params=c_out)
-            node = self.node("scale", f"layer scale {spec.layer_scale:g}", f"{path}.layer_scale", stage, c_out, out,
-                             cost, role="layer_scale", init=spec.layer_scale)
-            self.edge(y, node)
-            y = node
-        if spec.skip == "dense":
-            out = (c + c_out, h, w)
-            node = self.node("concat", "dense concat", f"{path}.skip", stage, c, out, role="dense", inputs=2)
-            self.edge(src, node, "dense")
-            self.edge(y, node)
-            y = node
-        elif spec.skip in ("residual", "highway"):
-            short = self.shortcut(spec, src, c, out, stride_of(spec.branches[0] + spec.post, first), path, stage)
-            scale = "" if spec.scale == 1.0 else f" x{spec.scale:g}"
-            if spec.skip == "highway":  # the same call as Block.complexity's _gate_complexity
-                cost = Cost()
-                cost.conv(c, c_out, 1, 1, 1, True, h_out, w_out)
-                gate = self.node("conv", f"gate conv 1x1 {c_out} + sigmoid", f"{path}.gate", stage, c, out, cost,
-                                 kernel=1, groups=1, role="gate", order="c")
-                self.edge(src, gate, "shortcut")
-                node = self.node("gate", "highway" + scale, f"{path}.skip", stage, c_out, out, role="highway",
-                                 inputs=3, scale=spec.scale)
-                self.edge(gate, node, "shortcut")
-            else:
-                node = self.node("add", "add" + scale, f"{path}.skip", stage, c_out, out, role="residual", inputs=2,
-                                 scale=spec.scale)
-            self.edge(short, node, "shortcut")
-            self.edge(y, node)
-            y = node
-        if spec.act:
-            node = self.node("act", self.ctx.act, f"{path}.act", stage, out[0], out, act=self.ctx.act)
-            self.edge(y, node)
-            y = node
-        return y, out
-
-    def shortcut(self, spec: S.Block, src: str, c: int, out: tuple, stride: int, path: str, stage: str) -> str:
-        """The projection where the shape changes: the same calls, in the same order, as _shortcut_complexity."""
-        c_out, h_out, w_out = out
-        if c == c_out and stride == 1:
-            return src
-        if spec.shortcut == "pad":
-            short = self.node("shortcut", f"pad shortcut /{stride}" if stride > 1 else "pad shortcut",
-                              f"{path}.shortcut", stage, c, out, stride=stride, role="shortcut", shortcut="pad")
-            self.edge(src, short, "shortcut")
-            return short
-        cost = Cost()
-        cost.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
-        short = self.node("conv", f"conv 1x1/{stride} {c_out}" if stride > 1 else f"conv 1x1 {c_out}",
-                          f"{path}.shortcut", stage, c, out, cost, kernel=1, stride=stride, groups=1,
-                          role="shortcut", order="c")
-        self.edge(src, short, "shortcut")
-        if spec.shortcut == "conv-norm" and self.ctx.norm != "none":
-            cost = Cost()
-            self.ctx.norm_cost(cost, c_out, h_out, w_out)
-            norm = self.node("norm", _norm_label(self.ctx.norm), f"{path}.shortcut", stage, c_out, out, cost,
-                             role="shortcut", norm=self.ctx.norm)
-            self.edge(short, norm, "shortcut")
-            short = norm
-        return short
-
-    # ------------------------------------------------------------------ head
-
-    def head(self, spec: S.Head, src: str, shape: tuple, path: str, stage: str, aux: bool = False) -> str:
-        """Mirrors network.Head: ops, adaptive pool, [linear, act, dropout] per hidden layer, dropout, classifier."""
-        kind = "aux" if aux else "data"
-        src, (c, h, w) = self.ops(spec.ops, src, shape, f"{path}.ops", stage, True, aux, kind)
-        kind = kind if not spec.ops else "data"
-        if spec.pool != "none":
-            pool = S.AdaptivePool(op="adaptive_pool", type=spec.pool, output=spec.size)
-            cost = Cost()
-            out = OPS[S.AdaptivePool].complexity(pool, c, h, w, self.ctx, cost)
-            node = self.node("adaptive_pool", f"{spec.pool}pool ->{spec.size}x{spec.size}", f"{path}.pool", stage,
-                             c, out, cost, aux, pool=spec.pool, output=spec.size)
-            self.edge(src, node, kind)
-            src, (c, h, w), kind = node, out, "data"
-        n = c * h * w
-        for k, width in enumerate(spec.hidden):
-            src = self.linear(n, width, src, f"{path}.hidden[{k}]", stage, aux, kind)
-            node = self.node("act", self.ctx.act, f"{path}.hidden[{k}]", stage, width, (width, 1, 1), aux=aux,
-                             act=self.ctx.act)
-            self.edge(src, node)
-            if spec.norm != "none":
-                cost = Cost()
-                cost.norm(width, 1, 1, NORM_FLOPS[spec.norm])
-                norm = self.node("norm", _norm_label(spec.norm), f"{path}.norm", stage, width, (width, 1, 1), cost,
-                                 aux, norm=spec.norm)
-                self.edge(node, norm)
-                node = norm
-            drop = self.node("dropout", f"dropout {spec.dropout:g}", f"{path}.dropout", stage, width, (width, 1, 1),
-                             aux=aux, p=spec.dropout)
-            self.edge(node, drop)
-            src, n, kind = drop, width, "data"
-        if not spec.hidden and spec.dropout:
-            drop = self.node("dropout", f"dropout {spec.dropout:g}", f"{path}.dropout", stage, n, (n, 1, 1),
-                             aux=aux, p=spec.dropout)
-            self.edge(src, drop, kind)
-            src, kind = drop, "data"
-        return self.linear(n, self.num_classes, src, path, stage, aux, kind, role="classifier")
-
-    def linear(self, n_in: int, n_out: int, src: str, path: str, stage: str, aux: bool, kind: str,
-               role: str = "hidden") -> str:
-        cost = Cost()
-        cost.linear(n_in, n_out)
-        node = self.node("linear", f"fc {n_in}->{n_out}", path, stage, n_in, (n_out, 1, 1), cost, aux, role=role)
-        self.edge(src, node, kind)
-        return node
 
 
 def _op_attrs(spec, c_in: int, first: bool, ctx: Context) -> dict:
     """Display attributes of a leaf op: kernel (int, or [h, w] when not square), effective stride, groups, ..."""
     attrs: dict[str, Any] = {}
     if hasattr(spec, "kernel"):
-        kh, kw = _hw(spec.kernel)
+        kh, kw = as_pair(spec.kernel)
         attrs["kernel"] = kh if kh == kw else [kh, kw]
     if hasattr(spec, "stride"):
-        attrs["stride"] = _stride(spec, first)
+        attrs["stride"] = stride_at(spec, first)
     if isinstance(spec, S.Conv):
         attrs.update(groups=groups_of(spec, c_in), order=spec.order)
     elif isinstance(spec, S.Sep):
@@ -284,7 +90,7 @@ def _op_label(spec, attrs: dict, out: tuple, ctx: Context) -> str:
 
 def to_graph(genotype, resolution: int | None = None, num_classes: int | None = None,
              in_channels: int = 3) -> nx.DiGraph:
-    """The genotype unrolled into a DAG of ops, input -> ... -> output.
+    """The genotype unrolled into a DAG of ops, input -> ... -> output: its trace with edges.
 
     Node ids are short strings ('in', 'n1', 'n2', ..., 'out'). Every node has
     `type`, `label`, `path` (the genotype field; repetitions r >= 1 of a block
@@ -298,36 +104,68 @@ def to_graph(genotype, resolution: int | None = None, num_classes: int | None = 
     """
     g = load(genotype)
     num_classes = num_classes or g.classes
-    total = complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
-    res = total.resolution
-    ctx = Context(g)
-    b = _Builder(g, ctx, num_classes)
-    b.graph.graph.update(name=g.name or "genotype", resolution=res, num_classes=num_classes,
-                         in_channels=in_channels, flops=total.flops, params=total.params, acts=total.acts)
-    shape = (in_channels, res, res)
-    src = b.node("input", f"input {in_channels}x{res}x{res}", "", None, None, shape, node_id="in")
-    src, shape = b.ops(g.stem, src, shape, "stem", "stem", True)
-    for i, stage in enumerate(g.stages):
-        name = stage.name or f"stage{i}"
-        for j, spec in enumerate(stage.blocks):
-            path = f"stages[{i}].blocks[{j}]"
-            for r in range(spec.repeat):
-                src, shape = b.block(spec, src, shape, path + (f"#{r}" if r else ""), name, r == 0)
-            if spec.aux is not None:
-                logits = b.head(spec.aux, src, shape, f"{path}.aux", name, aux=True)
-                b.graph.graph.setdefault("_aux", []).append(logits)
-    logits = b.head(g.head, src, shape, "head", "head")
-    out = b.node("output", f"output {num_classes}", "", None, num_classes, (num_classes, 1, 1), node_id="out")
-    b.edge(logits, out)
-    for aux_logits in b.graph.graph.pop("_aux", []):
-        b.edge(aux_logits, out, "aux")  # training returns (logits, aux logits)
+    t = trace(g, resolution, num_classes, in_channels)
+    in_channels, res, _ = t.shapes["input"]
+    graph = nx.DiGraph(name=g.name or "genotype", resolution=res, num_classes=num_classes,
+                       in_channels=in_channels, flops=t.flops, params=t.params, acts=t.acts)
+    graph.add_node("in", **_node("input", f"input {in_channels}x{res}x{res}", "", None, None, t.shapes["input"]))
+    ids = [f"n{k}" for k in range(1, len(t.steps) + 1)]
+    for node, step in zip(ids, t.steps):
+        graph.add_node(node, **_step_node(step, t.ctx))
+        for src, kind in step.sources:
+            graph.add_edge("in" if src is None else ids[src], node, kind=kind)
+    graph.add_node("out", **_node("output", f"output {num_classes}", "", None, num_classes, (num_classes, 1, 1)))
+    graph.add_edge(ids[-1], "out", kind="data")  # the walk ends at the main head's classifier
+    for k, step in enumerate(t.steps):
+        if step.aux and step.attrs.get("role") == "classifier":
+            graph.add_edge(ids[k], "out", kind="aux")  # training returns (logits, aux logits)
+    return graph
 
-    sums = tuple(sum(d[k] for _, d in b.graph.nodes(data=True)) for k in ("flops", "params", "acts"))
-    if sums != (total.flops, total.params, total.acts):
-        raise RuntimeError(f"space.graph node costs {sums} drifted from space.complexity "
-                           f"{(total.flops, total.params, total.acts)}; "
-                           "space/graph.py must mirror Block/Head.complexity")
-    return b.graph
+
+def _node(type: str, label: str, path: str, stage: str | None, c_in: int | None, shape: tuple,
+          flops: int = 0, params: int = 0, acts: int = 0, **attrs: Any) -> dict:
+    """A node's attributes: the common ones every node carries (None where they don't apply), then its own."""
+    data = dict(type=type, label=label, path=path, stage=stage, kernel=None, stride=None, groups=None,
+                in_channels=c_in, out_channels=shape[0], shape=list(shape), flops=flops, params=params, acts=acts)
+    data.update(attrs)
+    return data
+
+
+def _step_node(step: Step, ctx: Context) -> dict:
+    attrs = dict(step.attrs)
+    if step.spec is not None:
+        attrs.update(_op_attrs(step.spec, step.shape_in[0], step.first, ctx))
+    data = _node(step.type, _label(step, attrs, ctx), step.path, step.stage, step.shape_in[0], step.shape,
+                 step.flops, step.params, step.acts, **attrs)
+    if step.aux:
+        data["aux"] = True
+    return data
+
+
+def _label(step: Step, attrs: dict, ctx: Context) -> str:
+    """What a node shows: the op as its spec says, or the structure around the ops, by role and type."""
+    if step.spec is not None:
+        return _op_label(step.spec, attrs, step.shape, ctx)
+    role, c_in, c_out = attrs.get("role"), step.shape_in[0], step.shape[0]
+    scale = "" if attrs.get("scale", 1.0) == 1.0 else f" x{attrs['scale']:g}"
+    stride = f"/{attrs['stride']}" if attrs.get("stride", 1) > 1 else ""
+    if step.type == "norm":
+        return _norm_label(attrs["norm"])
+    if step.type == "act":
+        return ctx.act
+    if step.type == "dropout":
+        return f"dropout {attrs['p']:g}"
+    if step.type == "linear":
+        return f"fc {c_in}->{c_out}"
+    if role == "shortcut":
+        return f"pad shortcut {stride}".rstrip() if step.type == "shortcut" else f"conv 1x1{stride} {c_out}"
+    return {"split": lambda: "split " + "/".join(map(str, attrs["sizes"])),
+            "branches": lambda: "concat" if step.type == "concat" else "sum",
+            "layer_scale": lambda: f"layer scale {attrs['init']:g}",
+            "dense": lambda: "dense concat",
+            "gate": lambda: f"gate conv 1x1 {c_out} + sigmoid",
+            "highway": lambda: "highway" + scale,
+            "residual": lambda: "add" + scale}[role]()
 
 
 # ============================================================================ export
@@ -508,7 +346,7 @@ def _hover(n: str, d: dict) -> str:
 
 def figure(graph: nx.DiGraph):
     """The graph as a layered plotly network: ops coloured by type, sized by FLOPs, hover for each op's cost."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazy: plotly is heavy, and only the HTML export needs it
 
     lay = layout(graph)
     pos = lay.pos

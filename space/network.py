@@ -1,7 +1,8 @@
 """The whole network, stem -> stages -> head, and its analytic complexity.
 
-`build` and `complexity` walk the genotype the same way; `complexity` never
-builds a module, so a search can price thousands of candidates a second.
+`complexity` sums the genotype's trace (space.trace) without building a
+module, so a search can price thousands of candidates a second; `build`
+records the trace and sizes its modules from the shapes in it.
 """
 from __future__ import annotations
 
@@ -13,77 +14,15 @@ import torch
 from torch import nn
 
 from . import schema as S
-from .blocks import Stage
-from .cost import NORM_FLOPS, Cost
+from .blocks import Block, DropPath, Stage
 from .errors import GenotypeError
+from .head import Head
 from .ops import Branch, Context
 from .resolve import load
+from .trace import Recorder, Trace
 
 
 MAX_BUILD_PARAMS = 1_000_000_000  # a valid document can describe more than memory holds; build() refuses it
-
-
-class Head(nn.Module):
-    """ops -> adaptive pool -> flatten -> [linear, act, (layer norm), dropout] per hidden layer -> dropout
-    -> classifier."""
-
-    def __init__(self, spec: S.Head, shape: tuple[int, int, int], ctx: Context, num_classes: int):
-        super().__init__()
-        self.ops = Branch(spec.ops, shape[0], ctx)
-        c, h, w = Branch.complexity(spec.ops, *shape, ctx, Cost())
-        pool = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}.get(spec.pool)
-        self.pool = pool(spec.size) if pool else nn.Identity()
-        n = c * spec.size * spec.size if pool else c * h * w
-        layers: list[nn.Module] = [nn.Flatten()]
-        for width in spec.hidden:
-            layers += [nn.Linear(n, width), ctx.act_layer()]
-            if spec.norm == "layer":
-                layers.append(nn.LayerNorm(width, eps=ctx.eps))
-            layers.append(nn.Dropout(spec.dropout))
-            n = width
-        if not spec.hidden and spec.dropout:
-            layers.append(nn.Dropout(spec.dropout))
-        layers.append(nn.Linear(n, num_classes))
-        self.classifier = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.ops(x)))
-
-    def reset(self, num_classes: int) -> None:
-        """A fresh classifier for `num_classes` (0: none, the head then ends at its pre-logits)."""
-        fc = self.classifier[-1]
-        n = fc.in_features if isinstance(fc, nn.Linear) else fc.n
-        self.classifier[-1] = nn.Linear(n, num_classes) if num_classes else _PreLogits(n)
-
-    @staticmethod
-    def complexity(spec: S.Head, c: int, h: int, w: int, ctx: Context, cost: Cost, num_classes: int):
-        try:
-            c, h, w = Branch.complexity(spec.ops, c, h, w, ctx, cost)
-        except GenotypeError as e:
-            raise e.within("ops") from None
-        if spec.pool == "avg":
-            cost.flops += c * h * w
-        n = c * h * w if spec.pool == "none" else c * spec.size * spec.size
-        for width in spec.hidden:
-            cost.linear(n, width)
-            if spec.norm != "none":
-                cost.norm(width, 1, 1, NORM_FLOPS[spec.norm])
-            n = width
-        cost.linear(n, num_classes)
-
-
-class _PreLogits(nn.Identity):
-    """What a reset to 0 classes leaves in the classifier's place: remembers its width for a later reset."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-
-
-def _head_params(spec: S.Head, c: int, h: int, w: int, ctx: Context, num_classes: int) -> int:
-    cost = Cost()
-    Head.complexity(spec, c, h, w, ctx, cost, num_classes)
-    return cost.params
 
 
 class FeatureInfo(list):
@@ -103,25 +42,25 @@ class Network(nn.Module):
     """The genotype as a module, with timm's conventions: forward_features, forward_head(pre_logits),
     reset_classifier, num_features and feature_info (one entry per stage)."""
 
-    def __init__(self, g: S.Genotype, num_classes: int = 1000, in_channels: int = 3, resolution: int | None = None):
+    def __init__(self, g: S.Genotype, trace: Recorder, num_classes: int = 1000):
+        """`trace`: the genotype's recorded trace (see `trace`), whose shapes size the stages and heads."""
         super().__init__()
         ctx = Context(g)
         self.genotype = g
         self.num_classes = num_classes
-        size = resolution or g.resolution
+        in_channels, size, _ = trace.shapes["input"]
         self.stem = Branch(g.stem, in_channels, ctx)
-        shape = Branch.complexity(g.stem, in_channels, size, size, ctx, Cost())
+        c = self.stem.c_out
         self.stages = nn.Sequential()
         self.feature_info = FeatureInfo()
         for i, spec in enumerate(g.stages):
-            stage = Stage(spec, shape, ctx, num_classes, Head)
+            stage = Stage(spec, c, ctx, num_classes, trace, f"stages[{i}]")
             name = spec.name or f"stage{i}"
             self.stages.add_module(name, stage)
-            shape = stage.shape
-            self.feature_info.append(dict(num_chs=shape[0], reduction=_reduction(size, shape[1]),
-                                          module=f"stages.{name}"))
-        self.head = Head(g.head, shape, ctx, num_classes)
-        self.num_features = Branch.complexity(g.head.ops, *shape, ctx, Cost())[0]
+            c, h, _ = trace.shapes[f"stages[{i}]"]
+            self.feature_info.append(dict(num_chs=c, reduction=_reduction(size, h), module=f"stages.{name}"))
+        self.head = Head(g.head, c, ctx, num_classes, trace, "head")
+        self.num_features = trace.shapes["head.ops"][0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """stem -> stages -> the head's ops: the feature map before pooling (auxiliary heads skipped)."""
@@ -210,45 +149,71 @@ class Complexity:
 
 def complexity(g: S.Genotype, resolution: int | None = None, num_classes: int | None = None,
                in_channels: int = 3, breakdown: bool = True) -> Complexity:
-    """FLOPs (multiply-adds), params and activations from the genotype alone.
+    """FLOPs (multiply-adds), params and activations from the genotype alone: the sum of its trace.
 
     Resolution and classes default to the genotype's canonical ones."""
+    g, resolution, num_classes = _defaults(g, resolution, num_classes)
+    t = Trace(Context(g))
+    ends = _walk(g, t, resolution, num_classes, in_channels)
+    parts, mark = [], (0, 0, 0)
+    for name, blocks, (c, h, w), totals in ends if breakdown else ():
+        parts.append(Part(name, blocks, c, (h, w), *(now - then for now, then in zip(totals, mark))))
+        mark = totals
+    return Complexity(t.flops, t.params, t.acts, resolution, parts)
+
+
+def trace(g, resolution: int | None = None, num_classes: int | None = None, in_channels: int = 3,
+          partial: bool = False) -> Recorder:
+    """The genotype's recorded trace: `.steps`, one Step per op (path, spec, shapes, cost, sources), and
+    `.shapes`, the shape after the input, stem, each block repetition, stage and head's ops, by path.
+    Its totals (`.flops`, `.params`, `.acts`) are `complexity`'s, and it raises GenotypeError as that does;
+    with `partial`, it keeps what it traced up to the error instead, the error in `.error`."""
+    g, resolution, num_classes = _defaults(g, resolution, num_classes)
+    t = Recorder(Context(g))
+    try:
+        _walk(g, t, resolution, num_classes, in_channels)
+    except GenotypeError as e:
+        if not partial:
+            raise
+        t.error = e
+    return t
+
+
+def _defaults(g, resolution: int | None, num_classes: int | None) -> tuple[S.Genotype, int, int]:
     g = load(g)
     resolution = g.resolution if resolution is None else resolution
     num_classes = g.classes if num_classes is None else num_classes
     S.check_range("resolution", resolution)
     S.check_range("classes", num_classes)
-    ctx = Context(g)
-    cost = Cost()
-    parts: list[Part] = []
-    c, h, w = in_channels, resolution, resolution
-    mark = (0, 0, 0)
+    return g, resolution, num_classes
 
-    def close(name: str, blocks: int) -> None:
-        nonlocal mark
-        if breakdown:
-            f, p, a = cost.as_tuple()
-            parts.append(Part(name, blocks, c, (h, w), f - mark[0], p - mark[1], a - mark[2]))
-            mark = (f, p, a)
 
+def _walk(g: S.Genotype, t: Trace, resolution: int, num_classes: int, in_channels: int) -> list:
+    """stem -> stages -> head through `t`; returns (name, blocks, shape, totals) at the end of each part."""
+    shape = (in_channels, resolution, resolution)
+    t.shape("input", shape)
+    t.stage = "stem"
     try:
-        c, h, w = Branch.complexity(g.stem, c, h, w, ctx, cost)
+        shape = Branch.complexity(g.stem, *shape, t, True, "stem")
     except GenotypeError as e:
         raise _vanish(e.within("stem"), resolution) from None
-    close("stem", 0)
+    t.shape("stem", shape)
+    ends = [("stem", 0, shape, t.as_tuple())]
     for i, stage in enumerate(g.stages):
+        t.stage = stage.name or f"stage{i}"
         try:
-            c, h, w = Stage.complexity(stage, c, h, w, ctx, cost,
-                                       lambda spec, c, h, w, ctx: _head_params(spec, c, h, w, ctx, num_classes))
+            shape = Stage.complexity(stage, *shape, t, num_classes, f"stages[{i}]")
         except GenotypeError as e:
             raise _vanish(e.within(f"stages[{i}]"), resolution) from None
-        close(stage.name or f"stage{i}", sum(b.repeat for b in stage.blocks))
+        t.shape(f"stages[{i}]", shape)
+        ends.append((t.stage, sum(b.repeat for b in stage.blocks), shape, t.as_tuple()))
+    t.stage = "head"
     try:
-        Head.complexity(g.head, c, h, w, ctx, cost, num_classes)
+        Head.complexity(g.head, *shape, t, num_classes, "head")
     except GenotypeError as e:
         raise _vanish(e.within("head"), resolution) from None
-    close("head", 0)
-    return Complexity(cost.flops, cost.params, cost.acts, resolution, parts)
+    ends.append(("head", 0, shape, t.as_tuple()))
+    return ends
 
 
 def _vanish(e: GenotypeError, resolution: int) -> GenotypeError:
@@ -266,17 +231,16 @@ def build(g, num_classes: int | None = None, in_channels: int = 3, resolution: i
     `resolution` matters only to heads that flatten without pooling (and to feature_info's reductions).
     `features_only` gives the stem and stages, returning the outputs of the stages in `out_indices` (all)."""
     g = load(g)
-    cx = complexity(g, resolution, num_classes, in_channels, breakdown=False)  # validates every shape first
-    if cx.params > MAX_BUILD_PARAMS:
-        raise GenotypeError("", f"{cx.params:,} parameters; build() stops at {MAX_BUILD_PARAMS:,} "
+    t = trace(g, resolution, num_classes, in_channels)  # validates every shape first
+    if t.params > MAX_BUILD_PARAMS:
+        raise GenotypeError("", f"{t.params:,} parameters; build() stops at {MAX_BUILD_PARAMS:,} "
                             f"({4 * MAX_BUILD_PARAMS / 2**30:.0f} GiB of float32 weights): narrow or shorten it")
-    net = Network(g, num_classes or g.classes, in_channels, resolution)
+    net = Network(g, t, num_classes or g.classes)
     return Features(net, out_indices) if features_only else net
 
 
-def residual_blocks(model: nn.Module) -> list:
+def residual_blocks(model: nn.Module) -> list[Block]:
     """The residual Block modules of a built network, input to output."""
-    from .blocks import Block
     return [m for m in model.modules() if isinstance(m, Block) and m.skip == "residual"]
 
 
@@ -284,7 +248,7 @@ def stochastic_depth(model: nn.Module, p_last: float | None) -> list[float]:
     """Stochastic depth (Huang et al. 2016) with the paper's linear decay rule: residual block l of L
     survives with p_l = 1 - l/L (1 - p_L), so the last one survives with p_L (0.5 in the paper).
 
-    Sets each residual block's `survival` and returns the probabilities; None or 1 turns it off.
+    Gives each residual block a DropPath of its p_l and returns the probabilities; None or 1 turns it off.
     Blocks without a residual skip are never dropped (there is no path around them)."""
     blocks = residual_blocks(model)
     p_last = 1.0 if p_last is None else float(p_last)
@@ -292,5 +256,5 @@ def stochastic_depth(model: nn.Module, p_last: float | None) -> list[float]:
         raise ValueError(f"stochastic depth: p_L must be in (0, 1], got {p_last}")
     survival = [1 - (l / len(blocks)) * (1 - p_last) for l in range(1, len(blocks) + 1)]
     for block, p in zip(blocks, survival):
-        block.survival = p
+        block.drop_path = DropPath(p)
     return survival

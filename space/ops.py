@@ -1,9 +1,12 @@
 """Ops, the leaves of a genotype: each module's complexity() sits beside its
 constructor and mirrors it call for call (the pycls discipline).
 
-complexity(spec, c, h, w, ctx, cost, first) takes the input shape, adds the
-op's cost into `cost` and returns the output shape. `first` is False for the
-repetitions of a block after its first, where strides become 1.
+A leaf's complexity(spec, c, h, w, ctx, cost, first) takes the input shape,
+adds the op's cost into `cost` and returns the output shape. `first` is False
+for the repetitions of a block after its first, where strides become 1. The
+composites' complexity() (Branch, Branches) walk their ops through a trace
+(space.trace), which calls each leaf's and records it when a graph or a build
+needs the steps.
 """
 from __future__ import annotations
 
@@ -74,15 +77,16 @@ class _NormSides(dict):
 NORM_SIDE = _NormSides()
 
 
-def _hw(value) -> tuple[int, int]:
+def as_pair(value) -> tuple[int, int]:
+    """A kernel or padding as (height, width): a square one is given as one int."""
     return value if isinstance(value, tuple) else (value, value)
 
 
 def _padding(spec) -> tuple[int, int]:
     if spec.padding is None:
-        kh, kw = _hw(spec.kernel)
+        kh, kw = as_pair(spec.kernel)
         return kh // 2, kw // 2
-    return _hw(spec.padding)
+    return as_pair(spec.padding)
 
 
 def _bias(spec, ctx: Context) -> bool:
@@ -93,7 +97,8 @@ def groups_of(spec: S.Conv, c_in: int) -> int:
     return c_in if spec.groups == "depthwise" else spec.groups
 
 
-def _stride(spec, first: bool) -> int:
+def stride_at(spec, first: bool) -> int:
+    """The op's stride in a block's first repetition; the later ones keep the map size."""
     return spec.stride if first else 1
 
 
@@ -128,7 +133,7 @@ class Conv(nn.Sequential):
     def __init__(self, spec: S.Conv, c_in: int, ctx: Context, first: bool = True):
         super().__init__()
         self.c_out = ctx.channels(spec.out, c_in)
-        conv = nn.Conv2d(c_in, self.c_out, _hw(spec.kernel), _stride(spec, first), _padding(spec),
+        conv = nn.Conv2d(c_in, self.c_out, as_pair(spec.kernel), stride_at(spec, first), _padding(spec),
                          groups=groups_of(spec, c_in), bias=_bias(spec, ctx))
         _named_sequential(self, _wrap(spec.order, [("conv", conv)], c_in, self.c_out, ctx))
 
@@ -157,7 +162,7 @@ class Sep(nn.Sequential):
     def __init__(self, spec: S.Sep, c_in: int, ctx: Context, first: bool = True):
         super().__init__()
         self.c_out = ctx.channels(spec.out, c_in)
-        core = [("depthwise", nn.Conv2d(c_in, c_in, _hw(spec.kernel), _stride(spec, first), _padding(spec),
+        core = [("depthwise", nn.Conv2d(c_in, c_in, as_pair(spec.kernel), stride_at(spec, first), _padding(spec),
                                         groups=c_in, bias=False))]
         for letter in spec.mid:
             core.append(("mid_norm", ctx.norm_layer(c_in)) if letter == "n" else ("mid_act", ctx.act_layer()))
@@ -167,7 +172,7 @@ class Sep(nn.Sequential):
     @staticmethod
     def complexity(spec: S.Sep, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
         c_out = ctx.channels(spec.out, c)
-        (kh, kw), (ph, pw), s = _hw(spec.kernel), _padding(spec), _stride(spec, first)
+        (kh, kw), (ph, pw), s = as_pair(spec.kernel), _padding(spec), stride_at(spec, first)
         h_out, w_out = conv_size(h, kh, s, ph), conv_size(w, kw, s, pw)
         _check_fits(h, w, h_out, w_out, s, f"{kh}x{kw}")
         if ctx.has_norm(spec.order) and spec.order.index("n") < spec.order.index("c"):
@@ -189,14 +194,14 @@ class Pool(nn.Sequential):
     def __init__(self, spec: S.Pool, c_in: int, ctx: Context, first: bool = True):
         super().__init__()
         self.c_out = c_in
-        args = (spec.kernel, _stride(spec, first), _pool_padding(spec))
+        args = (spec.kernel, stride_at(spec, first), _pool_padding(spec))
         pool = (nn.MaxPool2d(*args, ceil_mode=spec.ceil) if spec.type == "max" else
                 nn.AvgPool2d(*args, ceil_mode=spec.ceil, count_include_pad=spec.count_include_pad))
         self.add_module("pool", pool)
 
     @staticmethod
     def complexity(spec: S.Pool, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
-        args = (spec.kernel, _stride(spec, first), _pool_padding(spec), spec.ceil)
+        args = (spec.kernel, stride_at(spec, first), _pool_padding(spec), spec.ceil)
         h_out, w_out = pool_size(h, *args), pool_size(w, *args)
         _check_fits(h, w, h_out, w_out, args[1], f"{spec.kernel}x{spec.kernel} pool")
         return c, h_out, w_out  # fvcore counts no pooling FLOPs
@@ -299,19 +304,32 @@ class Branches(nn.Module):
         return torch.cat(ys, dim=1) if self.concat else torch.stack(ys).sum(0)
 
     @staticmethod
-    def complexity(spec: S.Branches, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+    def complexity(spec: S.Branches, c: int, h: int, w: int, t, first: bool = True, path: str = "",
+                   merge: str = ""):
+        """`t` is the trace (space.trace); `path` the field the branches hang from, `path + merge` their merge's."""
         if len(spec.branches) == 1 and spec.split is None:
             try:
-                return Branch.complexity(spec.branches[0], c, h, w, ctx, cost, first)
+                return Branch.complexity(spec.branches[0], c, h, w, t, first,
+                                         f"{path}.branches[0]" if t.records else path)
             except GenotypeError as e:
                 raise e.within("branches[0]") from None
-        shapes = []
-        for i, (ops, c_i) in enumerate(zip(spec.branches, split_sizes(spec.split, c, len(spec.branches)))):
+        sizes = split_sizes(spec.split, c, len(spec.branches))
+        merge_path = path + merge
+        if spec.split is not None:
+            t.step("split", f"{merge_path}.split", (c, h, w), (c, h, w), role="split", sizes=sizes)
+        src, shapes, ends = t.cursor(), [], []
+        for i, (ops, c_i) in enumerate(zip(spec.branches, sizes)):
+            t.goto(src)
             try:
-                shapes.append(Branch.complexity(ops, c_i, h, w, ctx, cost, first))
+                shapes.append(Branch.complexity(ops, c_i, h, w, t, first, f"{path}.branches[{i}]"))
             except GenotypeError as e:
                 raise e.within(f"branches[{i}]") from None
-        return merge_shapes(shapes, spec.merge, "branches")
+            ends.append(t.cursor())
+        merged = merge_shapes(shapes, spec.merge, "branches")
+        if len(shapes) > 1:
+            t.join("concat" if spec.merge == "concat" else "add", merge_path, (c, h, w), merged, ends,
+                   role="branches", inputs=len(shapes))
+        return merged
 
 
 def merge_shapes(shapes: list[tuple[int, int, int]], merge: str, field: str) -> tuple[int, int, int]:
@@ -339,10 +357,17 @@ class Branch(nn.Sequential):
         self.c_out = c
 
     @staticmethod
-    def complexity(ops: list, c: int, h: int, w: int, ctx: Context, cost: Cost, first: bool = True):
+    def complexity(ops: list, c: int, h: int, w: int, t, first: bool = True, path: str = ""):
+        ctx, records = t.ctx, t.records
         for i, spec in enumerate(ops):
             try:
-                c, h, w = OPS[type(spec)].complexity(spec, c, h, w, ctx, cost, first)
+                if spec.__class__ is S.Branches:
+                    c, h, w = Branches.complexity(spec, c, h, w, t, first, f"{path}[{i}]")
+                    t.goto(t.cursor(), "data")
+                elif records:
+                    c, h, w = t.op(spec, c, h, w, first, f"{path}[{i}]")
+                else:  # the search's hot path: a summing trace needs no path, so skip t.op and its f-string
+                    c, h, w = OPS[spec.__class__].complexity(spec, c, h, w, ctx, t, first)
             except GenotypeError as e:
                 raise e.within(f"[{i}]") from None
         return c, h, w

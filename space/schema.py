@@ -419,7 +419,7 @@ def _first_error(e: ValidationError) -> GenotypeError:
         if isinstance(key, str) and (key.startswith("op=") or key in _TYPE_NAMES or "[" in key):
             continue  # a union member pydantic names in the location, not a field
         path = join(path, key)
-    kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
+    kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "extra_forbidden":
         field = path.rsplit(".", 1)[-1]
         model = _model_at(err["loc"][:-1])

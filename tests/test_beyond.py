@@ -21,7 +21,7 @@ from explorer.search import objective as search
 from explorer.search import pruning
 from explorer.trial import data as datasets
 from explorer.trial.trainer import Result
-from space.blocks import Block
+from space.blocks import Block, lesioned
 from space.network import residual_blocks, stochastic_depth
 from space.sampling import FixedSource, load_space, sample
 
@@ -253,11 +253,10 @@ def test_a_deleted_identity_block_passes_its_input_through(digits8):
     x = torch.randn(4, 1, 8, 8)
     before = model(x)
     assert not torch.equal(seen["x"], seen["y"])
-    block.lesioned = True
-    lesioned = model(x)
+    with lesioned([block]):
+        deleted = model(x)
     assert torch.equal(seen["y"], seen["x"])                  # output = input of that block
-    assert not torch.equal(lesioned, before)
-    block.lesioned = False
+    assert not torch.equal(deleted, before)
     assert torch.equal(model(x), before)
 
 

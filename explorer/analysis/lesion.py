@@ -31,7 +31,7 @@ import optuna
 import torch
 
 import space
-from space.blocks import Block
+from space.blocks import Block, lesioned
 from space.graph import offline_html
 
 from ..base import files
@@ -96,13 +96,8 @@ def trained(subject: Subject, data, recipe: Recipe, stochastic_depth, device, we
 
 def accuracy_with(model, deleted: list[Block], data, device) -> float:
     """Test accuracy with the given blocks deleted; every block is restored afterwards."""
-    for block in deleted:
-        block.lesioned = True
-    try:
+    with lesioned(deleted):
         return evaluate(model, data.test_x, data.test_y, data, device)
-    finally:
-        for block in deleted:
-            block.lesioned = False
 
 
 def profile(subject: Subject, data, device) -> None:

@@ -19,11 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from space import schema as S
-from space.blocks import Block
-from space.cost import Cost
 from space.errors import GenotypeError
-from space.network import complexity
-from space.ops import Branch, Context
+from space.network import complexity, trace
 
 MIN_SIZE = 2
 
@@ -72,29 +69,56 @@ def _unstride_block(block: S.Block) -> S.Block:
 
 
 def _clamp_strides(g: S.Genotype, resolution: int, in_channels: int) -> S.Genotype:
-    ctx = Context(g)
-    try:
-        shape = Branch.complexity(g.stem, in_channels, resolution, resolution, ctx, Cost())
-    except GenotypeError:
-        g = g.model_copy(update={"stem": _unstride(g.stem)})
-        shape = Branch.complexity(g.stem, in_channels, resolution, resolution, ctx, Cost())
-    stages = []
-    for stage in g.stages:
-        blocks = []
-        for block in stage.blocks:
-            try:
-                out = Block.complexity(block, *shape, ctx, Cost(), True)
-                shrunk = min(out[1:]) < min(MIN_SIZE, min(shape[1:]))
-            except GenotypeError:
-                shrunk = True
-            if shrunk:
-                block = _unstride_block(block)
-                out = Block.complexity(block, *shape, ctx, Cost(), True)
-            for _ in range(block.repeat - 1):
-                out = Block.complexity(block, *out, ctx, Cost(), False)
-            shape = out
-            blocks.append(block)
-        stages.append(stage.model_copy(update={"blocks": blocks}))
+    """Rule 3 (and rule 2 where the stem alone is too much), from the input on: unstride the first part
+    whose map the trace shows shrinking below MIN_SIZE or vanishing, then trace again."""
+    done: set[str] = set()
+    while (path := _next_to_unstride(g, resolution, in_channels, done)) is not None:
+        done.add(path)
+        if path == "stem":
+            g = g.model_copy(update={"stem": _unstride(g.stem)})
+            continue
+        i, j = _block_at(g, path)
+        stages = list(g.stages)
+        blocks = list(stages[i].blocks)
+        blocks[j] = _unstride_block(blocks[j])
+        stages[i] = stages[i].model_copy(update={"blocks": blocks})
+        g = g.model_copy(update={"stages": stages})
+    return g
+
+
+def _next_to_unstride(g: S.Genotype, resolution: int, in_channels: int, done: set[str]) -> str | None:
+    """The path of the first part to unstride (None: none); a part unstrided once that still fails raises.
+    Auxiliary heads are left out of the trace: they never decide the map sizes."""
+    t = trace(_without_aux(g), resolution, in_channels=in_channels, partial=True)
+    shape = t.shapes.get("stem")
+    if shape is None:
+        return _or_raise("stem", done, t.error)
+    for i, stage in enumerate(g.stages):
+        for j, block in enumerate(stage.blocks):
+            path = f"stages[{i}].blocks[{j}]"
+            out = t.shapes.get(path)
+            if out is None or (path not in done and min(out[1:]) < min(MIN_SIZE, min(shape[1:]))):
+                return _or_raise(path, done, t.error)
+            shape = t.shapes.get(path if block.repeat == 1 else f"{path}#{block.repeat - 1}")
+            if shape is None:
+                raise t.error
+    return None
+
+
+def _or_raise(path: str, done: set[str], error: GenotypeError | None) -> str:
+    if path in done:
+        raise error
+    return path
+
+
+def _block_at(g: S.Genotype, path: str) -> tuple[int, int]:
+    i, j = (int(part.split("[")[1].rstrip("]")) for part in path.split("."))
+    return i, j
+
+
+def _without_aux(g: S.Genotype) -> S.Genotype:
+    stages = [s.model_copy(update={"blocks": [b.model_copy(update={"aux": None}) for b in s.blocks]})
+              for s in g.stages]
     return g.model_copy(update={"stages": stages})
 
 
