@@ -61,14 +61,18 @@ def _shortcut_complexity(spec: S.Block, shape: Shape, out: Shape, stride: int, t
     if spec.shortcut == "pad":
         if c_out < c:
             raise GenotypeError("shortcut", f"pad can't shrink {c} to {c_out} channels; use conv-norm")
-        t.step("shortcut", f"{path}.shortcut", shape, out, stride=stride, role="shortcut",
-               shortcut="pad")
+        t.step("shortcut", f"{path}.shortcut", shape, out, stride=stride, role="shortcut", shortcut="pad")
         return
     mark = t.mark()
     t.conv(c, c_out, 1, 1, 1, False, h_out, w_out)
-    t.step("conv", f"{path}.shortcut", shape, out, mark, kernel=1, stride=stride, groups=1,
-           role="shortcut", order="c")
-    if spec.shortcut == "conv-norm" and t.ctx.norm != "none":
+    norm = spec.shortcut == "conv-norm" and t.ctx.norm != "none"
+    if not t.records:  # the hot path: the conv's cost, and the norm's
+        if norm:
+            t.ctx.norm_cost(t, c_out, h_out, w_out)
+        return
+    t.step("conv", f"{path}.shortcut", shape, out, mark, kernel=1, stride=stride, groups=1, role="shortcut",
+           order="c")
+    if norm:
         t.goto(t.cursor(), "shortcut")
         mark = t.mark()
         t.ctx.norm_cost(t, c_out, h_out, w_out)
@@ -184,40 +188,44 @@ class Block(Branches):
 
     @staticmethod
     def complexity(spec: S.Block, c: int, h: int, w: int, t: Trace, first: bool = True, path: str = ""):
-        """Mirrors the constructor: branches, post, layer scale, then the skip (its own steps) and the act."""
-        src = t.cursor()
-        out = Branches.complexity(spec, c, h, w, t, first, path, ".merge")
+        """Mirrors the constructor: branches, post, layer scale, then the skip and the act."""
+        src = t.cursor() if t.records else None  # where the skip reads from (a recorder's edges only)
+        out = c_out, h_out, w_out = Branches.complexity(spec, c, h, w, t, first, path, ".merge")
         if spec.post:
             try:
-                out = Branch.complexity(spec.post, *out, t, first, f"{path}.post")
+                out = c_out, h_out, w_out = Branch.complexity(spec.post, *out, t, first, f"{path}.post")
             except GenotypeError as e:
                 raise e.within("post") from None
         if spec.layer_scale is not None:
             mark = t.mark()
-            t.params += out[0]  # gamma; its multiply is free (fvcore)
+            t.params += c_out  # gamma; its multiply is free (fvcore)
             t.step("scale", f"{path}.layer_scale", out, out, mark, role="layer_scale", init=spec.layer_scale)
-        out = _skip_complexity(spec, (c, h, w), out, t, first, path, src)
-        if spec.act:
+        if spec.skip == "dense":
+            if (h_out, w_out) != (h, w):
+                raise GenotypeError("skip", f"a dense block must keep the {h}x{w} map size (got {h_out}x{w_out}); "
+                                    "downsample in a transition block")
+            out = (c + c_out, h, w)
+            t.join("concat", f"{path}.skip", (c, h, w), out, [src, t.cursor()], ["dense", "data"], role="dense",
+                   inputs=2)
+        elif spec.skip in ("residual", "highway"):
+            stride = stride_of(spec.branches[0] + spec.post, first)
+            if (h_out, w_out) != (conv_size(h, 1, stride, 0), conv_size(w, 1, stride, 0)):
+                raise GenotypeError("skip", f"the branch maps {h}x{w} to {h_out}x{w_out}, which a stride-{stride} "
+                                    "shortcut can't follow; pad the convs to keep the size")
+            if t.records:
+                _recorded_skip(spec, (c, h, w), out, stride, t, path, src)
+            else:  # the search's hot path: the same costs, no edges to draw
+                _shortcut_complexity(spec, (c, h, w), out, stride, t, path)
+                if spec.skip == "highway":
+                    _gate_complexity((c, h, w), out, t, path)
+        if spec.act and t.records:  # free, so only a recorder needs to see it
             t.step("act", f"{path}.act", out, out, act=t.ctx.act)
         return out
 
 
-def _skip_complexity(spec: S.Block, shape: Shape, out: Shape, t: Trace, first: bool, path: str, src) -> Shape:
-    """The dense concat, or the residual add or highway mix with its shortcut (and gate) read from `src`."""
-    (c, h, w), (c_out, h_out, w_out) = shape, out
-    if spec.skip == "dense":
-        if (h_out, w_out) != (h, w):
-            raise GenotypeError("skip", f"a dense block must keep the {h}x{w} map size (got {h_out}x{w_out}); "
-                                "downsample in a transition block")
-        out = (c + c_out, h, w)
-        t.join("concat", f"{path}.skip", shape, out, [src, t.cursor()], ["dense", "data"], role="dense", inputs=2)
-        return out
-    if spec.skip not in ("residual", "highway"):
-        return out
-    stride = stride_of(spec.branches[0] + spec.post, first)
-    if (h_out, w_out) != (conv_size(h, 1, stride, 0), conv_size(w, 1, stride, 0)):
-        raise GenotypeError("skip", f"the branch maps {h}x{w} to {h_out}x{w_out}, which a stride-{stride} "
-                            "shortcut can't follow; pad the convs to keep the size")
+def _recorded_skip(spec: S.Block, shape: Shape, out: Shape, stride: int, t: Recorder, path: str, src) -> None:
+    """The residual add or highway mix, reading the branch's end and, over shortcut edges, the block's
+    input `src` through the shortcut projection (and the gate)."""
     y = t.cursor()
     t.goto(src, "shortcut")
     _shortcut_complexity(spec, shape, out, stride, t, path)
@@ -230,7 +238,6 @@ def _skip_complexity(spec: S.Block, shape: Shape, out: Shape, t: Trace, first: b
     else:
         t.join("add", f"{path}.skip", out, out, [short, y], ["shortcut", "data"], role="residual", inputs=2,
                scale=spec.scale)
-    return out
 
 
 class Stage(nn.Sequential):
@@ -253,10 +260,11 @@ class Stage(nn.Sequential):
     def complexity(spec: S.Stage, c: int, h: int, w: int, t: Trace, num_classes: int, path: str) -> Shape:
         shape = (c, h, w)
         for i, block_spec in enumerate(spec.blocks):
-            block_path = f"{path}.blocks[{i}]"
+            block_path = f"{path}.blocks[{i}]" if t.records else path  # a summing trace needs no paths
             try:
                 shape = Block.complexity(block_spec, *shape, t, True, block_path)
-                t.shape(block_path, shape)
+                if t.records:
+                    t.shape(block_path, shape)
                 if block_spec.repeat > 1:
                     shape = _repeat_complexity(block_spec, shape, t, block_path)
                 if block_spec.aux is not None:

@@ -68,7 +68,7 @@ class Head(nn.Module):
                 t.step("norm", f"{path}.norm", (width, 1, 1), (width, 1, 1), mark, norm=spec.norm)
             t.step("dropout", f"{path}.dropout", (width, 1, 1), (width, 1, 1), p=spec.dropout)
             n = width
-        if not spec.hidden and spec.dropout:
+        if not spec.hidden and spec.dropout and t.records:  # dropout is free: only a recorder needs it
             t.step("dropout", f"{path}.dropout", (n, 1, 1), (n, 1, 1), p=spec.dropout)
         _linear_complexity(n, num_classes, t, path, "classifier")
 
@@ -83,7 +83,8 @@ def _adaptive_pool(pool: str, size: int) -> S.AdaptivePool:
 def _linear_complexity(n_in: int, n_out: int, t: Trace, path: str, role: str) -> None:
     mark = t.mark()
     t.linear(n_in, n_out)
-    t.step("linear", path, (n_in, 1, 1), (n_out, 1, 1), mark, role=role)
+    if t.records:
+        t.step("linear", path, (n_in, 1, 1), (n_out, 1, 1), mark, role=role)
 
 
 class _PreLogits(nn.Identity):

@@ -317,16 +317,19 @@ class Branches(nn.Module):
         merge_path = path + merge
         if spec.split is not None:
             t.step("split", f"{merge_path}.split", (c, h, w), (c, h, w), role="split", sizes=sizes)
-        src, shapes, ends = t.cursor(), [], []
+        records, src, shapes, ends = t.records, t.cursor(), [], []
         for i, (ops, c_i) in enumerate(zip(spec.branches, sizes)):
-            t.goto(src)
+            if records:  # each branch reads the same input; a summing trace has no edges to draw
+                t.goto(src)
             try:
-                shapes.append(Branch.complexity(ops, c_i, h, w, t, first, f"{path}.branches[{i}]"))
+                shapes.append(Branch.complexity(ops, c_i, h, w, t, first,
+                                                f"{path}.branches[{i}]" if records else path))
             except GenotypeError as e:
                 raise e.within(f"branches[{i}]") from None
-            ends.append(t.cursor())
+            if records:
+                ends.append(t.cursor())
         merged = merge_shapes(shapes, spec.merge, "branches")
-        if len(shapes) > 1:
+        if len(shapes) > 1 and records:
             t.join("concat" if spec.merge == "concat" else "add", merge_path, (c, h, w), merged, ends,
                    role="branches", inputs=len(shapes))
         return merged

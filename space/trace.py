@@ -24,7 +24,8 @@ Shape = tuple[int, int, int]
 class Step:
     """One op of the unrolled network. `spec` is the genotype's op, None for the structure around it
     (merges, skips, shortcuts, the head's layers); `sources` are the steps it reads from: (step index,
-    or None for the network's input; edge kind: data, shortcut, dense or aux); `attrs` say more (role, scale, sizes, ...)."""
+    or None for the network's input; edge kind: data, shortcut, dense or aux); `first` is False in a
+    block's later repetitions, where strides are 1; `attrs` say more (role, scale, sizes, ...)."""
     type: str
     path: str
     stage: str | None
