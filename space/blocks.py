@@ -205,8 +205,9 @@ class Block(Branches):
                 raise GenotypeError("skip", f"a dense block must keep the {h}x{w} map size (got {h_out}x{w_out}); "
                                     "downsample in a transition block")
             out = (c + c_out, h, w)
-            t.join("concat", f"{path}.skip", (c, h, w), out, [src, t.cursor()], ["dense", "data"], role="dense",
-                   inputs=2)
+            if t.records:
+                t.join("concat", f"{path}.skip", (c, h, w), out, [src, t.cursor()], ["dense", "data"],
+                       role="dense", inputs=2)
         elif spec.skip in ("residual", "highway"):
             stride = stride_of(spec.branches[0] + spec.post, first)
             if (h_out, w_out) != (conv_size(h, 1, stride, 0), conv_size(w, 1, stride, 0)):

@@ -365,8 +365,9 @@ class Branch(nn.Sequential):
         for i, spec in enumerate(ops):
             try:
                 if spec.__class__ is S.Branches:
-                    c, h, w = Branches.complexity(spec, c, h, w, t, first, f"{path}[{i}]")
-                    t.goto(t.cursor(), "data")
+                    c, h, w = Branches.complexity(spec, c, h, w, t, first, f"{path}[{i}]" if records else path)
+                    if records:
+                        t.goto(t.cursor(), "data")
                 elif records:
                     c, h, w = t.op(spec, c, h, w, first, f"{path}[{i}]")
                 else:  # the search's hot path: a summing trace needs no path, so skip t.op and its f-string

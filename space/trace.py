@@ -7,6 +7,9 @@ genotypes a second; `Recorder` also keeps a `Step` per op, with the steps it
 reads from, and the shape after each stem, block and stage: `space.to_graph`
 turns the steps into nodes and edges, `build` reads its shapes from them, and the
 proxy its map sizes. Both walk the same code, so the graph and the totals can't drift.
+On the search's hot path the walk skips what only a recorder needs (edges, free
+steps such as activations, path strings) under `if t.records`; the costs come
+from the same calls either way.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ class Trace(Cost):
     records = False
 
     def __init__(self, ctx: Context):
-        super().__init__()
+        self.flops = self.params = self.acts = 0  # Cost's, set here: a stage makes one per repeated block
         self.ctx, self.stage, self.aux = ctx, None, False
 
     def op(self, spec, c: int, h: int, w: int, first: bool, path: str) -> Shape:
