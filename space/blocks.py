@@ -133,6 +133,8 @@ class Lesion(nn.Module):
 def lesioned(blocks: Iterable["Block"]) -> Iterator[None]:
     """The residual blocks' branches deleted while inside (a test-time lesion), restored afterwards."""
     blocks = list(blocks)
+    if any(block.skip != "residual" for block in blocks):
+        raise ValueError("only residual blocks can be deleted: nothing else carries the input around the branch")
     kept = [block.drop_path for block in blocks]
     for block in blocks:
         block.drop_path = Lesion()
