@@ -282,12 +282,14 @@ def _repeat_complexity(spec: S.Block, shape: Shape, t: Trace, path: str) -> Shap
     (it costs the same each time); a recorder walks each one, `path#r`, as the graph shows them."""
     start = 1
     if not t.records:
-        one = Trace(t.ctx)
-        out = Block.complexity(spec, *shape, one, False, path)
+        flops, params, acts = t.flops, t.params, t.acts
+        out = Block.complexity(spec, *shape, t, False, path)
         if out == shape:
-            t.add(one, spec.repeat - 1)
+            more = spec.repeat - 2
+            t.flops += (t.flops - flops) * more
+            t.params += (t.params - params) * more
+            t.acts += (t.acts - acts) * more
             return out
-        t.add(one)
         shape, start = out, 2
     for r in range(start, spec.repeat):
         shape = Block.complexity(spec, *shape, t, False, f"{path}#{r}")

@@ -51,13 +51,15 @@ class Head(nn.Module):
 
     @staticmethod
     def complexity(spec: S.Head, c: int, h: int, w: int, t: Trace, num_classes: int, path: str) -> None:
+        records = t.records  # a summing trace needs no paths
         try:
-            c, h, w = Branch.complexity(spec.ops, c, h, w, t, True, f"{path}.ops")
+            c, h, w = Branch.complexity(spec.ops, c, h, w, t, True, f"{path}.ops" if records else path)
         except GenotypeError as e:
             raise e.within("ops") from None
-        t.shape(f"{path}.ops", (c, h, w))
+        if records:
+            t.shape(f"{path}.ops", (c, h, w))
         if spec.pool != "none":
-            c, h, w = t.op(_adaptive_pool(spec.pool, spec.size), c, h, w, True, f"{path}.pool")
+            c, h, w = t.op(_adaptive_pool(spec.pool, spec.size), c, h, w, True, f"{path}.pool" if records else path)
         n = c * h * w
         for k, width in enumerate(spec.hidden):
             _linear_complexity(n, width, t, f"{path}.hidden[{k}]", "hidden")

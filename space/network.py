@@ -154,9 +154,10 @@ def complexity(g: S.Genotype, resolution: int | None = None, num_classes: int | 
     Resolution and classes default to the genotype's canonical ones."""
     g, resolution, num_classes = _defaults(g, resolution, num_classes)
     t = Trace(Context(g))
-    ends = _walk(g, t, resolution, num_classes, in_channels)
+    ends: list | None = [] if breakdown else None
+    _walk(g, t, resolution, num_classes, in_channels, ends)
     parts, mark = [], (0, 0, 0)
-    for name, blocks, (c, h, w), totals in ends if breakdown else ():
+    for name, blocks, (c, h, w), totals in ends or ():
         parts.append(Part(name, blocks, c, (h, w), *(now - then for now, then in zip(totals, mark))))
         mark = totals
     return Complexity(t.flops, t.params, t.acts, resolution, parts)
@@ -188,8 +189,10 @@ def _defaults(g, resolution: int | None, num_classes: int | None) -> tuple[S.Gen
     return g, resolution, num_classes
 
 
-def _walk(g: S.Genotype, t: Trace, resolution: int, num_classes: int, in_channels: int) -> list:
-    """stem -> stages -> head through `t`; returns (name, blocks, shape, totals) at the end of each part."""
+def _walk(g: S.Genotype, t: Trace, resolution: int, num_classes: int, in_channels: int,
+          ends: list | None = None) -> None:
+    """stem -> stages -> head through `t`; appends (name, blocks, shape, totals) at the end of each part
+    to `ends` when given (complexity's breakdown)."""
     shape = (in_channels, resolution, resolution)
     t.shape("input", shape)
     t.stage = "stem"
@@ -198,7 +201,8 @@ def _walk(g: S.Genotype, t: Trace, resolution: int, num_classes: int, in_channel
     except GenotypeError as e:
         raise _vanish(e.within("stem"), resolution) from None
     t.shape("stem", shape)
-    ends = [("stem", 0, shape, t.as_tuple())]
+    if ends is not None:
+        ends.append(("stem", 0, shape, t.as_tuple()))
     for i, stage in enumerate(g.stages):
         t.stage = stage.name or f"stage{i}"
         try:
@@ -206,14 +210,15 @@ def _walk(g: S.Genotype, t: Trace, resolution: int, num_classes: int, in_channel
         except GenotypeError as e:
             raise _vanish(e.within(f"stages[{i}]"), resolution) from None
         t.shape(f"stages[{i}]", shape)
-        ends.append((t.stage, sum(b.repeat for b in stage.blocks), shape, t.as_tuple()))
+        if ends is not None:
+            ends.append((t.stage, sum(b.repeat for b in stage.blocks), shape, t.as_tuple()))
     t.stage = "head"
     try:
         Head.complexity(g.head, *shape, t, num_classes, "head")
     except GenotypeError as e:
         raise _vanish(e.within("head"), resolution) from None
-    ends.append(("head", 0, shape, t.as_tuple()))
-    return ends
+    if ends is not None:
+        ends.append(("head", 0, shape, t.as_tuple()))
 
 
 def _vanish(e: GenotypeError, resolution: int) -> GenotypeError:

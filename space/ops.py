@@ -283,6 +283,9 @@ def split_sizes(split: list | None, c: int, n: int) -> list[int]:
     return sizes
 
 
+BRANCHES = S.Branches  # looked up once per op on the search's hot path
+
+
 class Branches(nn.Module):
     """Parallel branches merged by concat or sum; also the body of every block.
     With `split`, each branch reads its own slice of the input channels."""
@@ -364,7 +367,7 @@ class Branch(nn.Sequential):
         ctx, records = t.ctx, t.records
         for i, spec in enumerate(ops):
             try:
-                if spec.__class__ is S.Branches:
+                if spec.__class__ is BRANCHES:
                     c, h, w = Branches.complexity(spec, c, h, w, t, first, f"{path}[{i}]" if records else path)
                     if records:
                         t.goto(t.cursor(), "data")
