@@ -77,8 +77,8 @@ FIELD_PATH = re.compile(r"^[A-Za-z_]\w*(\[\d+\]|\.[A-Za-z_]\w*)*$")
 def design_axes(g: S.Genotype) -> dict[str, Any]:
     """A trial's design axes under stable names, stored as its user attrs so a dashboard can filter on them:
     family, depth (blocks stacked), width (channels out of the last stage), cardinality (the most groups of any
-    grouped conv; a depthwise conv counts as separable instead), growth (channels a dense block adds; 0 without one), kernels (distinct conv kernels), separable and
-    residual (any such op or block)."""
+    grouped conv; a depthwise conv counts as separable instead), growth (channels a dense block adds; 0 without
+    one), kernels (distinct conv kernels), separable and residual (any such op or block)."""
     convs = [o for o in all_ops(g) if isinstance(o, (S.Conv, S.Sep))]
     dense = [b for b in blocks(g) if b.skip == "dense"]
     return {"family": g.family or "custom", "depth": depth(g), "width": _last_channels(g),

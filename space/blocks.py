@@ -27,7 +27,6 @@ from .head import Head
 from .ops import Branch, Branches, Context, stride_of
 from .trace import Recorder, Shape, Trace
 
-
 HIGHWAY_GATE_BIAS = -2.0  # Srivastava et al. suggest -1 to -3; sigmoid(-2) = 0.12
 
 

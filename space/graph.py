@@ -29,7 +29,7 @@ import networkx as nx
 
 from . import schema as S
 from .network import trace
-from .ops import Context, as_pair, stride_at, groups_of
+from .ops import Context, as_pair, groups_of, stride_at
 from .resolve import load
 from .trace import Step
 

@@ -21,7 +21,6 @@ from .ops import Branch, Context
 from .resolve import load
 from .trace import Recorder, Trace
 
-
 MAX_BUILD_PARAMS = 1_000_000_000  # a valid document can describe more than memory holds; build() refuses it
 
 
@@ -259,7 +258,7 @@ def stochastic_depth(model: nn.Module, p_last: float | None) -> list[float]:
     p_last = 1.0 if p_last is None else float(p_last)
     if not 0 < p_last <= 1:
         raise ValueError(f"stochastic depth: p_L must be in (0, 1], got {p_last}")
-    survival = [1 - (l / len(blocks)) * (1 - p_last) for l in range(1, len(blocks) + 1)]
+    survival = [1 - (depth / len(blocks)) * (1 - p_last) for depth in range(1, len(blocks) + 1)]
     for block, p in zip(blocks, survival):
         block.drop_path = DropPath(p)
     return survival

@@ -312,8 +312,8 @@ def _check_choices(node: Any, path: str, tied: dict) -> None:
     if isinstance(node, dict) and ("choice" in node or "range" in node):
         extra = set(node) - ({"choice", "name", "labels"} if "choice" in node else {"range", "step", "log", "name"})
         if extra:
-            raise GenotypeError(join(path, sorted(map(str, extra))[0]), "unknown key in a choice; use choice/name/labels "
-                                "or range/step/log/name")
+            raise GenotypeError(join(path, sorted(map(str, extra))[0]),
+                                "unknown key in a choice; use choice/name/labels or range/step/log/name")
         if "choice" in node:
             if not isinstance(node["choice"], list) or not node["choice"]:
                 raise GenotypeError(join(path, "choice"), "must be a non-empty list of options")
@@ -327,7 +327,8 @@ def _check_choices(node: Any, path: str, tied: dict) -> None:
                 _check_choices(option, join(join(path, "choice"), i), tied)
         else:
             r = node["range"]
-            if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r) and r[0] <= r[1]):
+            numbers = isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)
+            if not (numbers and r[0] <= r[1]):
                 raise GenotypeError(join(path, "range"), "must be [low, high] numbers with low <= high")
             if node.get("log") and (r[0] <= 0 or "step" in node):
                 raise GenotypeError(join(path, "log"), "a log range needs low > 0 and no step")

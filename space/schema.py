@@ -21,8 +21,7 @@ import math
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag,
-                      ValidationError, field_validator, model_validator)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from .document import check_tree, parse_text
 from .errors import GenotypeError, join
@@ -165,7 +164,8 @@ class Conv(_Windowed):
         if isinstance(v, bool) or v <= 0:
             raise ValueError(f"{v} must be a positive channel count or fraction")
         if isinstance(v, float) and v > 8:
-            raise ValueError(f"{v} is a fraction of the input channels and must be at most 8; write an int for a channel count")
+            raise ValueError(f"{v} is a fraction of the input channels and must be at most 8; "
+                             "write an int for a channel count")
         return v
 
     @field_validator("groups")
@@ -197,7 +197,8 @@ class Sep(_Windowed):
     @classmethod
     def _mid(cls, v):
         if v not in ("", "n", "a", "na", "an"):
-            raise ValueError(f"{_show(v)} must be one of '', 'n', 'a', 'na', 'an' (norm/activation between depthwise and pointwise)")
+            raise ValueError(f"{_show(v)} must be one of '', 'n', 'a', 'na', 'an' "
+                             "(norm/activation between depthwise and pointwise)")
         return v
 
 

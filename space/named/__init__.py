@@ -50,10 +50,13 @@ def pool(kernel=3, stride=2, type="max", **fields) -> dict:
     return dict(op="pool", type=type, kernel=kernel, stride=stride, **fields)
 
 
-from . import resnet  # noqa: E402,F401  (registers on import)
+# Each registers its genotypes on import, in this order: the order `explore list` shows.
+# isort: off
+from . import resnet  # noqa: E402,F401
 from . import vgg  # noqa: E402,F401
 from . import densenet  # noqa: E402,F401
 from . import xception  # noqa: E402,F401
 from . import mobilenet  # noqa: E402,F401
 from . import inception  # noqa: E402,F401
 from . import metanext  # noqa: E402,F401
+# isort: on

@@ -232,7 +232,7 @@ def inception_v4_a() -> dict:
                  repeat=4)
 
 
-def reduction_a(k, l, m, n) -> dict:
+def reduction_a(k, l, m, n) -> dict:  # noqa: E741  (the paper's names for the filter counts)
     """35 -> 17 (Figure 7), with the paper's Table 1 filter counts k, l, m, n."""
     return block([valid(n, 3, 2)],
                  [conv(k), conv(l, 3), valid(m, 3, 2)],
