@@ -117,6 +117,7 @@ FLAG_RANGES = {
     "seed": (0, 2**32 - 1), "resolution": (1, 8192), "classes": (1, 100_000), "jobs": (1, 1024),
     "top": (0, 100_000), "random_": (0, 100_000), "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1),
     "k": (1, 1000), "draws": (1, 10_000), "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400),
+    "threads": (1, 1024), "batch": (1, 4096),
 }
 
 
@@ -243,6 +244,39 @@ def show(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JS
     table.add_row("total", str(sum(p.blocks for p in cx.parts)), "", "", f"{cx.params:,}",
                   f"{cx.flops / 1e6:,.1f}", "100%", style="bold")
     out.print(table)
+
+
+@app.command()
+@friendly
+def latency(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
+            device: str = typer.Option("cpu", help="cpu or cuda"),
+            resolution: int = typer.Option(224, "--resolution", "-r", help="input resolution"),
+            batch: int = typer.Option(1, help="images per forward pass"),
+            threads: Optional[int] = typer.Option(None, help="CPU threads [default: torch's, one per core]"),
+            no_measure: bool = typer.Option(False, "--no-measure", help="predict only; don't build and time it"),
+            as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Predicted and measured latency (ms) of one forward pass, from this device's lookup table of op latencies.
+
+    The first prediction on a device measures the ops it has not seen and fits the model (a minute or two);
+    the table is cached in ~/.cache/explore/latency/."""
+    from explorer.commands.latency import device_key, latency_report
+    g = resolve_genotype(genotype)
+    key = device_key(device, threads, batch)
+    with located(genotype):
+        report = latency_report(g, g.name or genotype, resolution, key, measured=not no_measure)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"{report['name']} at {resolution}x{resolution}, batch {batch}: slowest ops "
+                        f"(of {len(report['ops'])} distinct)")
+    for col in ("op", "kind", "runs", "ms each", "ms total"):
+        table.add_column(col, justify="left" if col in ("op", "kind") else "right", overflow="ellipsis")
+    for row in report["ops"][:12]:
+        table.add_row(row["op"], row["kind"], str(row["count"]), f"{row['ms']:.3f}", f"{row['ms'] * row['count']:.2f}")
+    out.print(table)
+    measured = "not measured" if report["measured_ms"] is None else f"measured {report['measured_ms']:.2f} ms"
+    out.print(f"{report['device']}\n{gflops(report['flops'])} GFLOPs (multiply-adds); "
+              f"predicted {report['predicted_ms']:.2f} ms, {measured}", highlight=False)
 
 
 @app.command()

@@ -1,0 +1,154 @@
+"""A lookup table of op latencies measured on this device, cached per device key.
+
+The key holds what changes a kernel's speed: the device's name, the torch version, the number of
+CPU threads, the dtype and the batch size (and the measuring method's version, so a change to it
+drops old tables). A table is one JSON file under `$XDG_CACHE_HOME/explore/latency/` (default
+`~/.cache`), named by a hash of its key and holding the key itself: a file whose key differs, or
+that can't be read, is ignored and rebuilt. Ops are measured lazily, the first time a network
+needs them, and the file is rewritten atomically (explorer/base/files.py) merged with whatever
+another process added meanwhile.
+
+A measurement is the median over `REPEATS` timed runs after `WARMUP` untimed calls; each run
+times enough back-to-back calls to last at least `MIN_RUN_S` (so a 5 µs ReLU is not lost in the
+timer's resolution), and the device is synchronised around each run on CUDA.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from ...base import files
+from .trace import Op
+
+METHOD = 3       # bump when how ops are measured changes: every cached table is then rebuilt
+WARMUP = 3
+REPEATS = 7
+MIN_RUN_S = 2e-3
+COLD_BYTES = 64 << 20  # twice a large server CPU's last-level cache: weights cycle through this much
+PROGRESS_FROM = 20  # new ops that earn a progress bar
+STDERR = Console(stderr=True)  # progress goes to stderr, so `--json` output stays clean
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cache_dir() -> Path:
+    """Shared by every project on the machine, like the dataset cache (explorer.trial.data)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "explore" / "latency"
+
+
+def device_name(device: str) -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one) or the GPU's."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+@dataclass(frozen=True)
+class DeviceKey:
+    device: str        # cpu or cuda
+    name: str          # the model name of the CPU or GPU
+    torch: str
+    threads: int
+    dtype: str = "float32"
+    batch: int = 1
+    method: int = METHOD
+
+    @classmethod
+    def here(cls, device: str = "cpu", threads: int | None = None, dtype: str = "float32",
+             batch: int = 1) -> DeviceKey:
+        """This machine's key; `threads` defaults to torch's current intra-op thread count."""
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        return cls(kind, device_name(device), torch.__version__, threads or torch.get_num_threads(), dtype, batch)
+
+    def short(self) -> str:
+        """One line for messages: `cpu AMD EPYC, 2 threads, float32, batch 1, torch 2.x`."""
+        return (f"{self.device} {self.name}, {self.threads} threads, {self.dtype}, batch {self.batch}, "
+                f"torch {self.torch}")
+
+    def file(self) -> Path:
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return cache_dir() / f"{self.device}-{digest}.json"
+
+
+def time_call(call: Callable[[], object], device: str) -> float:
+    """Median seconds per call of `call`, as the module docstring says."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(WARMUP):
+        call()
+    sync()
+    start = time.perf_counter()
+    call()
+    sync()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(MIN_RUN_S / once))
+    runs = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        for _ in range(inner):
+            call()
+        sync()
+        runs.append((time.perf_counter() - start) / inner)
+    return statistics.median(runs)
+
+
+class Table:
+    """Op key -> measured milliseconds on one device key, plus the fitted overheads (model.py)."""
+
+    def __init__(self, key: DeviceKey, path: Path | None = None):
+        self.key, self.path = key, path or key.file()
+        self.ops: dict[str, float] = {}
+        self.overhead: dict[str, float] | None = None
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # none yet, or unreadable: measured again
+        if not isinstance(data, dict) or data.get("key") != asdict(self.key):
+            return  # another device, torch, thread count or method: stale
+        self.ops.update({k: float(v) for k, v in data.get("ops", {}).items()})
+        self.overhead = self.overhead or data.get("overhead")
+
+    def save(self) -> None:
+        mine = dict(self.ops)
+        self._read()  # keep what other processes measured meanwhile
+        self.ops.update(mine)
+        text = json.dumps({"key": asdict(self.key), "overhead": self.overhead, "ops": self.ops}, indent=0)
+        files.write(self.path, text, "latency table", own=True)
+
+    def missing(self, ops: Iterable[Op]) -> dict[str, Op]:
+        return {op.key: op for op in ops if op.key not in self.ops}
+
+    def measure(self, ops: Iterable[Op]) -> int:
+        """Measure the ops not yet in the table, with a progress bar when there are many; returns how
+        many were new."""
+        new = list(self.missing(ops).values())
+        if not new:
+            return 0
+        device = torch.device(self.key.device)
+        with Progress(console=STDERR, transient=True, disable=len(new) < PROGRESS_FROM) as bar, torch.inference_mode():
+            task = bar.add_task(f"measuring {len(new)} new ops ({self.key.device})", total=len(new))
+            for op in new:
+                self.ops[op.key] = 1e3 * time_call(op.bind(device, COLD_BYTES), self.key.device)
+                bar.advance(task)
+        self.save()
+        return len(new)

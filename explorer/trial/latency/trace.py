@@ -1,0 +1,155 @@
+"""The kernels a network runs, with their shapes, found without computing anything.
+
+The network is built on PyTorch's meta device (no weights are allocated or initialised) and run once
+under a `TorchFunctionMode` that records each top-level torch call: every conv, norm, activation,
+pool, add, concat, split, permute and linear the forward pass makes, including the functional ones
+(residual adds, concatenations) that are no module of their own. A call's key names the function and
+its arguments (tensor shapes, strides where not contiguous, scalars), so equal kernels share one
+entry of the lookup table. This is the one place that walks a network; it needs only `space.build`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections import Counter
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+import space
+
+# Calls that launch no kernel: shape queries, and the input tensor the trace makes.
+MAX_COPIES = 64  # of an op's weights, when measuring it cold
+FREE = frozenset({"Tensor.dim", "Tensor.size", "Tensor.__len__", "Tensor.__hash__", "empty"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    stride: tuple[int, ...] | None  # None: contiguous
+    dtype: torch.dtype
+    weight: bool = False  # a parameter: read once per forward pass, so cold in the cache
+
+    def __repr__(self) -> str:
+        text = "x".join(map(str, self.shape))
+        return f"T[{text}/{','.join(map(str, self.stride))}]" if self.stride else f"T[{text}]"
+
+    def make(self, device: torch.device) -> torch.Tensor:
+        """A tensor of this shape and layout with values in [0.5, 1.5): no denormals, no NaNs, positive
+        variances for a batch norm."""
+        if self.stride is None:
+            t = torch.empty(self.shape, dtype=self.dtype, device=device)
+        else:
+            t = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=device)
+        return t.uniform_(0.5, 1.5) if t.is_floating_point() else t.zero_()
+
+    def bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """One kernel call: `func(*args, **kwargs)` with TensorSpecs where tensors were."""
+    key: str
+    func: Callable
+    args: tuple
+    kwargs: dict
+
+    def weight_bytes(self) -> int:
+        return sum(t.bytes() for t in _tensors((self.args, self.kwargs)) if t.weight)
+
+    def bind(self, device: torch.device, cold_bytes: int = 0) -> Callable[[], Any]:
+        """A zero-argument call of the op on fresh tensors on `device`. With `cold_bytes`, successive
+        calls cycle through copies of the weights filling that many bytes, so each call reads its
+        weights from memory, as in a network, which reads each weight once per pass; the inputs stay
+        shared, as a network's come hot from the op before."""
+        weight_bytes = self.weight_bytes()
+        copies = min(MAX_COPIES, max(1, -(-cold_bytes // max(1, weight_bytes)))) if weight_bytes else 1
+        shared: dict[int, torch.Tensor] = {}
+        calls = [(_materialise(self.args, device, shared), _materialise(self.kwargs, device, shared))
+                 for _ in range(copies)]
+        turn = itertools.cycle(calls)
+
+        def call():
+            args, kwargs = next(turn)
+            return self.func(*args, **kwargs)
+        return call
+
+
+def _spec(value):
+    if isinstance(value, torch.Tensor):
+        stride = None if value.is_contiguous() else tuple(value.stride())
+        return TensorSpec(tuple(value.shape), stride, value.dtype, isinstance(value, nn.Parameter))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_spec(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _spec(v) for k, v in value.items()}
+    return value
+
+
+def _materialise(value, device: torch.device, shared: dict):
+    """Real tensors for the specs in `value`; non-weights are made once and kept in `shared`."""
+    if isinstance(value, TensorSpec):
+        if value.weight:
+            return value.make(device)
+        if id(value) not in shared:
+            shared[id(value)] = value.make(device)
+        return shared[id(value)]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialise(v, device, shared) for v in value)
+    if isinstance(value, dict):
+        return {k: _materialise(v, device, shared) for k, v in value.items()}
+    return value
+
+
+def _tensors(value):
+    if isinstance(value, TensorSpec):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+def name_of(func: Callable) -> str:
+    qualname = getattr(func, "__qualname__", "")
+    name = getattr(func, "__name__", repr(func))
+    return f"Tensor.{name}" if qualname.startswith(("TensorBase.", "Tensor.")) else name
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.ops: list[Op] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = name_of(func)
+        if name not in FREE and not name.startswith("__get__"):
+            args_spec, kwargs_spec = _spec(args), _spec(kwargs)
+            key = f"{name}({', '.join(map(repr, args_spec))}"
+            key += "".join(f", {k}={v!r}" for k, v in sorted(kwargs_spec.items())) + ")"
+            self.ops.append(Op(key, func, args_spec, kwargs_spec))
+        return func(*args, **kwargs)
+
+
+def trace(genotype, resolution: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> list[Op]:
+    """The ops of the genotype's eval-mode forward pass at `resolution` and `batch`, in order
+    (1000 classes, as budgets are priced)."""
+    with torch.device("meta"):
+        net = space.build(genotype, num_classes=1000, resolution=resolution).to(dtype).eval()
+        x = torch.empty(batch, 3, resolution, resolution, dtype=dtype)
+    recorder = _Recorder()
+    with torch.inference_mode(), recorder:
+        net(x)
+    return recorder.ops
+
+
+def distinct(ops: list[Op]) -> tuple[dict[str, Op], Counter]:
+    """Each distinct op once, and how often each runs."""
+    return {op.key: op for op in ops}, Counter(op.key for op in ops)
