@@ -358,8 +358,10 @@ def search(
     prune: Optional[str] = setting("prune", "--prune"),
     prune_k: Optional[int] = setting("prune_k", "--prune-k"),
     stochastic_depth: Optional[float] = setting("stochastic_depth", "--stochastic-depth"),
+    objective: Optional[str] = setting("objective"),
 ) -> None:
-    """Search a design space under a FLOP budget: Optuna draws genotypes, proxies train, a Pareto front emerges.
+    """Search a design space under a FLOP or latency budget: Optuna draws genotypes, proxies train, a Pareto front
+    emerges.
 
     Rerunning the same command resumes the study; settings that change what a trial means
     (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth) can't change on resume.
@@ -370,7 +372,7 @@ def search(
         val_images=val_images, trials=trials, epochs=epochs,
         batch_size=batch_size, lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
         proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen, prescreen_score=prescreen_score,
-        prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth).items() if v is not None}
+        prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth, objective=objective).items() if v is not None}
     runner.search_command(explicit, study, storage, device, data_dir, no_run, out, jobs=jobs)
 
 
@@ -591,8 +593,8 @@ def worker(
 @friendly
 def plot(study: str = typer.Argument(..., help="the study to plot"),
          storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
-         x: str = typer.Option("flops", "--x", help="x axis: flops (multiply-adds) or params; the page has buttons "
-                               "to switch"),
+         x: str = typer.Option("flops", "--x", help="x axis: flops (multiply-adds), params, or latency where the "
+                               "study predicts it; the page has buttons to switch"),
          open_: bool = open_option(),
          png: Optional[Path] = typer.Option(None, "--png", help="also write the plot as a PNG image (needs the "
                                             "[png] extra, kaleido, and Chrome or Chromium)"),
@@ -600,9 +602,10 @@ def plot(study: str = typer.Argument(..., help="the study to plot"),
                                     "(never a study's storage)")) -> None:
     """The Pareto plot, proxy accuracy against FLOPs (multiply-adds), as studies/STUDY/pareto.html (offline)."""
     from explorer.analysis import report
-    if x not in ("flops", "params"):
-        raise UserError(f"--x: unknown axis '{x}'; choose flops or params")
+    from explorer.analysis.pareto import axes_of
     _, settings, pts = report.open_results(study, storage)
+    if x not in axes_of(pts):
+        raise UserError(f"--x: unknown axis '{x}' for this study; choose {' or '.join(axes_of(pts))}")
     path = report.write_pareto_plot(study, settings, pts, x, png, force)
     out.print(f"plot: {path} ({len(pts)} completed trials)", highlight=False, soft_wrap=True)
     if png is not None:

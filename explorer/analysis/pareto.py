@@ -24,8 +24,8 @@ from space.named import named, names
 from ..base import files
 from ..base.errors import UserError
 
-AXES = ("flops", "params")
-AXIS_TITLES = {"flops": "FLOPs (multiply-adds)", "params": "parameters"}
+AXES = ("flops", "params", "latency")  # latency: where every trial has one (a study with a latency device)
+AXIS_TITLES = {"flops": "FLOPs (multiply-adds)", "params": "parameters", "latency": "latency (ms, predicted)"}
 # Families in the order the shipped spaces list them, then the classics' own; others are appended.
 FAMILY_ORDER = ("vanilla", "residual", "resnext", "dense", "inception", "inception-resnet", "separable",
                 "mobilenet", "metanext", "custom")
@@ -44,21 +44,27 @@ class Point:
     reference: str | None  # the named architecture this trial trains, if it is one
     digest: str = ""
     val_images: int | None = None  # the validation split its accuracy was measured on
+    latency_ms: float | None = None  # predicted on the study's device, where it has one
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial) -> "Point":
         attrs = trial.user_attrs
-        return cls(trial.number, trial.values[0], int(trial.values[1]), int(attrs.get("params", 0)),
+        return cls(trial.number, trial.values[0], int(attrs.get("flops", trial.values[1])), int(attrs.get("params", 0)),
                    attrs.get("family", "custom"), space.dump(stored_genotype(trial)), attrs.get("reference"),
-                   attrs.get("digest", ""), attrs.get("val_images"))
+                   attrs.get("digest", ""), attrs.get("val_images"), attrs.get("latency_ms"))
 
     @property
     def label(self) -> str:
         """The named architecture this point is: its reference, or a classic with the same digest."""
         return self.reference or named_digests().get(self.digest, "")
 
-    def cost(self, axis: str) -> int:
-        return self.params if axis == "params" else self.flops
+    def cost(self, axis: str) -> float:
+        return {"params": self.params, "latency": self.latency_ms}.get(axis, self.flops)
+
+
+def axes_of(pts: list[Point]) -> tuple[str, ...]:
+    """The x axes the points can be plotted on: latency too where every one has a predicted latency."""
+    return AXES if pts and all(p.latency_ms is not None for p in pts) else AXES[:2]
 
 
 def stored_genotype(trial, key: str = "genotype") -> space.Genotype:
@@ -151,9 +157,11 @@ def si(value: float) -> str:
 
 
 def _axis_title(x: str, resolution: int | None) -> str:
+    at = f" at {resolution}px" if resolution else ""
     if x == "flops":
-        at = f" at {resolution}px" if resolution else ""
         return f"FLOPs (multiply-adds){at}, log scale"
+    if x == "latency":
+        return f"latency (ms, predicted, batch 1){at}, log scale"
     return "parameters, log scale"
 
 
@@ -162,18 +170,20 @@ def _title(study_name: str, x: str) -> str:
 
 
 def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int | None = None,
-           budget: int | None = None, max_params: int | None = None):
+           budget: int | None = None, max_params: int | None = None, latency_budget: float | None = None):
     """Accuracy against FLOPs or params (log x), the front as a step line, points coloured by family.
 
     One marker per point, in one trace per family (`meta="trials"`); each front is a trace with
     `meta="front"`; buttons switch the x axis, refading the points dominated on that axis.
     """
     import plotly.graph_objects as go  # heavy: loaded only when a figure is drawn
-    if x not in AXES:
-        raise ValueError(f"x must be one of {AXES}")
+    axes = axes_of(pts)
+    if x not in axes:
+        raise ValueError(f"x must be one of {axes}")
     style = _Style(pts)
     groups = _family_groups(pts)
-    limits = [(axis, limit) for axis, limit in (("flops", budget), ("params", max_params)) if limit]
+    limits = [(axis, limit) for axis, limit in (("flops", budget), ("params", max_params),
+                                                ("latency", latency_budget)) if limit and axis in axes]
     fig = go.Figure(_trial_traces(go, groups, x, style) + _front_traces(go, pts, x))
     fig.update_layout(
         title=_title(study_name, x),
@@ -183,13 +193,13 @@ def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int 
         shapes=[dict(type="line", xref="x", yref="paper", x0=limit, x1=limit, y0=0, y1=1, name=axis,
                      line=dict(color="#999999", dash="dash", width=1), visible=axis == x) for axis, limit in limits],
         annotations=[dict(x=math.log10(limit), xref="x", y=1, yref="paper", yanchor="bottom", showarrow=False,
-                          text="budget" if axis == "flops" else "param cap", font=dict(size=10, color="#777777"),
+                          text="param cap" if axis == "params" else "budget", font=dict(size=10, color="#777777"),
                           visible=axis == x) for axis, limit in limits],
         updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left", y=1.02, yanchor="bottom",
-                          active=AXES.index(x), showactive=True,
+                          active=axes.index(x), showactive=True,
                           buttons=[dict(label=f"x: {AXIS_TITLES[a]}", method="update",
                                         args=_axis_switch(a, study_name, pts, groups, style, limits, resolution))
-                                   for a in AXES])])
+                                   for a in axes])])
     return fig
 
 
@@ -197,7 +207,7 @@ class _Style:
     """Markers: points on the front of the axis shown stand out, named architectures are large stars."""
 
     def __init__(self, pts: list[Point]):
-        self.on_front = {axis: {p.number for p in front(pts, axis)} for axis in AXES}
+        self.on_front = {axis: {p.number for p in front(pts, axis)} for axis in axes_of(pts)}
         self.colours = family_colours(family_sort({p.family for p in pts}))
 
     def opacity(self, fam: list[Point], axis: str) -> list[float]:
@@ -237,19 +247,19 @@ def _trial_traces(go, groups, x: str, style: _Style) -> list:
 def _front_traces(go, pts: list[Point], x: str) -> list:
     return [go.Scatter(x=[p.cost(axis) for p in front(pts, axis)], y=[p.accuracy for p in front(pts, axis)],
                        mode="lines", meta="front", hoverinfo="skip", visible=axis == x,
-                       name="Pareto front" if axis == "flops" else "Pareto front (params)",
+                       name="Pareto front" if axis == "flops" else f"Pareto front ({axis})",
                        line=dict(color="black", width=1.5, shape="hv"))
-            for axis in AXES]
+            for axis in axes_of(pts)]
 
 
 def _axis_switch(axis: str, study_name: str, pts, groups, style: _Style, limits, resolution) -> list[dict]:
     """The button's restyle (every trace's x, fading and visibility) and relayout for x = `axis`."""
-    families = [fam for _, fam, _ in groups]
+    families, axes = [fam for _, fam, _ in groups], axes_of(pts)
     data = {"x": [[p.cost(axis) for p in fam] for fam in families] + [[p.cost(a) for p in front(pts, a)]
-                                                                      for a in AXES],
-            "marker.opacity": [style.opacity(fam, axis) for fam in families] + [None, None],
-            "marker.size": [style.size(fam, axis) for fam in families] + [None, None],
-            "visible": [True] * len(families) + [a == axis for a in AXES]}
+                                                                      for a in axes],
+            "marker.opacity": [style.opacity(fam, axis) for fam in families] + [None] * len(axes),
+            "marker.size": [style.size(fam, axis) for fam in families] + [None] * len(axes),
+            "visible": [True] * len(families) + [a == axis for a in axes]}
     layout = {"xaxis.title.text": _axis_title(axis, resolution), "title.text": _title(study_name, axis)}
     for i, (kind, _) in enumerate(limits):
         layout[f"shapes[{i}].visible"] = kind == axis
@@ -258,12 +268,13 @@ def _axis_switch(axis: str, study_name: str, pts, groups, style: _Style, limits,
 
 
 def write_plot(study_name: str, pts: list[Point], path, x: str = "flops", resolution: int | None = None,
-               budget: int | None = None, max_params: int | None = None, png=None, force: bool = False) -> None:
+               budget: int | None = None, max_params: int | None = None, png=None, force: bool = False,
+               latency_budget: float | None = None) -> None:
     """The page in the study's folder (regenerated each time); `png`, a path the user named, needs `force`
     to replace a file."""
     if png is not None:
         files.check_target(Path(png), force, "--png")
-    fig = figure(study_name, pts, x, resolution, budget, max_params)
+    fig = figure(study_name, pts, x, resolution, budget, max_params, latency_budget)
     files.write(path, offline_html(fig), "plot", own=True)
     if png is not None:
         write_png(fig, png, force)

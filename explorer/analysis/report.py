@@ -24,7 +24,6 @@ import space
 from space.graph import offline_html
 
 from ..base import files
-from ..base.budget import format_flops
 from ..base.errors import UserError
 from ..base.settings import Settings
 from ..studies.storage import redact
@@ -77,7 +76,7 @@ def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops"
                       force: bool = False) -> Path:
     path = study_dir(study_name) / "pareto.html"
     pareto.write_plot(study_name, pts, path, x=x, resolution=settings.resolution, budget=settings.budget,
-                      max_params=settings.max_params, png=png, force=force)
+                      max_params=settings.max_params, png=png, force=force, latency_budget=settings.latency_budget)
     return path
 
 
@@ -101,7 +100,7 @@ def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point])
     recipe = ", ".join(f"{k} {v}" for k, v in settings.recipe.items())
     return [("study", study.study_name), ("storage", redact(url)),
             ("space", f"{settings.space} (digest {settings.space_digest})"),
-            ("budget", f"{format_flops(settings.budget)} (multiply-adds) at {settings.resolution}px, 1000 classes"),
+            ("budget", f"{settings.budget_text} at {settings.resolution}px, 1000 classes"),
             ("parameter cap", f"{settings.max_params:,}" if settings.max_params else "none"),
             ("dataset", settings.dataset),
             ("noise floor", pareto.noise_floor(pts) or "validation size not recorded"),
@@ -110,7 +109,7 @@ def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point])
                       f"{_images(settings.train_images)} training images"),
             ("recipe", recipe), ("sampler", f"{settings.sampler}, seed {settings.seed}"),
             ("completed trials aimed for", str(settings.trials)),
-            ("objectives", " / ".join(study.metric_names or pareto.AXIS_TITLES.values())),
+            ("objectives", " / ".join(study.metric_names or list(pareto.AXIS_TITLES.values())[:2])),
             ("parameter names", "short" if settings.short_names else "document paths (made before short names)")] + [
         (key.replace("_", " "), "off" if value is None else str(value))
         for key, value in vars(settings).items() if key not in _SHOWN]
@@ -308,7 +307,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
     front = pareto.front(pts)
     figs: dict[str, Any] = {}
     figs["pareto"] = pareto.figure(study.study_name, pts, "flops", settings.resolution, settings.budget,
-                                   settings.max_params)
+                                   settings.max_params, settings.latency_budget)
     figs["hypervolume"] = hypervolume_figure(pts, settings.budget)
     edfs = _edf_section(pts, by, figs)
     figs["timeline"] = timeline_figure(trials)

@@ -1,6 +1,7 @@
-"""Parse compute budgets such as `2GFLOPs` and parameter caps such as `5M`.
+"""Parse compute budgets such as `2GFLOPs` or `20ms` and parameter caps such as `5M`.
 
-FLOPs are multiply-adds (the fvcore / ResNet-paper convention).
+FLOPs are multiply-adds (the fvcore / ResNet-paper convention). A time budget is the latency of one
+forward pass at batch 1 on the search's device, predicted by explorer.trial.latency.
 """
 from __future__ import annotations
 
@@ -16,28 +17,76 @@ _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?"
 _FLOPS = re.compile(rf"^\s*{_NUMBER}\s*([kKmMgGtT]?)\s*(?:FLOPS?|FLOPs|flops?|F|MACs?|macs?)?\s*$")
 _COUNT = re.compile(rf"^\s*{_NUMBER}\s*([kKmMgGtT]?)\s*(?:params?)?\s*$")
 
+_TIME = re.compile(rf"^\s*{_NUMBER}\s*(s|ms|us|µs)\s*$")
+_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+TIME_LIMIT_S = 86_400.0  # a day: the longest time budget
+
 FLOP_FORMS = "2GFLOPs, 2GF, 600MFLOPs, 600M, 2e9 (multiply-adds)"
 COUNT_FORMS = "5M, 500k, 2.5e6"
+TIME_FORMS = "20ms, 1.5s, 800us"
+
+
+def _quoted(text) -> str:
+    """The text as typed, in quotes; escaped where it holds a newline or another unprintable character,
+    so an error stays one line."""
+    text = str(text)
+    return f"'{text}'" if text.isprintable() else repr(text)
 
 
 def _parse(text: str, pattern: re.Pattern, what: str, forms: str) -> int:
     m = pattern.match(str(text))
     if not m:
-        raise UserError(f"{what}: can't read '{text}'; write it like {forms}")
+        raise UserError(f"{what}: can't read {_quoted(text)}; write it like {forms}")
     number, exponent, prefix = m.groups()
     try:
         value = float(number) * 10.0 ** int(exponent or 0) * _PREFIX[prefix]
     except (OverflowError, ValueError):  # an exponent too large for a float, or too long to read
         value = math.inf
     if value <= 0:
-        raise UserError(f"{what}: '{text}' must be positive; write it like {forms}")
+        raise UserError(f"{what}: {_quoted(text)} must be positive; write it like {forms}")
     if value > LIMIT:
-        raise UserError(f"{what}: '{text}' is out of range; the most is {LIMIT:.0e}")
+        raise UserError(f"{what}: {_quoted(text)} is out of range; the most is {LIMIT:.0e}")
     return int(round(value))
 
 
 def parse_flops(text: str, what: str = "--budget") -> int:
     return _parse(text, _FLOPS, what, FLOP_FORMS)
+
+
+def is_time(text: str) -> bool:
+    """Does the budget name a time (`20ms`, `1.5s`) rather than FLOPs?"""
+    return bool(_TIME.match(str(text)))
+
+
+def parse_ms(text: str, what: str = "--budget") -> float:
+    """A time such as `20ms`, `1.5s` or `800us`, in milliseconds."""
+    m = _TIME.match(str(text))
+    if not m:
+        raise UserError(f"{what}: can't read {_quoted(text)} as a time; write it like {TIME_FORMS}")
+    number, exponent, unit = m.groups()
+    try:
+        seconds = float(number) * 10.0 ** int(exponent or 0) * _SECONDS[unit]
+    except (OverflowError, ValueError):
+        seconds = math.inf
+    if seconds <= 0:
+        raise UserError(f"{what}: {_quoted(text)} must be positive; write it like {TIME_FORMS}")
+    if seconds > TIME_LIMIT_S:
+        raise UserError(f"{what}: {_quoted(text)} is out of range; the most is {TIME_LIMIT_S:g}s")
+    return seconds * 1e3
+
+
+def parse_budget(text: str, what: str = "--budget") -> tuple[int, float | None]:
+    """A FLOP budget (FLOPs, None) or a time budget (0, ms)."""
+    if is_time(text):
+        return 0, parse_ms(text, what)
+    if not _FLOPS.match(str(text)):
+        raise UserError(f"{what}: can't read {_quoted(text)}; write FLOPs like {FLOP_FORMS}, "
+                        f"or a time like {TIME_FORMS}")
+    return parse_flops(text, what), None
+
+
+def format_ms(ms: float) -> str:
+    return f"{ms / 1e3:.2f} s" if ms >= 1e3 else f"{ms:.2f} ms" if ms >= 1 else f"{ms * 1e3:.0f} µs"
 
 
 def parse_count(text: str, what: str = "--max-params") -> int:

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .budget import format_flops
+from .budget import FLOP_FORMS, TIME_FORMS, format_flops, format_ms
 from .errors import UserError
 
 # Training -----------------------------------------------------------------------------------------
@@ -111,6 +111,7 @@ SAMPLERS = ("nsga2", "tpe", "random", "nsga3", "gp")
 SCORES = ("synflow", "naswot", "snip", "grad_norm", "params")  # zero-cost scores, explorer.trial.scores
 SCORE_BATCH = 64  # images in a zero-cost score's minibatch
 PRUNERS = ("none", "pareto")
+OBJECTIVES = ("flops", "latency", "params")  # the second objective, minimised beside proxy accuracy
 HEARTBEAT = (60, 120)  # seconds: a running trial's heartbeat interval, and the grace before it is failed
 
 
@@ -120,7 +121,9 @@ HEARTBEAT = (60, 120)  # seconds: a running trial's heartbeat interval, and the 
 COMPARABLE = ("space_digest", "budget", "max_params", "resolution", "dataset", "proxy_resolution",
               "proxy_width", "proxy_depth", "train_images", "val_images", "recipe",
               # which genotypes get trained (pre-screening) and how they train (stochastic depth):
-              "prescreen", "prescreen_score", "stochastic_depth")
+              "prescreen", "prescreen_score", "stochastic_depth",
+              # what the second objective is, and the latency budget (the device is checked apart: resume_on)
+              "objective", "latency_budget")
 # What a study made before a setting existed did instead (the new default may differ).
 LEGACY = {"short_names": False, "train_images": None}
 
@@ -130,7 +133,10 @@ class Settings:
     space: str = "union"
     space_doc: Any = None          # the resolved space, so a worker needs no file
     space_digest: str = ""
-    budget: int = 0                # FLOPs (multiply-adds) at `resolution`, 1000 classes
+    budget: int = 0                # FLOPs (multiply-adds) at `resolution`, 1000 classes (0: a latency budget)
+    latency_budget: float | None = None  # ms per forward pass at batch 1 and `resolution`, predicted
+    latency_device: dict | None = None   # the latency table's key (explorer.trial.latency.DeviceKey)
+    objective: str = OBJECTIVES[0]
     max_params: int | None = None
     resolution: int = 224
     dataset: str = DEFAULT_DATASET
@@ -164,6 +170,13 @@ class Settings:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     @property
+    def budget_text(self) -> str:
+        """`2.00 GFLOPs (multiply-adds)`, or `20.00 ms (predicted, batch 1)` for a time budget."""
+        if self.latency_budget:
+            return f"{format_ms(self.latency_budget)} (predicted, batch 1)"
+        return f"{format_flops(self.budget)} (multiply-adds)"
+
+    @property
     def proxy(self) -> ProxySpec:
         return ProxySpec(self.proxy_resolution, self.proxy_width, self.proxy_depth, self.recipe["epochs"],
                          self.train_images, self.recipe["batch_size"])
@@ -179,6 +192,9 @@ class Settings:
                 out.append(f"space {other.space} (digest {theirs}) → {self.space} (digest {mine})")
             elif key == "budget":
                 out.append(f"budget {format_flops(theirs)} → {format_flops(mine)}")
+            elif key == "latency_budget":
+                shown = [_shown(ms and format_ms(ms)) for ms in (theirs, mine)]
+                out.append(f"latency budget {shown[0]} → {shown[1]}")
             elif key == "recipe":
                 out += [f"{k} {_shown(theirs.get(k))} → {_shown(mine.get(k))}"
                         for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
@@ -222,8 +238,12 @@ BUDGET, PROXY_PANEL, DATA, BEYOND = "Budget and space", "Proxy and training", "D
 _DEFAULT = Settings()
 _OR = " or ".join
 FLAGS = {
-    "budget": Flag(BUDGET, "FLOPs (multiply-adds) of the deployed network at --resolution, e.g. 2GFLOPs, "
-                   "600MFLOPs, 2e9 [required for a new study]"),
+    "budget": Flag(BUDGET, f"FLOPs (multiply-adds) of the deployed network at --resolution ({FLOP_FORMS}), "
+                   f"or its latency at batch 1 on --device, predicted from the device's lookup table ({TIME_FORMS}) "
+                   "[required for a new study]"),
+    "objective": Flag(BUDGET, "the second objective, minimised beside proxy accuracy: "
+                      f"{', '.join(OBJECTIVES)}", f"{_DEFAULT.objective}, or latency with a time budget",
+                      choices=OBJECTIVES),
     "max_params": Flag(BUDGET, "parameter cap, e.g. 5M"),
     "space": Flag(BUDGET, "a shipped space or a YAML file", _DEFAULT.space),
     "trials": Flag(BUDGET, "completed (trained) trials to aim for", str(_DEFAULT.trials), 1, 1_000_000),

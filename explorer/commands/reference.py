@@ -21,12 +21,11 @@ import optuna
 import space
 from space.sampling import match, sample
 
-from ..base.budget import format_flops
 from ..base.errors import UserError
 from ..search.objective import Objective, TrialFailed
 from ..studies import internals
 from ..studies.store import settings_of
-from ..trial.candidate import prepare, price, proxy_of, trial_attrs
+from ..trial.candidate import over_limits, prepare, price, proxy_of, second_objective, trial_attrs
 
 States = optuna.trial.TrialState
 
@@ -56,12 +55,13 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
     except space.GenotypeError as e:
         raise UserError(f"{name} can't run at the study's resolution ({settings.resolution}px): {e}") from None
     params = match(settings.space_doc, g, settings.short_names)
-    over = cx.flops > settings.budget or bool(settings.max_params and cx.params > settings.max_params)
     before = existing(study, name)
     if before is not None and not force:
-        return Outcome(before.number, before.values[0], int(before.values[1]), int(before.user_attrs.get("params", 0)),
-                       params is not None, over, existing=True)
-    ctx = prepare(settings, device, data_dir)
+        return Outcome(before.number, before.values[0], int(before.user_attrs.get("flops", before.values[1])),
+                       int(before.user_attrs.get("params", 0)), params is not None,
+                       "over_budget" in before.user_attrs, existing=True)
+    ctx = prepare(settings, device, data_dir)  # refuses another latency device before anything is priced on it
+    over = over_limits(g, cx, settings)
     try:
         proxy, pcx = proxy_of(g, settings, ctx.data)
     except space.GenotypeError as e:
@@ -75,9 +75,7 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
             raise UserError(f"{name}: the space's parameters don't reproduce it")  # match() guarantees they do
     attrs = trial_attrs(g, cx, proxy, pcx, settings, ctx.device)
     if over:
-        attrs["over_budget"] = (f"{format_flops(cx.flops)} against a budget of {format_flops(settings.budget)}"
-                                if cx.flops > settings.budget else f"{cx.params:,} params against a cap of "
-                                                                   f"{settings.max_params:,}")
+        attrs["over_budget"] = over
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     objective = Objective(ctx)  # no pruning hook: a reference point trains to the end
@@ -92,8 +90,8 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
     except BaseException:
         study.tell(trial, state=States.FAIL)
         raise
-    study.tell(trial, [accuracy, cx.flops])
-    return Outcome(trial.number, accuracy, cx.flops, cx.params, params is not None, over)
+    study.tell(trial, [accuracy, second_objective(g, cx, settings)])
+    return Outcome(trial.number, accuracy, cx.flops, cx.params, params is not None, bool(over))
 
 
 def _new_trial(study, name: str, params: dict | None) -> optuna.Trial:

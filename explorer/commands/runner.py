@@ -1,6 +1,7 @@
 """What `explore search` does, from flags to a Pareto table: settings, study, live view, results."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
@@ -11,7 +12,7 @@ from rich.table import Table
 from space.schema import load as load_genotype
 
 from ..analysis import pareto
-from ..base.budget import format_flops, parse_count, parse_flops
+from ..base.budget import parse_budget, parse_count
 from ..base.errors import UserError
 from ..base.settings import FLAGS, HEARTBEAT, Recipe, Settings, default_proxy_resolution
 from ..scaleout import claim, signals
@@ -28,7 +29,7 @@ from ..studies.store import (
     study_dir,
 )
 from ..trial import data as datasets
-from ..trial.candidate import Context, nearest_named, prepare
+from ..trial.candidate import Context, deploy_key, nearest_named, prepare
 from . import pool
 
 DEFAULT = Settings()
@@ -75,9 +76,13 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
     """Flags given win; then what the study stored; then the defaults."""
     base = vars(stored).copy() if stored else vars(DEFAULT).copy()
     if "budget" in explicit:
-        base["budget"] = parse_flops(explicit["budget"])
+        base["budget"], base["latency_budget"] = parse_budget(explicit["budget"])
     elif not stored:
-        raise UserError("--budget: a new study needs a budget, e.g. --budget 2GFLOPs (multiply-adds)")
+        raise UserError("--budget: a new study needs a budget, e.g. --budget 2GFLOPs (multiply-adds) or 20ms")
+    if "objective" in explicit:
+        base["objective"] = checked("objective", explicit["objective"])
+    elif not stored and base["latency_budget"]:
+        base["objective"] = "latency"  # a time budget: search accuracy against latency unless told otherwise
     if "max_params" in explicit:
         base["max_params"] = parse_count(explicit["max_params"])
     values = {key: checked(key, explicit.get(key, base[key])) for key in STORED_AS_GIVEN}
@@ -112,6 +117,8 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
     if stored is None:
         explicit = with_dataset(explicit, data_dir, console)
     settings = make_settings(explicit, stored)
+    if not stored and (settings.latency_budget or settings.objective == "latency"):
+        settings.latency_device = asdict(deploy_key(device))  # before any trial is priced on it
     if stored:
         refuse_other_settings(study_name, settings, stored)  # before reading a dataset it may not need
     # the dataset is read (or, with --no-run, found) before the study exists: a bad or absent one leaves nothing
@@ -124,7 +131,7 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
     done = len(completed(study))
     verb = "resuming" if stored else "created"
     console.print(f"{verb} study [bold]{study_name}[/] in {redact(url)}: space {settings.space}, "
-                  f"budget {format_flops(settings.budget)} (multiply-adds) at {settings.resolution}px, "
+                  f"budget {settings.budget_text} at {settings.resolution}px, "
                   f"dataset {settings.dataset}, {done}/{settings.trials} trials done", highlight=False)
     if no_run:
         console.print("--no-run: the study and its settings are stored; start workers with "
@@ -238,7 +245,7 @@ def worker_command(study_name: str, storage: str | None, jobs: int, device: str,
                       "enqueued again" + (f" ({', '.join(map(str, numbers))})" if numbers else ""), highlight=False)
     done = len(completed(study))
     console.print(f"joined study [bold]{study_name}[/] in {redact(url)}: space {settings.space}, "
-                  f"budget {format_flops(settings.budget)} (multiply-adds), dataset {settings.dataset}, "
+                  f"budget {settings.budget_text}, dataset {settings.dataset}, "
                   f"{done}/{settings.trials} trials done, {jobs} worker{'s' if jobs > 1 else ''} here",
                   highlight=False)
     if done < settings.trials:

@@ -32,6 +32,7 @@ from ..trial.candidate import (
     over_limits,
     price,
     proxy_of,
+    second_objective,
     trial_attrs,
     trial_seed,
 )
@@ -82,7 +83,7 @@ class Objective:
         if self.progress:
             self.progress.start_trial(trial.number, g.family or "custom", cx.flops)
         accuracy = self.train(trial, proxy)
-        return accuracy, cx.flops
+        return accuracy, second_objective(g, cx, s)
 
     def _draw(self, trial):
         s = self.ctx.settings
@@ -91,7 +92,7 @@ class Objective:
             cx = price(g, s.resolution)
         except space.GenotypeError as e:
             self._reject(trial, f"impossible draw: {e}")
-        reason = over_limits(cx, s)
+        reason = over_limits(g, cx, s)
         if reason:
             self._reject(trial, reason)
         self.rejections_in_a_row = 0

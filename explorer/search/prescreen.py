@@ -30,7 +30,7 @@ def _feasible(g, settings, data):
     """(complexity, proxy) of a genotype that search would train, or None."""
     try:
         cx = price(g, settings.resolution)
-        return None if over_limits(cx, settings) else (cx, proxy_of(g, settings, data)[0])
+        return None if over_limits(g, cx, settings) else (cx, proxy_of(g, settings, data)[0])
     except space.GenotypeError:
         return None
 

@@ -14,7 +14,7 @@ from space.sampling import load_space, match
 from ..base.errors import UserError
 from ..base.settings import SAMPLERS, Settings
 from ..studies.storage import open_storage
-from ..studies.store import METRICS, settings_of, store_settings
+from ..studies.store import metric_names, settings_of, store_settings
 from ..trial.candidate import over_limits, price
 
 
@@ -49,7 +49,7 @@ def open_study(study_name: str, url: str, settings: Settings, create: bool = Tru
             raise UserError(f"no study named '{study_name}'") from None
         study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
                                     directions=["maximize", "minimize"])
-        study.set_metric_names(METRICS)
+        study.set_metric_names(metric_names(settings))
         store_settings(study, settings)
         for name, params in reference_points(settings):
             study.enqueue_trial(params, user_attrs={"reference": name})
@@ -74,14 +74,15 @@ def reference_points(settings: Settings) -> list[tuple[str, dict]]:
     points = []
     for name in names():
         g = named(name)
+        params = match(settings.space_doc, g, settings.short_names)
+        if params is None:
+            continue  # not in the space: checked first, since a latency budget measures what it prices
         try:
-            if over_limits(price(g, settings.resolution), settings):
+            if over_limits(g, price(g, settings.resolution), settings):
                 continue
         except space.GenotypeError:
             continue  # too small for the study's resolution
-        params = match(settings.space_doc, g, settings.short_names)
-        if params is not None:
-            points.append((name, params))
+        points.append((name, params))
     return points
 
 

@@ -84,7 +84,7 @@ class SearchProgress:
             return
         self.durations.append(time.perf_counter() - self.trial_started)
         self.done += 1
-        accuracy, flops = trial.values
+        accuracy, flops = trial.values[0], trial.user_attrs.get("flops", trial.values[1])  # values[1]: the objective
         if self.best is None or accuracy > self.best[0] or (accuracy == self.best[0] and flops < self.best[1]):
             self.best = (accuracy, int(flops), trial.number)
         self._refresh()

@@ -25,6 +25,13 @@ STUDIES_DIR = Path("studies")
 SETTINGS_KEY = "explore:settings"
 SPACE_KEY = "explore:space:"  # + the space digest: a system attr holding the space document
 METRICS = ["proxy accuracy", "FLOPs (multiply-adds)"]
+SECOND = {"flops": METRICS[1], "params": "parameters", "latency": "latency (ms, predicted)"}  # by Settings.objective
+
+
+def metric_names(settings: Settings) -> list[str]:
+    return [METRICS[0], SECOND[settings.objective]]
+
+
 def store_settings(study, settings: Settings) -> None:
     """The settings as a short user attr, the space document as a system attr named by its digest."""
     internals.set_study_system_attr(study, SPACE_KEY + settings.space_digest,

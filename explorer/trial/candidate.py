@@ -16,10 +16,12 @@ import space
 from space.axes import design_axes
 from space.named import named, names
 
-from ..base.budget import format_flops
+from ..base.budget import format_flops, format_ms
+from ..base.cpus import allowed_cpus
 from ..base.errors import UserError
 from ..base.settings import Recipe, Settings
 from . import data as datasets
+from . import latency
 from .proxy import make_proxy
 from .trainer import resolve_device, set_cpu_threads
 
@@ -31,13 +33,54 @@ def price(g: space.Genotype, resolution: int) -> space.Complexity:
     return space.complexity(g, resolution, DEPLOY_CLASSES, breakdown=False)
 
 
-def over_limits(cx: space.Complexity, settings: Settings) -> str | None:
+def over_limits(g: space.Genotype, cx: space.Complexity, settings: Settings) -> str | None:
     """Why the study may not train a network of this cost, or None."""
-    if cx.flops > settings.budget:
+    if settings.budget and cx.flops > settings.budget:
         return f"over budget: {format_flops(cx.flops)} > {format_flops(settings.budget)}"
+    if settings.latency_budget and (ms := latency_ms(g, settings)) > settings.latency_budget:
+        return f"over the latency budget: {format_ms(ms)} > {format_ms(settings.latency_budget)} (predicted)"
     if settings.max_params and cx.params > settings.max_params:
         return f"over the parameter cap: {cx.params:,} > {settings.max_params:,}"
     return None
+
+
+# Latency, predicted from the study's device's lookup table (explorer.trial.latency) ---------------------
+
+_TABLES: dict[latency.DeviceKey, latency.Table] = {}
+_PREDICTED: dict[tuple, float] = {}
+
+
+def deploy_key(device: str) -> latency.DeviceKey:
+    """The latency table's key a study's budget is priced on: the device's kind, every CPU core the
+    process may use (as the deployed network would), float32, batch 1."""
+    return latency.DeviceKey.here(resolve_device(device).type, len(allowed_cpus()))
+
+
+def latency_ms(g: space.Genotype, settings: Settings) -> float:
+    """The deployed network's predicted latency on the study's device (ops new to its table are measured)."""
+    key = latency.DeviceKey(**settings.latency_device)
+    memo = (space.digest(g), settings.resolution, key)
+    if memo not in _PREDICTED:
+        table = _TABLES.setdefault(key, latency.Table(key))
+        _PREDICTED[memo] = latency.predict(g, settings.resolution, table).ms
+    return _PREDICTED[memo]
+
+
+def check_latency_device(settings: Settings, device: str) -> None:
+    """A study priced in latency resumes only on the device (and torch, threads) its table was measured on."""
+    if not settings.latency_device:
+        return
+    stored, here = latency.DeviceKey(**settings.latency_device), deploy_key(device)
+    if stored != here:
+        raise UserError(f"--device: this study's latencies were predicted for {stored.short()}; this is "
+                        f"{here.short()}, whose latencies don't compare: resume it there, or start another --study")
+
+
+def second_objective(g: space.Genotype, cx: space.Complexity, settings: Settings) -> float:
+    """What the study minimises beside accuracy: FLOPs (multiply-adds), params or predicted latency (ms)."""
+    if settings.objective == "latency":
+        return latency_ms(g, settings)
+    return cx.params if settings.objective == "params" else cx.flops
 
 
 def proxy_of(g: space.Genotype, settings: Settings, data: datasets.Splits) -> tuple[space.Genotype, space.Complexity]:
@@ -58,7 +101,7 @@ def trial_attrs(g: space.Genotype, cx: space.Complexity, proxy: space.Genotype, 
     return {"genotype": space.schema.canonical_json(g), "digest": space.digest(g), **design_axes(g),
             "flops": cx.flops, "params": cx.params, "proxy_genotype": space.schema.canonical_json(proxy),
             "proxy_flops": pcx.flops, "proxy_params": pcx.params, "dataset": settings.dataset,
-            "device": str(device)}
+            "device": str(device), **({"latency_ms": latency_ms(g, settings)} if settings.latency_device else {})}
 
 
 # The data and device a study's trials train on -------------------------------------------------------
@@ -73,6 +116,7 @@ class Context:
 
 def prepare(settings: Settings, device: str, data_dir=None) -> Context:
     dev = resolve_device(device)
+    check_latency_device(settings, device)
     if dev.type == "cpu":
         set_cpu_threads()
     data = load_data(settings, data_dir)

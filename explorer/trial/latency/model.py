@@ -125,14 +125,15 @@ def calibration_networks() -> list:
             for g in draws(name, CALIBRATION_SEED, CALIBRATION_PER_SPACE, CALIBRATION_MAX_FLOPS)]
 
 
-def calibrate(table: Table, networks: list | None = None) -> dict[str, float]:
-    """Fit the model's terms on this device (see the module docstring) and store them in the table."""
+def calibrate(table: Table, networks: list | None = None, resolution: int = 224) -> dict[str, float]:
+    """Fit the model's terms on this device (see the module docstring) and store them in the table.
+    The defaults are what a prediction uses when its table has no fit yet; tests fit small networks."""
     rows, measured = [], []
     networks = networks or calibration_networks()
     for g in track(networks, f"fitting the latency model on {len(networks)} networks", console=STDERR,
-                   transient=True):
-        rows.append(terms(network_ops(g, 224, table), table))
-        measured.append(measure(g, 224, table.key))
+                   transient=True, disable=not STDERR.is_terminal):
+        rows.append(terms(network_ops(g, resolution, table), table))
+        measured.append(measure(g, resolution, table.key))
     x, y = np.array(rows), np.array(measured)
     coef, _ = nnls(x / y[:, None], np.ones(len(y)))  # relative error: every network weighs the same
     table.overhead = dict(zip(TERMS, map(float, coef)))

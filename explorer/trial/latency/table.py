@@ -31,11 +31,11 @@ from rich.progress import Progress
 from ...base import files
 from .trace import Op
 
-METHOD = 3       # bump when how ops are measured changes: every cached table is then rebuilt
+METHOD = 4       # bump when how ops are measured changes: every cached table is then rebuilt
 WARMUP = 3
-REPEATS = 7
-MIN_RUN_S = 2e-3
-COLD_BYTES = 64 << 20  # twice a large server CPU's last-level cache: weights cycle through this much
+REPEATS = 5
+MIN_RUN_S = 1e-3
+COLD_BYTES = 48 << 20  # more than this CPU's 32 MiB last-level cache: weights cycle through this much
 PROGRESS_FROM = 20  # new ops that earn a progress bar
 STDERR = Console(stderr=True)  # progress goes to stderr, so `--json` output stays clean
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -145,7 +145,8 @@ class Table:
         if not new:
             return 0
         device = torch.device(self.key.device)
-        with Progress(console=STDERR, transient=True, disable=len(new) < PROGRESS_FROM) as bar, torch.inference_mode():
+        with Progress(console=STDERR, transient=True,
+                      disable=len(new) < PROGRESS_FROM or not STDERR.is_terminal) as bar, torch.inference_mode():
             task = bar.add_task(f"measuring {len(new)} new ops ({self.key.device})", total=len(new))
             for op in new:
                 self.ops[op.key] = 1e3 * time_call(op.bind(device, COLD_BYTES), self.key.device)
