@@ -155,11 +155,14 @@ def report(study, settings: Settings, console: Console, plot: bool = True, pts: 
     if not pts:
         return
     table = Table(title=f"Pareto front of {study.study_name} (FLOPs are multiply-adds at {settings.resolution}px)")
-    for col in ("rank", "trial", "family", "GFLOPs", "M params", "accuracy", "nearest named"):
+    timed = front_axis(pts, settings) == "latency"
+    for col in ("rank", "trial", "family", "GFLOPs", "M params", *(["ms (predicted)"] if timed else []), "accuracy",
+                "nearest named"):
         table.add_column(col, justify="left" if col in ("family", "nearest named") else "right", no_wrap=True)
     for r in pareto_rows(pts, settings):
         table.add_row(str(r["rank"]), str(r["trial"]), r["family"], f"{r['flops'] / 1e9:.3f}",
-                      f"{r['params'] / 1e6:.2f}", f"{r['accuracy']:.4f}",
+                      f"{r['params'] / 1e6:.2f}", *([f"{r['latency_ms']:.2f}"] if timed else []),
+                      f"{r['accuracy']:.4f}",
                       r["nearest_named"] if not r["reference"] else f"{r['nearest_named']} (itself)")
     console.print(table)
     noise = pareto.noise_floor(pts)
@@ -168,18 +171,24 @@ def report(study, settings: Settings, console: Console, plot: bool = True, pts: 
     if not plot:
         return
     path = study_dir(study.study_name) / "pareto.html"
-    pareto.write_plot(study.study_name, pts, path, resolution=settings.resolution, budget=settings.budget,
-                      max_params=settings.max_params)
+    pareto.write_plot(study.study_name, pts, path, x=front_axis(pts, settings), resolution=settings.resolution,
+                      budget=settings.budget, max_params=settings.max_params, latency_budget=settings.latency_budget)
     console.print(f"plot: {path}", highlight=False)
+
+
+def front_axis(pts, settings: Settings) -> str:
+    """The cost the study's front is on: its second objective, where every point has it."""
+    return settings.objective if settings.objective in pareto.axes_of(pts) else "flops"
 
 
 def pareto_rows(pts, settings: Settings) -> list[dict]:
     """The Pareto set, most accurate first, as plain rows (`explore pareto --json/--csv`)."""
     rows = []
-    for rank, p in enumerate(sorted(pareto.front(pts), key=lambda p: -p.accuracy), 1):
+    for rank, p in enumerate(sorted(pareto.front(pts, front_axis(pts, settings)), key=lambda p: -p.accuracy), 1):
         near = p.reference or nearest_named(load_genotype(p.genotype), p.flops, p.params, settings.resolution)
         rows.append(dict(rank=rank, trial=p.number, family=p.family, flops=p.flops, params=p.params,
-                         accuracy=p.accuracy, nearest_named=near, reference=bool(p.reference), digest=p.digest))
+                         accuracy=p.accuracy, nearest_named=near, reference=bool(p.reference), digest=p.digest,
+                         **({"latency_ms": p.latency_ms} if p.latency_ms is not None else {})))
     return rows
 
 
