@@ -6,6 +6,9 @@ pool, add, concat, split, permute and linear the forward pass makes, including t
 (residual adds, concatenations) that are no module of their own. A call's key names the function and
 its arguments (tensor shapes, strides where not contiguous, scalars), so equal kernels share one
 entry of the lookup table. This is the one place that walks a network; it needs only `space.build`.
+Why not `space.trace`, the genotype's own walk: a latency table prices kernels, and this sees the
+kernels themselves, the ones no genotype op names included (a LayerNorm2d's permutes, a sum merge's
+stack and sum, a highway gate's sigmoid and multiplies), exactly as the built network runs them.
 """
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ from torch.overrides import TorchFunctionMode
 
 import space
 
-# Calls that launch no kernel: shape queries, and the input tensor the trace makes.
 MAX_COPIES = 16  # of an op's weights, when measuring it cold
+# Calls that launch no kernel: shape queries, and the input tensor the trace makes.
 FREE = frozenset({"Tensor.dim", "Tensor.size", "Tensor.__len__", "Tensor.__hash__", "empty"})
 
 
