@@ -81,7 +81,8 @@ class DeviceKey:
 
     def short(self) -> str:
         """One line for messages: `cpu AMD EPYC, 2 threads, float32, batch 1, torch 2.x`."""
-        return (f"{self.device} {self.name}, {self.threads} threads, {self.dtype}, batch {self.batch}, "
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        return (f"{self.device} {self.name}, {threads}, {self.dtype}, batch {self.batch}, "
                 f"torch {self.torch}")
 
     def file(self) -> Path:
