@@ -33,20 +33,26 @@ def _quoted(text) -> str:
     return f"'{text}'" if text.isprintable() else repr(text)
 
 
-def _parse(text: str, pattern: re.Pattern, what: str, forms: str) -> int:
+def _read(text: str, pattern: re.Pattern, units: dict, what: str, forms: str, limit: float, most: str,
+          kind: str = "") -> float:
+    """A positive number with an optional exponent and a unit from `units`, at most `limit`."""
     m = pattern.match(str(text))
     if not m:
-        raise UserError(f"{what}: can't read {_quoted(text)}; write it like {forms}")
-    number, exponent, prefix = m.groups()
+        raise UserError(f"{what}: can't read {_quoted(text)}{kind}; write it like {forms}")
+    number, exponent, unit = m.groups()
     try:
-        value = float(number) * 10.0 ** int(exponent or 0) * _PREFIX[prefix]
+        value = float(number) * 10.0 ** int(exponent or 0) * units[unit]
     except (OverflowError, ValueError):  # an exponent too large for a float, or too long to read
         value = math.inf
     if value <= 0:
         raise UserError(f"{what}: {_quoted(text)} must be positive; write it like {forms}")
-    if value > LIMIT:
-        raise UserError(f"{what}: {_quoted(text)} is out of range; the most is {LIMIT:.0e}")
-    return int(round(value))
+    if value > limit:
+        raise UserError(f"{what}: {_quoted(text)} is out of range; the most is {most}")
+    return value
+
+
+def _parse(text: str, pattern: re.Pattern, what: str, forms: str) -> int:
+    return int(round(_read(text, pattern, _PREFIX, what, forms, LIMIT, f"{LIMIT:.0e}")))
 
 
 def parse_flops(text: str, what: str = "--budget") -> int:
@@ -60,19 +66,7 @@ def is_time(text: str) -> bool:
 
 def parse_ms(text: str, what: str = "--budget") -> float:
     """A time such as `20ms`, `1.5s` or `800us`, in milliseconds."""
-    m = _TIME.match(str(text))
-    if not m:
-        raise UserError(f"{what}: can't read {_quoted(text)} as a time; write it like {TIME_FORMS}")
-    number, exponent, unit = m.groups()
-    try:
-        seconds = float(number) * 10.0 ** int(exponent or 0) * _SECONDS[unit]
-    except (OverflowError, ValueError):
-        seconds = math.inf
-    if seconds <= 0:
-        raise UserError(f"{what}: {_quoted(text)} must be positive; write it like {TIME_FORMS}")
-    if seconds > TIME_LIMIT_S:
-        raise UserError(f"{what}: {_quoted(text)} is out of range; the most is {TIME_LIMIT_S:g}s")
-    return seconds * 1e3
+    return _read(text, _TIME, _SECONDS, what, TIME_FORMS, TIME_LIMIT_S, f"{TIME_LIMIT_S:g}s", " as a time") * 1e3
 
 
 def parse_budget(text: str, what: str = "--budget") -> tuple[int, float | None]:
