@@ -38,8 +38,7 @@ from ..base import files
 from ..base.errors import UserError
 from ..base.settings import Recipe
 from ..studies.store import load_study, settings_of, study_dir
-from ..trial.candidate import load_data, trial_seed
-from ..trial.proxy import make_proxy
+from ..trial.candidate import load_data, proxy_of, trial_seed
 from ..trial.trainer import evaluate, resolve_device, set_cpu_threads, train
 from .pareto import stored_genotype
 
@@ -186,9 +185,7 @@ def _subject_from_trial(study, settings, number: int) -> Subject:
 
 
 def _subject_from_genotype(g, settings, data, label: str) -> Subject:
-    proxy = make_proxy(g, settings.proxy_resolution, settings.proxy_width, settings.proxy_depth,
-                       data.in_channels, data.num_classes)
-    return Subject(label, proxy, trial_seed(settings.seed, 0))
+    return Subject(label, proxy_of(g, settings, data)[0], trial_seed(settings.seed, 0))
 
 
 def _safe(text: str) -> str:
