@@ -137,6 +137,29 @@ def test_claims_are_exact_under_contention(kind, tmp_path, request):
     assert len({t.system_attrs[CLAIM_KEY] for t in trials}) >= 3
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgres"])
+def test_the_claim_lock_excludes_other_workers(kind, tmp_path, request):
+    """While this process holds the study's claim lock, a worker can't claim a trial; once freed, it does.
+
+    The contention test above only catches a missing lock by luck (the journal ran without one for months).
+    """
+    url = {"sqlite": lambda: f"sqlite:///{tmp_path}/s.db", "journal": lambda: f"journal:{tmp_path}/s.log",
+           "postgres": lambda: request.getfixturevalue("postgres").create_database("excludes")}[kind]()
+    from explorer.scaleout.claim import claim_lock
+    from explorer.studies.storage import open_storage
+    study = optuna.create_study(study_name="c", storage=open_storage(url), directions=["maximize", "minimize"])
+    with claim_lock(study):
+        worker = subprocess.Popen([sys.executable, "-c", CONTENDER, url, "c", "1", "1"], env=ENV, cwd=tmp_path,
+                                  stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while not (tmp_path / f"ready-{worker.pid}").exists() and worker.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # ample time to claim, were the lock not held
+        assert worker.poll() is None and trials_of(url, "c") == [], worker.stderr.read() if worker.poll() else ""
+    assert worker.wait(timeout=60) == 0, worker.stderr.read()
+    assert sum(t.state == COMPLETE for t in trials_of(url, "c")) == 1
+
+
 def test_postgres_three_workers_exact_count(postgres, tmp_path):
     url = postgres.create_database("three")
     made = explore("search", "--study", "big", "--storage", url, "--trials", "6", "--no-run", *quick(epochs=3),

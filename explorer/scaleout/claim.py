@@ -163,13 +163,13 @@ class _PostgresLock:
 
 def claim_lock(study):
     backend = internals.rdb_backend(study)
-    if isinstance(backend, optuna.storages.RDBStorage):
+    if backend is not None:
         engine = backend.engine
         if engine.dialect.name == "postgresql":
             return _PostgresLock(engine, study.study_name)
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             return _PosixFileLock(f"{engine.url.database}.claims")
-    path = getattr(backend, "explore_journal_path", None)  # set by study.open_storage
+    path = getattr(internals.storage(study), "explore_journal_path", None)  # set by studies.storage.open_storage
     if path:
         return _OpenLock(f"{path}.claims")
     return contextlib.nullcontext()

@@ -39,10 +39,10 @@ def report(trial: optuna.Trial, step: int, value: float) -> None:
     storage(trial.study).set_trial_intermediate_value(trial_id(trial), step, value)
 
 
-def rdb_backend(study: optuna.Study):
-    """The RDB storage Optuna wraps in its cache, whose engine the claim lock needs; else the storage."""
-    store = storage(study)
-    return getattr(store, "_backend", store)
+def rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The RDB storage Optuna wraps in its cache, whose engine the claim lock needs; None for other storages."""
+    backend = getattr(storage(study), "_backend", None)  # a JournalStorage has one too: its log file
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
 
 
 def heartbeat_interval(study: optuna.Study) -> int | None:

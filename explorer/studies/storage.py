@@ -24,8 +24,6 @@ def retry_callback():
     return cls(max_retry=MAX_RETRY)
 
 
-# Signals ---------------------------------------------------------------------------------------
-
 def open_storage(url: str, heartbeat: tuple[int, int] | None = None):
     """An Optuna storage for the URL; foreign or corrupt SQLite files are refused, never touched.
 
