@@ -133,6 +133,27 @@ def test_a_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypat
     assert len([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]) == 2
 
 
+def test_an_error_outside_training_fails_that_trial_and_the_study_goes_on(tmp_path, monkeypatch):
+    """A bug met while recording a draw (here: its attributes) is the trial's failure, not the study's end."""
+    monkeypatch.chdir(tmp_path)
+    real_attrs = search.trial_attrs
+
+    def broken_once(*args):
+        if not hasattr(broken_once, "called"):
+            broken_once.called = True
+            raise KeyError("depth")
+        return real_attrs(*args)
+
+    monkeypatch.setattr(search, "trial_attrs", broken_once)
+    explicit = dict(budget="2GFLOPs", dataset="digits", space="mobilenet", trials=2, epochs=1, proxy_resolution=8, proxy_width=0.05)
+    runner.search_command(explicit, "bug", None, "cpu", None, False, runner.Console(file=open(os.devnull, "w")))
+    trials = trials_of(tmp_path, "bug")
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "KeyError: 'depth'"
+    assert "broken_once" in failed[0].user_attrs["traceback"]
+    assert len([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]) == 2
+
+
 def test_persistent_divergence_stops_with_a_clear_message(tmp_path):
     run = explore("search", "--budget", "2GFLOPs", "--trials", "3", "--study", "lr", "--lr", "1e9", *QUICK,
                   cwd=tmp_path, check=False)

@@ -70,6 +70,14 @@ class Objective:
         self.stopped = ""
 
     def __call__(self, trial: optuna.Trial):
+        try:
+            return self._trial(trial)
+        except (UserError, optuna.TrialPruned, TrialFailed):
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug met by one draw fails that trial, not the study
+            self._error(trial, e)
+
+    def _trial(self, trial: optuna.Trial):
         s = self.ctx.settings
         g, cx = self._draw(trial)
         if self.prescreen:
@@ -134,10 +142,7 @@ class Objective:
         except (KeyboardInterrupt, UserError, optuna.TrialPruned):
             raise
         except Exception as e:  # noqa: BLE001 - any failure is recorded and the study goes on
-            first = str(e).splitlines()[0] if str(e) else ""
-            reason = "out of memory" if "out of memory" in str(e) else f"{type(e).__name__}: {first}"
-            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-            self._fail(trial, reason)
+            self._error(trial, e)
         finally:
             trial.set_user_attr("wall_time", time.perf_counter() - started)
             trial.set_user_attr("history", history)
@@ -146,6 +151,13 @@ class Objective:
         trial.set_user_attr("train_images_per_s", result.train_images_per_s)
         self.failures_in_a_row = 0
         return result.val_accuracy
+
+    def _error(self, trial, e: Exception):
+        """An unexpected exception: its first line is the reason, its traceback is kept beside it."""
+        first = str(e).splitlines()[0] if str(e) else ""
+        reason = "out of memory" if "out of memory" in str(e) else f"{type(e).__name__}: {first}"
+        trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+        self._fail(trial, reason)
 
     def _fail(self, trial, reason: str):
         trial.set_user_attr("fail_reason", reason)
