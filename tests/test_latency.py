@@ -166,3 +166,16 @@ def test_explore_latency_bad_input_is_one_line(tmp_path, cache, args, flag):
     run = explore("latency", "mobilenet", "--no-measure", *args, cwd=tmp_path, check=False)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert flag in run.stderr
+
+
+def test_a_latency_budgeted_search_keeps_to_it_and_reports_on_latency(tmp_path, cache):
+    """`--budget 5ms`: every trained trial is predicted within it, and the report's hypervolume is on latency."""
+    calibrate(Table(deploy_key("cpu")), [tiny(c) for c in (8, 16, 32)], resolution=32)  # fitted small, for speed
+    explore("search", "--budget", "5ms", "--study", "lat", "--trials", "2", "--resolution", "32", *QUICK, cwd=tmp_path)
+    study = optuna.load_study(study_name="lat", storage=f"sqlite:///{tmp_path}/studies/lat/study.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and all(0 < t.values[1] == t.user_attrs["latency_ms"] <= 5.0 for t in done)
+    explore("report", "lat", cwd=tmp_path)
+    page = (tmp_path / "studies" / "lat" / "report.html").read_text()
+    box = page[page.index("<h2>Hypervolume</h2>"):page.index('<div id="hypervolume"')]
+    assert "latency (ms, predicted) 0" in box and float(box.split("Now ")[1].split()[0]) > 0

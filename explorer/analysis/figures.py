@@ -1,6 +1,7 @@
 """The report's figures beyond the Pareto plot: the hypervolume over trials, a timeline of every
-trial with its outcome, and a network graph. Hypervolume is of (accuracy, FLOPs) against the
-budget: the area the front dominates, accuracy from 0 up and FLOPs from the budget down."""
+trial with its outcome, and a network graph. Hypervolume is of (accuracy, cost) against the budget,
+on the budget's axis (FLOPs, or predicted latency for a time budget): the area the front dominates,
+accuracy from 0 up and cost from the budget down."""
 from __future__ import annotations
 
 import html
@@ -24,7 +25,7 @@ def state_of(t) -> str:
 
 
 def hypervolume(pts: list[tuple[float, float]], budget: float) -> float:
-    """The area dominated by (accuracy, FLOPs) points, up to the reference point (accuracy 0, FLOPs = budget),
+    """The area dominated by (accuracy, cost) points, up to the reference point (accuracy 0, cost = budget),
     as a fraction of the box [0, 1] x [0, budget]."""
     inside = sorted((f, a) for a, f in pts if f <= budget and a > 0)
     area, best = 0.0, 0.0
@@ -38,23 +39,31 @@ def hypervolume(pts: list[tuple[float, float]], budget: float) -> float:
     return area / budget if budget else 0.0
 
 
-def hypervolume_history(pts: list[pareto.Point], budget: float) -> tuple[list[int], list[float]]:
+def budget_axis(settings) -> tuple[str, float]:
+    """The cost axis the study's budget is on, and the budget: latency (ms) for a time budget, else FLOPs."""
+    return ("latency", settings.latency_budget) if settings.latency_budget else ("flops", settings.budget)
+
+
+def hypervolume_history(pts: list[pareto.Point], budget: float, axis: str = "flops") -> tuple[list[int], list[float]]:
     """Trial numbers in order and the hypervolume of the completed trials up to each."""
     numbers, values, seen = [], [], []
     for p in sorted(pts, key=lambda p: p.number):
-        seen.append((p.accuracy, p.flops))
+        if p.cost(axis) is None:
+            continue  # no predicted latency (a study resumed from before latency budgets): not on this axis
+        seen.append((p.accuracy, p.cost(axis)))
         numbers.append(p.number)
         values.append(hypervolume(seen, budget))
     return numbers, values
 
 
-def hypervolume_figure(pts, budget: float):
+def hypervolume_figure(pts, budget: float, axis: str = "flops"):
     import plotly.graph_objects as go
-    numbers, values = hypervolume_history(pts, budget)
+    numbers, values = hypervolume_history(pts, budget, axis)
     fig = go.Figure(go.Scatter(x=numbers, y=values, mode="lines+markers", line=dict(shape="hv"), name="hypervolume",
                                hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"))
-    fig.update_layout(title="Hypervolume over trials (reference point: accuracy 0, FLOPs = budget; "
-                            "fraction of that box)",
+    title = (f"Hypervolume over trials (reference point: accuracy 0, {pareto.AXIS_TITLES[axis]} = budget; "
+             "fraction of that box)")
+    fig.update_layout(title=title,
                       xaxis=dict(title="trial"), yaxis=dict(title="hypervolume", rangemode="tozero"),
                       template="plotly_white", height=360)
     return fig

@@ -32,6 +32,7 @@ from ..trial.candidate import nearest_named
 from . import pareto, stats
 from .diff import genotype_diff
 from .figures import (
+    budget_axis,
     graph_figure,
     hypervolume,
     hypervolume_figure,
@@ -78,15 +79,6 @@ def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops"
     pareto.write_plot(study_name, pts, path, x=x, resolution=settings.resolution, budget=settings.budget,
                       max_params=settings.max_params, png=png, force=force, latency_budget=settings.latency_budget)
     return path
-
-
-# ---------------------------------------------------------------------------- hypervolume
-
-
-# ---------------------------------------------------------------------------- genotype diffs
-
-
-# ---------------------------------------------------------------------------- figures
 
 
 # ---------------------------------------------------------------------------- the page
@@ -308,14 +300,15 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
     figs: dict[str, Any] = {}
     figs["pareto"] = pareto.figure(study.study_name, pts, "flops", settings.resolution, settings.budget,
                                    settings.max_params, settings.latency_budget)
-    figs["hypervolume"] = hypervolume_figure(pts, settings.budget)
+    axis, budget = budget_axis(settings)
+    figs["hypervolume"] = hypervolume_figure(pts, budget, axis)
     edfs = _edf_section(pts, by, figs)
     figs["timeline"] = timeline_figure(trials)
     graphs = _graphs(front, settings, figs)
     counts = Counter(state_of(t) for t in trials)
     settings_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
                             for k, v in _settings_rows(study, settings, url, pts))
-    hv = hypervolume([(p.accuracy, p.flops) for p in pts], settings.budget)
+    hv = hypervolume([(p.accuracy, p.cost(axis)) for p in pts if p.cost(axis) is not None], budget)
     dashboard = f"optuna-dashboard {redact(url)}"
     sampler_note = ("" if settings.sampler == "random" else
                     f" The {_esc(settings.sampler)} sampler steers its draws, so these describe the trials this "
@@ -337,7 +330,8 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
 <p class="note">Click a header to sort. Differences are from the nearest named architecture to the genotype
 (<code>path: theirs → this</code>).</p>
 {_pareto_table(front, settings)}
-<h2>Hypervolume</h2><p>Now {hv:.4f} of the box from (accuracy 0, FLOPs 0) to (accuracy 1, budget).</p>
+<h2>Hypervolume</h2><p>Now {hv:.4f} of the box from (accuracy 0, {_esc(pareto.AXIS_TITLES[axis])} 0) to
+(accuracy 1, budget).</p>
 <div id="hypervolume" class="plot"></div>
 <h2>Error EDFs</h2>
 <p class="note">Error = 1 - proxy accuracy; F(e) is the fraction of a group's models with error at most e
