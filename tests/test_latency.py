@@ -1,6 +1,7 @@
 """Latency as a budget (explorer/trial/latency): the lookup table's key and cache file, time budgets,
 a device mismatch refused on resume, and a tiny network's prediction against its measurement.
 No timing is asserted beyond a generous factor: accuracy figures belong to benchmarks/latency.py."""
+import dataclasses
 import json
 import math
 
@@ -19,7 +20,7 @@ from explorer.studies.store import settings_of, store_settings
 from explorer.trial.candidate import deploy_key
 from explorer.trial.latency import DeviceKey, Table, calibrate, measure, predict
 from explorer.trial.latency.model import kind
-from explorer.trial.latency.trace import distinct, trace
+from explorer.trial.latency.trace import MAX_COPIES, distinct, trace
 
 
 def tiny(out: int, skip: str | None = None, merge: str = "concat", branches: int = 1) -> dict:
@@ -81,6 +82,22 @@ def test_the_trace_counts_adds_concats_and_pools():
     assert sum(op.key.startswith("conv2d") for op in resnet) == 53
     assert {"max_pool2d", "adaptive_avg_pool2d", "linear"} <= {op.key.split("(")[0] for op in resnet}
     assert {kind(op) for op in trace("mobilenet", 224)} == {"conv", "grouped", "memory"}
+
+
+def test_an_op_is_timed_on_copies_of_all_its_tensors_that_fill_the_cold_bytes():
+    """Inputs cycle through copies as weights do (so a large op reads them from memory, as in a network),
+    as many as fill the cold bytes; a small op stops at MAX_COPIES."""
+    seen = []
+    add = next(op for op in trace(space.load(tiny(16, skip="residual")), 32) if op.key.startswith("Tensor.add"))
+    spy = dataclasses.replace(add, func=lambda *args, **kwargs: seen.append([a.data_ptr() for a in args]))
+    nbytes = sum(a.bytes() for a in add.args)
+    for cold, copies in ((0, 1), (3 * nbytes, 3), (10**12, MAX_COPIES)):
+        seen.clear()
+        call = spy.bind(torch.device("cpu"), cold)
+        for _ in range(2 * copies):
+            call()
+        assert len({tuple(ptrs) for ptrs in seen}) == copies
+        assert seen[:copies] == seen[copies:]  # the copies come round in turn
 
 
 def test_a_tiny_network_is_predicted_within_a_generous_factor(cache):
