@@ -162,7 +162,8 @@ class Table:
         if not new:
             return 0
         device = torch.device(self.key.device)
-        settle_allocator()
+        if device.type == "cpu":
+            settle_allocator()
         with Progress(console=STDERR, transient=True,
                       disable=len(new) < PROGRESS_FROM or not STDERR.is_terminal) as bar, torch.inference_mode():
             task = bar.add_task(f"measuring {len(new)} new ops ({self.key.device})", total=len(new))
