@@ -4,6 +4,7 @@ No timing is asserted beyond a generous factor: accuracy figures belong to bench
 import dataclasses
 import json
 import math
+from dataclasses import asdict
 
 import optuna
 import pytest
@@ -17,7 +18,7 @@ from explorer.base.budget import is_time, parse_budget, parse_ms
 from explorer.base.errors import UserError
 from explorer.base.settings import Settings
 from explorer.studies.store import settings_of, store_settings
-from explorer.trial.candidate import deploy_key
+from explorer.trial.candidate import deploy_key, fit_latency_model
 from explorer.trial.latency import DeviceKey, Table, calibrate, measure, predict
 from explorer.trial.latency.model import kind
 from explorer.trial.latency.trace import MAX_COPIES, distinct, trace
@@ -196,3 +197,17 @@ def test_a_latency_budgeted_search_keeps_to_it_and_reports_on_latency(tmp_path, 
     page = (tmp_path / "studies" / "lat" / "report.html").read_text()
     box = page[page.index("<h2>Hypervolume</h2>"):page.index('<div id="hypervolume"')]
     assert "latency (ms, predicted) 0" in box and float(box.split("Now ")[1].split()[0]) > 0
+
+
+def test_jobs_fit_the_latency_model_once_before_the_workers_and_never_for_another_device(tmp_path, cache):
+    """`--jobs N` fits a study's latency model in the parent (the workers would each fit it at once, under one
+    another's load); a fitted table is left alone, and a study from another device is refused before any op is
+    measured into that device's table."""
+    settings = Settings(budget=0, latency_budget=5.0, objective="latency", latency_device=asdict(deploy_key("cpu")))
+    table = Table(deploy_key("cpu"))
+    calibrate(table, [tiny(c) for c in (8, 16)], resolution=32)
+    assert not fit_latency_model(settings, "cpu")  # already fitted: nothing measured
+    other = Settings(budget=0, latency_budget=5.0, latency_device={**settings.latency_device, "name": "Another CPU"})
+    with pytest.raises(UserError, match="Another CPU"):
+        fit_latency_model(other, "cpu")
+    assert not DeviceKey(**other.latency_device).file().exists()

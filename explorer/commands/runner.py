@@ -29,7 +29,7 @@ from ..studies.store import (
     study_dir,
 )
 from ..trial import data as datasets
-from ..trial.candidate import Context, deploy_key, nearest_named, prepare
+from ..trial.candidate import Context, deploy_key, fit_latency_model, nearest_named, prepare
 from . import pool
 
 DEFAULT = Settings()
@@ -200,6 +200,8 @@ def train_study(study, url: str, settings: Settings, device: str, data_dir: Path
 
     `ctx`: the data and device already prepared (and checked) by the caller."""
     if jobs > 1:
+        if fit_latency_model(settings, device):
+            console.print("fitted the latency model for this device once, before the workers start", highlight=False)
         code = pool.run_pool(study.study_name, url, jobs, device, data_dir, heartbeat, settings, console)
         _stopped(code, console)
         if code:

@@ -56,14 +56,31 @@ def deploy_key(device: str) -> latency.DeviceKey:
     return latency.DeviceKey.here(resolve_device(device).type, len(allowed_cpus()))
 
 
+def latency_table(settings: Settings) -> latency.Table:
+    key = latency.DeviceKey(**settings.latency_device)
+    return _TABLES.setdefault(key, latency.Table(key))
+
+
 def latency_ms(g: space.Genotype, settings: Settings) -> float:
     """The deployed network's predicted latency on the study's device (ops new to its table are measured)."""
-    key = latency.DeviceKey(**settings.latency_device)
-    memo = (space.digest(g), settings.resolution, key)
+    memo = (space.digest(g), settings.resolution, latency.DeviceKey(**settings.latency_device))
     if memo not in _PREDICTED:
-        table = _TABLES.setdefault(key, latency.Table(key))
-        _PREDICTED[memo] = latency.predict(g, settings.resolution, table).ms
+        _PREDICTED[memo] = latency.predict(g, settings.resolution, latency_table(settings)).ms
     return _PREDICTED[memo]
+
+
+def fit_latency_model(settings: Settings, device: str) -> bool:
+    """Fit the study's latency model here and now if its device's table has no fit yet; whether it did.
+    Run before `--jobs N` starts its workers, which would otherwise each fit it at once, under one
+    another's load: N times the work, and timings that say more about the load than the device."""
+    if not settings.latency_device:
+        return False
+    check_latency_device(settings, device)  # never measure into another device's table
+    table = latency_table(settings)
+    if table.overhead:
+        return False
+    latency.calibrate(table)
+    return True
 
 
 def check_latency_device(settings: Settings, device: str) -> None:
