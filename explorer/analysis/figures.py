@@ -56,9 +56,9 @@ def hypervolume_history(pts: list[pareto.Point], budget: float, axis: str = "flo
     return numbers, values
 
 
-def hypervolume_figure(pts, budget: float, axis: str = "flops"):
+def hypervolume_figure(numbers: list[int], values: list[float], axis: str = "flops"):
+    """The hypervolume after each trial (`hypervolume_history`), on the budget's `axis`."""
     import plotly.graph_objects as go
-    numbers, values = hypervolume_history(pts, budget, axis)
     fig = go.Figure(go.Scatter(x=numbers, y=values, mode="lines+markers", line=dict(shape="hv"), name="hypervolume",
                                hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"))
     title = (f"Hypervolume over trials (reference point: accuracy 0, {pareto.AXIS_TITLES[axis]} = budget; "

@@ -34,8 +34,8 @@ from .diff import genotype_diff
 from .figures import (
     budget_axis,
     graph_figure,
-    hypervolume,
     hypervolume_figure,
+    hypervolume_history,
     state_of,
     timeline_figure,
 )
@@ -301,14 +301,15 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
     figs["pareto"] = pareto.figure(study.study_name, pts, "flops", settings.resolution, settings.budget,
                                    settings.max_params, settings.latency_budget)
     axis, budget = budget_axis(settings)
-    figs["hypervolume"] = hypervolume_figure(pts, budget, axis)
+    numbers, values = hypervolume_history(pts, budget, axis)
+    figs["hypervolume"] = hypervolume_figure(numbers, values, axis)
     edfs = _edf_section(pts, by, figs)
     figs["timeline"] = timeline_figure(trials)
     graphs = _graphs(front, settings, figs)
     counts = Counter(state_of(t) for t in trials)
     settings_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
                             for k, v in _settings_rows(study, settings, url, pts))
-    hv = hypervolume([(p.accuracy, p.cost(axis)) for p in pts if p.cost(axis) is not None], budget)
+    hv = values[-1] if values else 0.0
     dashboard = f"optuna-dashboard {redact(url)}"
     sampler_note = ("" if settings.sampler == "random" else
                     f" The {_esc(settings.sampler)} sampler steers its draws, so these describe the trials this "

@@ -139,11 +139,7 @@ class Objective:
             self._fail(trial, f"diverged: {e}")
         except torch.cuda.OutOfMemoryError:
             self._fail(trial, "out of memory")
-        except (KeyboardInterrupt, UserError, optuna.TrialPruned):
-            raise
-        except Exception as e:  # noqa: BLE001 - any failure is recorded and the study goes on
-            self._error(trial, e)
-        finally:
+        finally:  # any other error is the trial's failure too, recorded by __call__
             trial.set_user_attr("wall_time", time.perf_counter() - started)
             trial.set_user_attr("history", history)
         trial.set_user_attr("accuracy", result.val_accuracy)

@@ -63,9 +63,10 @@ def latency_table(settings: Settings) -> latency.Table:
 
 def latency_ms(g: space.Genotype, settings: Settings) -> float:
     """The deployed network's predicted latency on the study's device (ops new to its table are measured)."""
-    memo = (space.digest(g), settings.resolution, latency.DeviceKey(**settings.latency_device))
+    table = latency_table(settings)
+    memo = (space.digest(g), settings.resolution, table.key)
     if memo not in _PREDICTED:
-        _PREDICTED[memo] = latency.predict(g, settings.resolution, latency_table(settings)).ms
+        _PREDICTED[memo] = latency.predict(g, settings.resolution, table).ms
     return _PREDICTED[memo]
 
 
