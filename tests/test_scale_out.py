@@ -69,13 +69,20 @@ def assert_exact(trials, target: int):
     return complete
 
 
+# Epochs of the trials the tests kill or stop mid-way: 3 epochs of these tiny proxies last ~0.3 s, so a
+# signal sent after the first epoch was seen could land once the trial had completed.
+LONG = 30
+
+
 def wait_for_training(url: str, study: str, *pids: int, timeout=180):
-    """A trial one of the workers `pids` is training, once it has reported an epoch (so it is mid-trial)."""
+    """A trial one of the workers `pids` is training, once it has reported an epoch but not yet half of
+    LONG (so it is mid-trial, with seconds to go)."""
     claims = tuple(f":{pid}" for pid in pids)
     deadline = time.time() + timeout
     while time.time() < deadline:
         for t in trials_of(url, study):
-            if t.state == RUNNING and t.system_attrs.get(CLAIM_KEY, "").endswith(claims) and t.intermediate_values:
+            if (t.state == RUNNING and t.system_attrs.get(CLAIM_KEY, "").endswith(claims)
+                    and 0 < len(t.intermediate_values) < LONG // 2):
                 return t
         time.sleep(0.2)
     raise AssertionError(f"none of the workers {pids} trained a trial")
@@ -183,7 +190,7 @@ def test_postgres_three_workers_exact_count(postgres, tmp_path):
 
 def test_postgres_killed_worker_is_retried_and_sigterm_releases(postgres, tmp_path):
     url = postgres.create_database("crash")
-    explore("search", "--study", "crash", "--storage", url, "--trials", "6", "--no-run", *quick(epochs=3),
+    explore("search", "--study", "crash", "--storage", url, "--trials", "6", "--no-run", *quick(epochs=LONG),
             cwd=tmp_path)
     beat = ["--heartbeat", "1", "--grace", "4"]
     workers = [start("worker", "--study", "crash", "--storage", url, *beat, cwd=tmp_path) for _ in range(3)]
@@ -216,7 +223,7 @@ def test_postgres_killed_worker_is_retried_and_sigterm_releases(postgres, tmp_pa
 def test_journal_workers_exact_count_and_reclaim(tmp_path):
     url = f"journal:{tmp_path / 'shared' / 'big.log'}"
     (tmp_path / "shared").mkdir()
-    explore("search", "--study", "big", "--storage", url, "--trials", "5", "--no-run", *quick(epochs=3),
+    explore("search", "--study", "big", "--storage", url, "--trials", "5", "--no-run", *quick(epochs=LONG),
             cwd=tmp_path)
     workers = [start("worker", "--study", "big", "--storage", url, cwd=tmp_path) for _ in range(3)]
     killed = wait_for_training(url, "big", *(w.pid for w in workers))
