@@ -41,13 +41,19 @@ class TensorSpec:
         return f"T[{text}/{','.join(map(str, self.stride))}]" if self.stride else f"T[{text}]"
 
     def make(self, device: torch.device) -> torch.Tensor:
-        """A tensor of this shape and layout filled with 0.5: no denormals or NaNs to slow a kernel down,
-        positive variances for a batch norm, and cheap to fill (the kernels' speed doesn't depend on values)."""
+        """A tensor of this shape and layout filled with seeded uniform values, as varied as a network's:
+        max pooling ran 2.8 times faster on a tensor of one repeated value (its comparisons never
+        mispredict) than on varied data. Activations lie in [-1, 1); weights in [0.5, 1.5), so a batch
+        norm's running variance is positive. Neither range can produce denormals or NaNs to slow a
+        kernel down, and the global random state is left alone."""
         if self.stride is None:
             t = torch.empty(self.shape, dtype=self.dtype, device=device)
         else:
             t = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=device)
-        return t.fill_(0.5) if t.is_floating_point() else t.zero_()
+        if not t.is_floating_point():
+            return t.zero_()
+        low, high = (0.5, 1.5) if self.weight else (-1.0, 1.0)
+        return t.uniform_(low, high, generator=torch.Generator(device).manual_seed(0))
 
     def bytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
