@@ -73,7 +73,7 @@ class Op:
         (at most MAX_COPIES copies), so a large op reads them from memory, as in a network, which reads
         each weight once per pass and whose other ops have evicted most activations meanwhile. With
         only the weights cold (inputs shared and hot), memory-bound ops were timed faster than inside
-        networks, and the latency benchmark scored 85% within ±10% at one thread; with both, 87%."""
+        networks, and the latency benchmark scored 85% within ±10% at one thread; with both, 87% (method 6)."""
         tensor_bytes = sum(t.bytes() for t in _tensors((self.args, self.kwargs)))
         copies = min(MAX_COPIES, max(1, -(-cold_bytes // max(1, tensor_bytes))))
         calls = []
