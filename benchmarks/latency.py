@@ -13,12 +13,12 @@ load from the virtual machine's neighbours then spoils one of a genotype's measu
 its measured latency is the median of its three. Printed: each genotype's prediction beside that, the
 share predicted within ±10%, the worst error, Kendall's tau of predicted against measured latency,
 Kendall's tau of FLOPs against measured latency (what FLOPs miss), and how often one measurement lands
-within ±10% of its genotype's median (what a check against a single
-measurement could score). `uptime` is printed before and after: other load on the cores makes every
-measured figure noisier. `--clock thread` (with `--threads 1`) times ops and
-networks alike by the CPU time of the one thread instead of wall time: on a machine other jobs keep
-busy, that leaves out the time the scheduler gives them, so the figures measure the predictor rather
-than the load (it is not latency on a busy machine, which no prediction can know).
+within ±10% of its genotype's median (what a check against a single measurement could score).
+`uptime` is printed before and after: other load on the cores makes every measured figure noisier.
+`--clock thread` (with `--threads 1`) times ops and networks alike by the CPU time of the one thread
+instead of wall time: on a machine other jobs keep busy, that leaves out the time the scheduler gives
+them, so the figures measure the predictor rather than the load (it is not latency on a busy
+machine, which no prediction can know).
 """
 from __future__ import annotations
 

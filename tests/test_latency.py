@@ -19,7 +19,7 @@ from explorer.base.errors import UserError
 from explorer.base.settings import Settings
 from explorer.studies.store import settings_of, store_settings
 from explorer.trial.candidate import deploy_key, fit_latency_model
-from explorer.trial.latency import DeviceKey, Table, calibrate, measure, predict
+from explorer.trial.latency import DeviceKey, Table, calibrate, measure, model, predict
 from explorer.trial.latency.model import kind
 from explorer.trial.latency.trace import MAX_COPIES, distinct, trace
 
@@ -125,6 +125,16 @@ def test_a_tiny_network_is_predicted_within_a_generous_factor(cache):
     g = tiny(24, branches=2)
     predicted, measured = predict(g, 32, table).ms, measure(g, 32, key)
     assert measured / 3 < predicted < measured * 3
+
+
+def test_networks_are_measured_in_passes_over_all_of_them(monkeypatch):
+    """A burst of load should spoil one of a network's measurements, not all: each pass times every
+    network once, in turn, and each network keeps one measurement per pass."""
+    order = []
+    monkeypatch.setattr(model, "measure", lambda g, resolution, key: order.append(g["name"]) or len(order))
+    nets = [tiny(8), tiny(16)]
+    assert model.measure_passes(nets, 32, DeviceKey.here("cpu", threads=1), passes=3) == [[1, 3, 5], [2, 4, 6]]
+    assert order == ["tiny8", "tiny16"] * 3
 
 
 @pytest.mark.parametrize("text,ms", [("20ms", 20), ("1.5s", 1500), ("800us", 0.8), ("2e1 ms", 20), ("3µs", 0.003)])

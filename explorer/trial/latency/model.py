@@ -9,8 +9,9 @@ on this 2-core CPU while the table was designed: an op timed in a tight loop wit
 out of the cache comes within a few per cent of its time inside resnet50 for convs, but elementwise
 ops (batch norm, ReLU, adds) take 1.5 to 3 times as long inside a network as in a loop on hot inputs
 (cycling the inputs out of the cache and filling them with varied values narrow that, see trace.py),
-and each op also pays the module call around it. So the terms are fitted, per device key, on calibration networks (CALIBRATION_PER_SPACE
-seeded draws from every shipped space, a seed no benchmark uses): the fixed cost of a forward pass,
+and each op also pays the module call around it. So the terms are fitted, per device key, on
+calibration networks (CALIBRATION_PER_SPACE seeded draws from every shipped space, a seed no
+benchmark uses): the fixed cost of a forward pass,
 one scale per kind of op (dense convs and linears; grouped and depthwise convs; memory-bound ops)
 and a per-op overhead, by non-negative least squares on relative error against each network's
 median over PASSES measurements. The fit is stored in the table's file, beside the ops.
