@@ -41,7 +41,6 @@ from space.named import named, names
 from space.sampling import space_names
 
 DEFAULT_SEARCH_DRAWS = 20
-MEASURE_PASSES = 3  # rounds over all genotypes; a genotype's measured latency is the median of its three
 
 
 def genotypes(per_space: int, max_flops: float) -> list[tuple[str, object]]:
@@ -101,7 +100,7 @@ def main() -> None:
           f"{fill_s:.0f} s; total {(fit_s + fill_s) / 60:.1f} min")
     chosen = genotypes(args.per_space, args.max_gflops * 1e9)
     predicted = [predict(g, 224, table).ms for _, g in chosen]
-    passes = measure_passes([g for _, g in chosen], 224, key, MEASURE_PASSES)
+    passes = measure_passes([g for _, g in chosen], 224, key)  # as the calibration measures: PASSES rounds
     rows = []
     print(f"{'genotype':28s} {'GFLOPs':>7s} {'M params':>8s} {'measured':>9s} {'predicted':>9s} {'error':>7s}")
     for (name, g), p, m in zip(chosen, predicted, passes):

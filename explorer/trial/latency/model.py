@@ -38,7 +38,7 @@ from .trace import Op, distinct, trace
 KINDS = ("conv", "grouped", "memory")
 TERMS = ("per_network", *(f"scale_{k}" for k in KINDS), "per_op")
 CALIBRATION_SEED, CALIBRATION_PER_SPACE = 10_000, 5
-PASSES = 3  # rounds of measurements over the calibration networks, for the median of each
+PASSES = 3  # rounds of measurements over a set of networks (calibration, benchmark), for the median of each
 CALIBRATION_MAX_FLOPS = 4e9  # multiply-adds at 224 px: keeps the fit's measurements to a minute or two
 
 
