@@ -3,6 +3,7 @@
     python benchmarks/fidelity.py ranking   # default proxy and reference recipe on every genotype
     python benchmarks/fidelity.py noise     # seed-to-seed spread of the proxy and of the reference
     python benchmarks/fidelity.py cost      # Kendall's tau against CPU seconds for other proxy settings
+    python benchmarks/fidelity.py truth --pool sqlite:///POOL.db --minutes 85   # the ground truth, resumable
 
 The genotypes are the classics that fit 2 GFLOPs (multiply-adds) at 224 px and belong to the
 union space, plus seeded union draws spread over the families. Each is adapted and trained
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import space  # noqa: E402
 from explorer.analysis import fidelity  # noqa: E402
 from explorer.analysis.fidelity import correlation  # noqa: E402
+from explorer.base.dominance import sorted_by_fronts  # noqa: E402
 from explorer.base.settings import (
     ProxySpec,  # noqa: E402
     Settings,  # noqa: E402
@@ -44,6 +46,7 @@ from explorer.trial import scores as zero_cost  # noqa: E402
 from explorer.trial.candidate import DEPLOY_CLASSES  # noqa: E402
 from explorer.trial.proxy import make_proxy  # noqa: E402
 from explorer.trial.trainer import Diverged, set_cpu_threads, train  # noqa: E402
+import truth  # noqa: E402  (benchmarks/truth.py, beside this file)
 from space.named import named  # noqa: E402
 from space.sampling import load_space, sample  # noqa: E402
 
@@ -223,13 +226,16 @@ def _stored(part: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("ranking", "noise", "cost"))
+    parser.add_argument("part", choices=("ranking", "noise", "cost", "truth"))
     parser.add_argument("--jobs", type=int, default=2, help="single-threaded training processes at once")
     parser.add_argument("--variants", nargs="*", help="cost: which proxy variants [default: all]")
+    parser.add_argument("--pool", help="truth: the storage URL of a default-seed union search (for a new plan)")
+    parser.add_argument("--minutes", type=float, default=85, help="truth: start no run after this many minutes")
     args = parser.parse_args()
     set_cpu_threads()
     started = time.perf_counter()
-    result = {"ranking": ranking, "noise": noise, "cost": cost}[args.part](args)
+    result = {"ranking": ranking, "noise": noise, "cost": cost,
+              "truth": lambda a: truth.run(a.pool, a.jobs, a.minutes)}[args.part](args)
     result["machine"] = {"threads": torch.get_num_threads(), "torch": torch.__version__,
                          "wall_s": time.perf_counter() - started,
                          "date": time.strftime("%Y-%m-%d")}

@@ -1,0 +1,185 @@
+"""The ground truth that proxies are scored against, sharing none of their choices but the geometry.
+
+`python benchmarks/fidelity.py truth` runs it. Each genotype is adapted by the proxy's geometric
+rules only (stem strides to 1 and the stride clamp, without which ImageNet networks vanish at
+28 px) and trained at the native 28 px, width x1, repeats capped at 2 (a genotype's own where
+smaller), TRUTH.epochs epochs on TRUTH.train_images training images, and evaluated on a fixed
+class-balanced split of VAL_IMAGES images held out of the training split (split seed 0, whatever the
+training seed). The genotypes (plan.json, made once and never rewritten) are:
+- the classics under 2 GFLOPs (multiply-adds) that the union space contains;
+- GOOD genotypes from the good region: the best, by non-dominated sorting on (proxy accuracy,
+  FLOPs), of a default-seed `explore search` of the union space (--pool);
+- seeded union draws, round-robin over the families, up to at least GENOTYPES in all.
+The good region trains with two seeds, the rest with one. Each run writes its own JSON beside the
+plan as it finishes, so the work resumes where it stopped and splits into parts (--minutes);
+fidelity-truth.json is assembled from whatever runs exist and says whether it is complete.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+
+import optuna
+import torch
+
+import space
+from explorer.analysis.pareto import stored_genotype
+from explorer.base.dominance import sorted_by_fronts
+from explorer.base.settings import ProxySpec, Settings
+from explorer.search.study import reference_points
+from explorer.trial import data as datasets
+from explorer.trial.candidate import DEPLOY_CLASSES, trial_seed
+from explorer.trial.proxy import make_proxy
+from explorer.trial.trainer import Diverged, train
+from space.named import named
+from space.sampling import load_space, sample
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "fidelity-truth"
+BUDGET = 2_000_000_000
+DATASET = "fashion-mnist"
+TRUTH = ProxySpec(resolution=28, width=1.0, depth=2, epochs=6, train_images=20_000, batch_size=128)
+VAL_IMAGES = 10_000
+SPLIT_SEED = 0
+GOOD = 16
+GENOTYPES = 32
+SEEDS = {"good": (0, 1), "classic": (0,), "draw": (0,)}
+
+
+def plan(pool: str | None) -> list[dict]:
+    """The stored plan, or a new one (which needs the pool study)."""
+    path = RUNS / "plan.json"
+    if path.exists():
+        return json.loads(path.read_text())["genotypes"]
+    if pool is None:
+        raise SystemExit("no plan yet: pass --pool STORAGE_URL, a default-seed `explore search` of the union space")
+    union = load_space("union")
+    settings = Settings(space="union", space_doc=union, budget=BUDGET)
+    chosen = [("classic", name, named(name)) for name, _ in reference_points(settings)]
+    chosen += _good_region(pool, {space.digest(g) for _, _, g in chosen})
+    chosen += _draws(union, GENOTYPES - len(chosen), {space.digest(g) for _, _, g in chosen})
+    entries = [{"label": label, "group": group, "family": g.family or "custom", "digest": space.digest(g),
+                "genotype": space.schema.canonical_json(g), "seeds": list(SEEDS[group])}
+               for group, label, g in chosen]
+    RUNS.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"pool": pool, "spec": asdict(TRUTH), "val_images": VAL_IMAGES,
+                                "genotypes": entries}, indent=1))
+    return entries
+
+
+def _good_region(pool: str, taken: set[str]) -> list[tuple[str, str, space.Genotype]]:
+    names = optuna.get_all_study_names(pool)
+    trials = [t for name in names for t in optuna.load_study(study_name=name, storage=pool).get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    order = sorted_by_fronts([(t.values[0], t.values[1]) for t in trials])
+    out = []
+    for i in order:
+        g = stored_genotype(trials[i])
+        if space.digest(g) not in taken and len(out) < GOOD:
+            taken.add(space.digest(g))
+            out.append(("good", f"good{len(out) + 1}-{g.family}-t{trials[i].number}", g))
+    return out
+
+
+def _draws(union: dict, n: int, taken: set[str], seed: int = 0) -> list[tuple[str, str, space.Genotype]]:
+    """`n` draws under budget, round-robin over the families so each is represented."""
+    rng, families, out = random.Random(seed), list(union["labels"]), []
+    while len(out) < n:
+        g = sample(union, rng)
+        want = families[len(out) % len(families)]
+        try:
+            fits = space.complexity(g, 224, DEPLOY_CLASSES, breakdown=False).flops <= BUDGET
+        except space.GenotypeError:
+            continue
+        if fits and g.family == want and space.digest(g) not in taken:
+            taken.add(space.digest(g))
+            out.append(("draw", f"draw{len(out) + 1}-{g.family}", g))
+    return out
+
+
+def run_path(index: int, entry: dict, seed: int) -> Path:
+    return RUNS / f"{index:02d}-{entry['label']}-s{seed}.json"
+
+
+_DATA: list[datasets.Splits] = []
+
+
+def _splits() -> datasets.Splits:
+    if not _DATA:
+        _DATA.append(datasets.load(DATASET, resolution=TRUTH.resolution, seed=SPLIT_SEED,
+                                   val_images=VAL_IMAGES, train_images=TRUTH.train_images))
+    return _DATA[0]
+
+
+def train_one(index: int, entry: dict, seed: int) -> dict:
+    """Train one genotype's truth network with one seed, and write its JSON (atomically)."""
+    data = _splits()
+    g = space.load(json.loads(entry["genotype"]))
+    net = make_proxy(g, TRUTH.resolution, TRUTH.width, TRUTH.depth, data.in_channels, data.num_classes)
+    torch.manual_seed(trial_seed(seed, index))
+    model = space.build(net, data.num_classes, data.in_channels)
+    cpu, wall = time.process_time(), time.perf_counter()
+    try:
+        result = train(model, data, TRUTH.recipe(seed), torch.device("cpu"))
+        accuracy, history = result.val_accuracy, result.history
+    except Diverged:
+        accuracy, history = None, []
+    out = {"index": index, "label": entry["label"], "digest": entry["digest"], "seed": seed,
+           "accuracy": accuracy, "history": history, "cpu_s": time.process_time() - cpu,
+           "wall_s": time.perf_counter() - wall, "threads": torch.get_num_threads(),
+           "flops": space.complexity(net, breakdown=False, in_channels=data.in_channels).flops,
+           "date": time.strftime("%Y-%m-%d %H:%M")}
+    path = run_path(index, entry, seed)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, path)
+    print(f"  truth {entry['label']} seed {seed}: accuracy {accuracy}, {out['cpu_s']:.0f} cpu s", flush=True)
+    return out
+
+
+def _train_star(task: tuple) -> dict:
+    return train_one(*task)
+
+
+def run(pool: str | None, jobs: int, minutes: float) -> dict:
+    """Train the runs still missing, starting none after `minutes`; then assemble what exists."""
+    entries = plan(pool)
+    todo = [(i, e, s) for s in (0, 1) for i, e in enumerate(entries)
+            if s in e["seeds"] and not run_path(i, e, s).exists()]
+    print(f"truth: {len(todo)} runs to go", flush=True)
+    deadline = time.monotonic() + 60 * minutes
+    os.environ["OMP_NUM_THREADS"] = "1"
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as workers:
+        running = set()
+        while todo or running:
+            while todo and len(running) < jobs and time.monotonic() < deadline:
+                running.add(workers.submit(_train_star, todo.pop(0)))
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+    return assemble(entries)
+
+
+def assemble(entries: list[dict]) -> dict:
+    """fidelity-truth.json's content: each genotype's accuracies by seed, mean and seed std."""
+    rows, missing = [], 0
+    for i, e in enumerate(entries):
+        runs = [json.loads(p.read_text()) for s in e["seeds"] if (p := run_path(i, e, s)).exists()]
+        missing += len(e["seeds"]) - len(runs)
+        accs = [r["accuracy"] for r in runs if r["accuracy"] is not None]
+        rows.append({k: e[k] for k in ("label", "group", "family", "digest", "genotype")} | {
+            "accuracies": {str(r["seed"]): r["accuracy"] for r in runs},
+            "truth": statistics.fmean(accs) if accs else None,
+            "std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "cpu_s": sum(r["cpu_s"] for r in runs), "flops": runs[0]["flops"] if runs else None})
+    return {"spec": asdict(TRUTH), "val_images": VAL_IMAGES, "split_seed": SPLIT_SEED, "dataset": DATASET,
+            "complete": missing == 0, "missing_runs": missing, "rows": rows}
