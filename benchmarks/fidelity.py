@@ -3,6 +3,7 @@
     python benchmarks/fidelity.py ranking   # default proxy and reference recipe on every genotype
     python benchmarks/fidelity.py noise     # seed-to-seed spread of the proxy and of the reference
     python benchmarks/fidelity.py cost      # Kendall's tau against CPU seconds for other proxy settings
+    python benchmarks/fidelity.py score     # proxy settings and zero-cost scores against the truth: top-k metrics
     python benchmarks/fidelity.py truth --pool sqlite:///POOL.db --minutes 85   # the ground truth, resumable
 
 The genotypes are the classics that fit 2 GFLOPs (multiply-adds) at 224 px and belong to the
@@ -32,10 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import truth  # noqa: E402  (benchmarks/truth.py, beside this file)
+
 import space  # noqa: E402
-from explorer.analysis import fidelity  # noqa: E402
+from explorer.analysis import fidelity, topk  # noqa: E402
 from explorer.analysis.fidelity import correlation  # noqa: E402
-from explorer.base.dominance import sorted_by_fronts  # noqa: E402
 from explorer.base.settings import (
     ProxySpec,  # noqa: E402
     Settings,  # noqa: E402
@@ -46,7 +48,6 @@ from explorer.trial import scores as zero_cost  # noqa: E402
 from explorer.trial.candidate import DEPLOY_CLASSES  # noqa: E402
 from explorer.trial.proxy import make_proxy  # noqa: E402
 from explorer.trial.trainer import Diverged, set_cpu_threads, train  # noqa: E402
-import truth  # noqa: E402  (benchmarks/truth.py, beside this file)
 from space.named import named  # noqa: E402
 from space.sampling import load_space, sample  # noqa: E402
 
@@ -217,6 +218,44 @@ def cost(args) -> dict:
     return table
 
 
+TRUTH_VARIANTS = {"default": ProxySpec(), "16 px": replace(ProxySpec(), resolution=16),
+                  "20 px": replace(ProxySpec(), resolution=20), "28 px": replace(ProxySpec(), resolution=28),
+                  "width x1": replace(ProxySpec(), width=1.0), "epochs x2": replace(ProxySpec(), epochs=4)}
+
+
+def score(args) -> dict:
+    """Each proxy setting (and each zero-cost score) ranked against the truth's mean accuracies:
+    the top-k metrics with bootstrap intervals, and CPU seconds per trial for the cost table."""
+    measured = truth.assemble(truth.plan(None))
+    rows = [r for r in measured["rows"] if r["truth"] is not None]
+    if len(rows) < 5:
+        sys.exit(f"the truth has {len(rows)} genotypes measured; run `python benchmarks/fidelity.py truth` further")
+    truths = [r["truth"] for r in rows]
+    out = {"truth_complete": measured["complete"], "genotypes": len(rows), "ceiling": _ceiling(rows), "proxies": {}}
+    names = args.variants or list(TRUTH_VARIANTS)
+    tasks = [(space.load(json.loads(r["genotype"])), TRUTH_VARIANTS[n], 0, i)
+             for n in names for i, r in enumerate(rows)]
+    results = run_all(tasks, args.jobs)
+    for k, name in enumerate(names):
+        runs = results[k * len(rows):(k + 1) * len(rows)]
+        out["proxies"][name] = {"spec": asdict(TRUTH_VARIANTS[name]), "cpu_s_per_trial":
+                                statistics.fmean(r["cpu_s"] for r in runs), "accuracies": [r["accuracy"] for r in runs],
+                                "metrics": topk.report([r["accuracy"] for r in runs], truths)}
+    zero = [scores(space.load(json.loads(r["genotype"])), ProxySpec()) for r in rows]
+    out["scores"] = {name: topk.report([z[name] for z in zero], truths) for name in zero_cost.SCORES}
+    for name, row in [*out["proxies"].items(), *out["scores"].items()]:
+        metrics = row.get("metrics", row)
+        print(f"{name:10s} " + "  ".join(f"{m} {_fmt(v['value'])} [{_fmt(v['low'])}, {_fmt(v['high'])}]"
+                                         for m, v in metrics.items()), flush=True)
+    return out
+
+
+def _ceiling(rows: list[dict]) -> dict:
+    """The truth against itself: seed 0 against seed 1 where both exist, the bound on any proxy."""
+    both = [r for r in rows if {"0", "1"} <= set(r["accuracies"])]
+    return topk.report([r["accuracies"]["0"] for r in both], [r["accuracies"]["1"] for r in both])
+
+
 def _stored(part: str) -> dict:
     path = HERE / f"fidelity-{part}.json"
     if not path.exists():
@@ -226,7 +265,7 @@ def _stored(part: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("ranking", "noise", "cost", "truth"))
+    parser.add_argument("part", choices=("ranking", "noise", "cost", "truth", "score"))
     parser.add_argument("--jobs", type=int, default=2, help="single-threaded training processes at once")
     parser.add_argument("--variants", nargs="*", help="cost: which proxy variants [default: all]")
     parser.add_argument("--pool", help="truth: the storage URL of a default-seed union search (for a new plan)")
@@ -235,7 +274,7 @@ def main() -> None:
     set_cpu_threads()
     started = time.perf_counter()
     result = {"ranking": ranking, "noise": noise, "cost": cost,
-              "truth": lambda a: truth.run(a.pool, a.jobs, a.minutes)}[args.part](args)
+              "truth": lambda a: truth.run(a.pool, a.jobs, a.minutes), "score": score}[args.part](args)
     result["machine"] = {"threads": torch.get_num_threads(), "torch": torch.__version__,
                          "wall_s": time.perf_counter() - started,
                          "date": time.strftime("%Y-%m-%d")}
