@@ -116,6 +116,17 @@ def test_an_op_is_timed_on_varied_values_without_touching_the_global_random_stat
     assert -1 <= x.min() < 0 < x.max() < 1 and 0.5 <= weight.min() and weight.max() < 1.5
 
 
+def test_no_timed_op_returns_nan_batch_norms_get_a_positive_running_variance():
+    ops, _ = distinct(trace(space.load("resnet50"), 64))
+    norms = [op for op in ops.values() if "batch_norm" in op.key]
+    assert norms and all(spec.weight for op in norms for spec in op.args[1:5])  # running mean/var, weight, bias
+    for op in ops.values():
+        out = op.bind(torch.device("cpu"))()
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                assert not torch.isnan(t).any(), op.key
+
+
 def test_a_tiny_network_is_predicted_within_a_generous_factor(cache):
     key = DeviceKey.here("cpu", threads=1)
     table = Table(key)

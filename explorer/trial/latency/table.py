@@ -38,7 +38,7 @@ from rich.progress import Progress
 from ...base import files
 from .trace import Op
 
-METHOD = 7       # bump when how ops are measured changes: every cached table is then rebuilt
+METHOD = 8       # bump when how ops are measured changes: every cached table is then rebuilt
 WARMUP = 3
 REPEATS = 5
 MIN_RUN_S = 1e-3

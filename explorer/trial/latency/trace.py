@@ -34,7 +34,7 @@ class TensorSpec:
     shape: tuple[int, ...]
     stride: tuple[int, ...] | None  # None: contiguous
     dtype: torch.dtype
-    weight: bool = False  # a parameter: read once per forward pass, so cold in the cache
+    weight: bool = False  # a parameter or buffer (a module's state): read once per forward pass, so cold in the cache
 
     def __repr__(self) -> str:
         text = "x".join(map(str, self.shape))
@@ -43,8 +43,9 @@ class TensorSpec:
     def make(self, device: torch.device) -> torch.Tensor:
         """A tensor of this shape and layout filled with seeded uniform values, as varied as a network's:
         max pooling ran 2.8 times faster on a tensor of one repeated value (its comparisons never
-        mispredict) than on varied data. Activations lie in [-1, 1); weights in [0.5, 1.5), so a batch
-        norm's running variance is positive. Neither range can produce denormals or NaNs to slow a
+        mispredict) than on varied data. Activations lie in [-1, 1); a module's state, its parameters
+        and buffers alike, in [0.5, 1.5), so a batch norm's running variance is positive (a negative
+        one made the timed op return NaN). Neither range can produce denormals or NaNs to slow a
         kernel down, and the global random state is left alone."""
         if self.stride is None:
             t = torch.empty(self.shape, dtype=self.dtype, device=device)
@@ -88,14 +89,15 @@ class Op:
         return call
 
 
-def _spec(value):
+def _spec(value, state: frozenset[int]):
+    """TensorSpecs in place of tensors; `state` holds the ids of the network's parameters and buffers."""
     if isinstance(value, torch.Tensor):
         stride = None if value.is_contiguous() else tuple(value.stride())
-        return TensorSpec(tuple(value.shape), stride, value.dtype, isinstance(value, nn.Parameter))
+        return TensorSpec(tuple(value.shape), stride, value.dtype, id(value) in state)
     if isinstance(value, (list, tuple)):
-        return type(value)(_spec(v) for v in value)
+        return type(value)(_spec(v, state) for v in value)
     if isinstance(value, dict):
-        return {k: _spec(v) for k, v in value.items()}
+        return {k: _spec(v, state) for k, v in value.items()}
     return value
 
 
@@ -132,15 +134,16 @@ def name_of(func: Callable) -> str:
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.ops: list[Op] = []
+        self.state = frozenset(map(id, [*net.parameters(), *net.buffers()]))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = name_of(func)
         if name not in FREE and not name.startswith("__get__"):
-            args_spec, kwargs_spec = _spec(args), _spec(kwargs)
+            args_spec, kwargs_spec = _spec(args, self.state), _spec(kwargs, self.state)
             key = f"{name}({', '.join(map(repr, args_spec))}"
             key += "".join(f", {k}={v!r}" for k, v in sorted(kwargs_spec.items())) + ")"
             self.ops.append(Op(key, func, args_spec, kwargs_spec))
@@ -153,7 +156,7 @@ def trace(genotype, resolution: int, batch: int = 1, dtype: torch.dtype = torch.
     with torch.device("meta"):
         net = space.build(genotype, num_classes=1000, resolution=resolution).to(dtype).eval()
         x = torch.empty(batch, 3, resolution, resolution, dtype=dtype)
-    recorder = _Recorder()
+    recorder = _Recorder(net)
     with torch.inference_mode(), recorder:
         net(x)
     return recorder.ops
