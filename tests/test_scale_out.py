@@ -16,6 +16,7 @@ import optuna
 import pytest
 from conftest import free_port
 
+from explorer.commands.pool import worker_device
 from explorer.scaleout.claim import CLAIM_KEY, RECLAIM_REASON, SIGTERM_REASON
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,3 +281,14 @@ def test_worker_errors_are_one_line_and_touch_nothing(postgres, tmp_path):
         assert "wrong" not in run.stderr and postgres.password not in run.stderr  # passwords are never printed
     after = [(t.number, t.state, t.values, t.user_attrs, t.datetime_complete) for t in trials_of(url, "keep")]
     assert after == before
+
+
+@pytest.mark.parametrize("device, gpus, expected", [
+    ("cuda", 4, ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]),  # round-robin, not all on GPU 0
+    ("auto", 2, ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]),
+    ("cuda:3", 4, ["cuda:3"] * 6),  # a named GPU is kept
+    ("cpu", 0, ["cpu"] * 6),
+    ("auto", 0, ["auto"] * 6),      # no GPU: auto stays the CPU
+])
+def test_jobs_spread_workers_over_the_visible_gpus(device, gpus, expected):
+    assert [worker_device(device, i, gpus) for i in range(6)] == expected

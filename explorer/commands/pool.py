@@ -11,6 +11,7 @@ import signal
 import sys
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from ..base.budget import format_flops
@@ -83,6 +84,15 @@ def join(study_name: str, url: str, heartbeat=None, seeded: bool = False):
     return optuna.load_study(study_name=study_name, storage=store, sampler=sampler), settings
 
 
+def worker_device(device: str, worker: int, gpus: int) -> str:
+    """The device worker `worker` of `--jobs N` trains on: an unindexed CUDA device (`cuda`, or `auto`
+    on a CUDA machine) is spread round-robin over the `gpus` visible GPUs, since `cuda` alone means
+    GPU 0 and N workers would share it; a named index or the CPU is kept as given."""
+    if gpus < 1 or device not in ("cuda", "auto"):
+        return device
+    return f"cuda:{worker % gpus}"
+
+
 def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartbeat, settings, console) -> int:
     """N worker processes on this machine; the parent shows the live count from the storage.
 
@@ -90,8 +100,9 @@ def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartb
     """
     datasets.ensure_available(settings.dataset, data_dir)  # download and check it once here, not in N workers
     mp = multiprocessing.get_context("spawn")
-    procs = [mp.Process(target=_child, args=(study_name, url, device, data_dir, heartbeat, jobs, os.getcwd()),
-                        name=f"explore-worker-{i}") for i in range(jobs)]
+    gpus = torch.cuda.device_count() if resolve_device(device).type == "cuda" else 0
+    procs = [mp.Process(target=_child, name=f"explore-worker-{i}", args=(
+        study_name, url, worker_device(device, i, gpus), data_dir, heartbeat, jobs, os.getcwd())) for i in range(jobs)]
     watcher = optuna.load_study(study_name=study_name, storage=open_storage(url))
     forwarded: list[int] = []
 
