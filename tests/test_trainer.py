@@ -13,6 +13,7 @@ from torch import nn
 
 from explorer.base.cpus import allowed_cpus, busy_cores, threads_for
 from explorer.base.settings import Recipe
+from explorer.trial import trainer as trainer_module
 from explorer.trial.data import Splits
 from explorer.trial.trainer import (
     Diverged,
@@ -263,6 +264,22 @@ def test_an_explicit_omp_num_threads_is_respected(monkeypatch):
         assert set_cpu_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_images_per_second_leave_the_first_epochs_warm_up_out(data, monkeypatch):
+    original = trainer_module._train_epoch
+
+    def slow_first(model, run, recipe, epoch):
+        if epoch == 1:
+            time.sleep(2.0)  # as CUDA start-up and autotuning would
+        return original(model, run, recipe, epoch)
+
+    monkeypatch.setattr(trainer_module, "_train_epoch", slow_first)
+    start = time.perf_counter()
+    result = train(tiny_cnn(), data, Recipe(epochs=2, batch_size=32), CPU)
+    later_epoch = time.perf_counter() - start - 2.0
+    per_epoch = len(data.train_y) // 32 * 32
+    assert result.train_images_per_s > per_epoch / later_epoch  # the 2 s warm-up would halve it or worse
 
 
 def test_host_reads_do_not_grow_with_steps_per_epoch(monkeypatch):
