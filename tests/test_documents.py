@@ -18,7 +18,7 @@ import space
 from space import GenotypeError
 from space.document import MAX_BYTES, MAX_DEPTH, MAX_NODES, parse_text, read_text
 from space.named import named, names
-from space.sampling import load_space, sample_document
+from space.sampling import check_space, load_space, sample_document
 from space.schema import OP_TYPES, RANGES, Block, Genotype, Head, Stage
 
 TIME_CAP = 5.0  # seconds for one document, load and complexity together, on a loaded 2-core machine
@@ -368,3 +368,16 @@ def test_a_repeated_patchify_kernel_is_refused(k, repeat, op, nested, depth):
     assert info.value.path == f"stages[0].blocks[0].{path}.kernel", str(info.value)
     doc["stages"][0]["blocks"][0]["repeat"] = 1
     space.load(doc)  # once, it is a legal patchify conv
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(names()), min_size=1, max_size=3), BAD_VALUES, st.data())
+def test_every_option_of_a_choice_is_checked(good, bad, data):
+    """A bad later option must be refused when the space is read, not when a trial first draws it."""
+    at = data.draw(st.integers(1, len(good)))
+    options = [space.dump(named(n)) for n in good]
+    options.insert(at, copy.deepcopy(bad))
+    with pytest.raises(GenotypeError, match=f"option {at} of the choice choice; fix that option") as info:
+        check_space({"choice": options})
+    message = str(info.value)
+    assert "\n" not in message and not any(words in message for words in PYDANTIC_WORDS), message
