@@ -304,8 +304,43 @@ def check_space(space: Any, path: str = "") -> Any:
     _check_choices(space, path, {})
     if not isinstance(space, dict):
         raise GenotypeError(path, "a space is a genotype document, or a {choice: [...]} of them")
-    load(_first_options(space))
+    _check_options(space)
     return space
+
+
+class _ProbeSource:
+    """Draws the first option of every choice except those `picks` names, recording each choice it meets."""
+
+    def __init__(self, picks: dict[str, Any]):
+        self.picks, self.seen = picks, {}
+
+    def categorical(self, name: str, options: list) -> Any:
+        self.seen.setdefault(name, options)
+        return self.picks.get(name, options[0])
+
+    def number(self, name: str, lo, hi, step, log: bool):
+        return lo
+
+
+def _check_options(space: Any) -> None:
+    """Every option of every choice must make a valid document (with the other choices at their first
+    option), so a bad later option is refused before a study exists, not when a trial first draws it."""
+    todo, met = [({}, None)], set()
+    while todo:
+        picks, newest = todo.pop()
+        src = _ProbeSource(picks)
+        try:
+            load(_walk(space, "", src, "", False))
+        except GenotypeError as e:
+            if newest is None:
+                raise
+            name, i = newest
+            raise GenotypeError(e.path or join(name, i), f"{e.reason} (option {i} of the choice {name}; "
+                                "fix that option or drop it)") from None
+        for name, labels in src.seen.items():
+            if name not in met:
+                met.add(name)
+                todo += [({**picks, name: label}, (name, i)) for i, label in enumerate(labels) if i]
 
 
 def _check_choices(node: Any, path: str, tied: dict) -> None:

@@ -67,6 +67,15 @@ def check_range(name: str, value: Any) -> None:
             raise GenotypeError(name, f"{v} is out of range; {name} is {lo:g} to {hi:g} ({what})")
 
 
+def _refuse_bools(path: str, value: Any) -> None:
+    """A number field's value, or any element of its lists at any depth, must not be a yes/no."""
+    if isinstance(value, bool):
+        raise GenotypeError(path, f"expected a number, got {str(value).lower()}; yes/no are not numbers")
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _refuse_bools(join(path, i), v)
+
+
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,8 +88,7 @@ class Spec(BaseModel):
         """YAML reads yes/no/on/off as booleans, which pydantic would take as 1 and 0 in a number field."""
         if isinstance(data, dict):
             for name in RANGES.keys() & data.keys():
-                if isinstance(data[name], bool):
-                    raise GenotypeError(name, f"expected a number, got {str(data[name]).lower()}")
+                _refuse_bools(name, data[name])
         return data
 
     @model_validator(mode="after")
@@ -342,6 +350,19 @@ class Block(Spec):
     _split = model_validator(mode="after")(lambda self: _check_split(self))
 
     @model_validator(mode="after")
+    def _patchify_once(self):
+        """Strides apply to the first repetition only, so a repeated patchify conv runs its even kernel at
+        stride 1 after the first: the even-kernel case refused everywhere else."""
+        if self.repeat > 1:
+            for path, op in _repeated_ops(self):
+                kernel = op.kernel if isinstance(op, _Windowed) else 1  # a pool's even window is its own case
+                if isinstance(kernel, int) and kernel % 2 == 0:
+                    raise GenotypeError(join(path, "kernel"), f"{kernel} is an even (patchify) kernel in a block "
+                                        f"with repeat {self.repeat}, which runs it again at stride 1; put it in a "
+                                        "block of its own with repeat 1")
+        return self
+
+    @model_validator(mode="after")
     def _skip_fields(self):
         if self.skip not in ("residual", "highway"):
             if self.scale != 1.0:
@@ -352,6 +373,19 @@ class Block(Spec):
                 raise FieldError("shortcut", f"is the projection of a residual or highway skip, and this block's skip "
                                  f"is {self.skip}; drop it")
         return self
+
+
+def _repeated_ops(block: Block):
+    """(path, op) for every op that each repetition of a block runs, nested branches included."""
+    todo = [(join(join("branches", i), j), op)
+            for i, branch in enumerate(block.branches) for j, op in enumerate(branch)]
+    todo += [(join("post", j), op) for j, op in enumerate(block.post)]
+    while todo:
+        path, op = todo.pop(0)
+        yield path, op
+        if isinstance(op, Branches):
+            todo += [(join(join(join(path, "branches"), i), j), inner)
+                     for i, branch in enumerate(op.branches) for j, inner in enumerate(branch)]
 
 
 class Stage(Spec):
@@ -442,7 +476,7 @@ def _first_error(e: ValidationError) -> GenotypeError:
         return GenotypeError(join(path, ctx["error"].field), str(ctx["error"]))
     if kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), GenotypeError):
         inner = ctx["error"]  # raised by a model validator, naming the field it is about
-        return GenotypeError(join(path, inner.path) if inner.path else path, inner.reason)
+        return inner.within(path)  # not join: a nested op's path is longer than one key
     if kind in ("value_error", "assertion_error"):
         return GenotypeError(path, str(ctx.get("error", "invalid value")))
     if kind in _BOUNDS:

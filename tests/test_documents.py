@@ -18,7 +18,7 @@ import space
 from space import GenotypeError
 from space.document import MAX_BYTES, MAX_DEPTH, MAX_NODES, parse_text, read_text
 from space.named import named, names
-from space.sampling import load_space, sample_document
+from space.sampling import check_space, load_space, sample_document
 from space.schema import OP_TYPES, RANGES, Block, Genotype, Head, Stage
 
 TIME_CAP = 5.0  # seconds for one document, load and complexity together, on a loaded 2-core machine
@@ -326,3 +326,58 @@ def _leaf_types(annotation, typing):
     if not args:
         return [annotation]
     return [t for a in args for t in _leaf_types(a, typing)]
+
+
+# ------------------------------------------------------------------- round 2: refusals the property must reach
+
+YES_NO_LISTS = st.sampled_from([
+    ("head: {hidden: %s}\n" + CONV % "kernel: 3", "head.hidden", 2),
+    ("stages: [{blocks: [{split: %s, branches: [[{op: conv, out: 8}], [{op: conv, out: 8}]]}]}]",
+     "stages[0].blocks[0].split", 2),
+    (CONV % "kernel: %s", "stages[0].blocks[0].branches[0][0].kernel", 2),
+    (CONV % "padding: %s", "stages[0].blocks[0].branches[0][0].padding", 2),
+])
+
+
+@PROPERTY
+@given(YES_NO_LISTS, st.data())
+def test_yes_no_is_not_a_number_inside_lists(case, data):
+    """YAML's yes/no/on/off in a numeric list would be read as 1 and 0."""
+    text, path, n = case
+    items = data.draw(st.lists(st.integers(1, 5), min_size=n, max_size=n))
+    at = data.draw(st.integers(0, n - 1))
+    items[at] = data.draw(st.sampled_from(["yes", "no", "on", "off", "true", "false"]))
+    with pytest.raises(GenotypeError, match="yes/no are not numbers") as info:
+        space.load(text % f"[{', '.join(map(str, items))}]")
+    assert info.value.path == f"{path}[{at}]", str(info.value)
+
+
+@PROPERTY
+@given(st.sampled_from([2, 4, 8]), st.integers(2, 4), st.sampled_from(["conv", "sep"]), st.booleans(),
+       st.integers(0, 2))
+def test_a_repeated_patchify_kernel_is_refused(k, repeat, op, nested, depth):
+    """Later repetitions run at stride 1, where an even kernel is refused everywhere else."""
+    patchify = {"op": op, "out": 8, "kernel": k, "stride": k, "padding": 0}
+    ops, path = [patchify], f"branches[0][{depth}]"
+    ops = [{"op": "identity"}] * depth + ops
+    if nested:
+        ops, path = [{"op": "branches", "branches": [ops]}], f"branches[0][0].branches[0][{depth}]"
+    doc = {"stages": [{"blocks": [{"repeat": repeat, "branches": [ops]}]}]}
+    with pytest.raises(GenotypeError, match=f"{k} is an even \\(patchify\\) kernel in a block with repeat") as info:
+        space.load(doc)
+    assert info.value.path == f"stages[0].blocks[0].{path}.kernel", str(info.value)
+    doc["stages"][0]["blocks"][0]["repeat"] = 1
+    space.load(doc)  # once, it is a legal patchify conv
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(names()), min_size=1, max_size=3), BAD_VALUES, st.data())
+def test_every_option_of_a_choice_is_checked(good, bad, data):
+    """A bad later option must be refused when the space is read, not when a trial first draws it."""
+    at = data.draw(st.integers(1, len(good)))
+    options = [space.dump(named(n)) for n in good]
+    options.insert(at, copy.deepcopy(bad))
+    with pytest.raises(GenotypeError, match=f"option {at} of the choice choice; fix that option") as info:
+        check_space({"choice": options})
+    message = str(info.value)
+    assert "\n" not in message and not any(words in message for words in PYDANTIC_WORDS), message

@@ -103,6 +103,14 @@ def test_space_files_get_the_same_checks(cli, tmp_path):
     assert not (tmp_path / "studies").exists()
 
 
+def test_a_space_with_a_bad_later_option_leaves_no_study(cli, tmp_path):
+    """Only the first option was checked: the second would have failed at its first trial, in a study."""
+    (tmp_path / "later.yaml").write_text("choice: [{space: mobilenet}, 5]\n")
+    one_line_error(cli("search", "--budget", "2GF", "--space", "later.yaml", "--no-run"),
+                   "later.yaml: choice[1]: a genotype is a mapping", "option 1 of the choice")
+    assert not (tmp_path / "studies").exists()
+
+
 # ---------------------------------------------------------------------------- datasets, before any study exists
 
 def _images(folder: Path, classes: int, per_class: int) -> None:
