@@ -128,11 +128,11 @@ def train_one(index: int, entry: dict, seed: int) -> dict:
     cpu, wall = time.process_time(), time.perf_counter()
     try:
         result = train(model, data, TRUTH.recipe(seed), torch.device("cpu"))
-        accuracy, history = result.val_accuracy, result.history
-    except Diverged:
-        accuracy, history = None, []
+        accuracy, history, diverged = result.val_accuracy, result.history, None
+    except Diverged as e:  # kept as a finding of the fixed recipe, with its epoch, never retried at other settings
+        accuracy, history, diverged = None, [], str(e)
     out = {"index": index, "label": entry["label"], "digest": entry["digest"], "seed": seed,
-           "accuracy": accuracy, "history": history, "cpu_s": time.process_time() - cpu,
+           "accuracy": accuracy, "diverged": diverged, "history": history, "cpu_s": time.process_time() - cpu,
            "wall_s": time.perf_counter() - wall, "threads": torch.get_num_threads(),
            "flops": space.complexity(net, breakdown=False, in_channels=data.in_channels).flops,
            "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -178,6 +178,7 @@ def assemble(entries: list[dict]) -> dict:
         accs = [r["accuracy"] for r in runs if r["accuracy"] is not None]
         rows.append({k: e[k] for k in ("label", "group", "family", "digest", "genotype")} | {
             "accuracies": {str(r["seed"]): r["accuracy"] for r in runs},
+            "diverged_seeds": [r["seed"] for r in runs if r["accuracy"] is None],
             "truth": statistics.fmean(accs) if accs else None,
             "std": statistics.stdev(accs) if len(accs) > 1 else None,
             "cpu_s": sum(r["cpu_s"] for r in runs), "flops": runs[0]["flops"] if runs else None})
