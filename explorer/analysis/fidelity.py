@@ -38,6 +38,7 @@ import space
 
 from ..base.errors import UserError
 from ..base.settings import ProxySpec, Recipe, Settings
+from ..studies.record import TrialRecord
 from ..studies.store import completed
 from ..trial import data as datasets
 from ..trial import scores as zero_cost
@@ -152,10 +153,10 @@ def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> dict
         test_acc = evaluate(model, data.test_x, data.test_y, data, dev)
     except Diverged:
         long_acc = test_acc = None
-    return {"number": t.number, "picked": why, "family": t.user_attrs.get("family", "custom"),
-            "digest": t.user_attrs.get("digest"), "flops": int(t.values[1]),
-            "params": t.user_attrs.get("params"), "proxy_accuracy": t.values[0], "long_accuracy": long_acc,
-            "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
+    record = TrialRecord.of(t, settings.objective)
+    return {"number": t.number, "picked": why, "family": record.family, "digest": record.digest or None,
+            "flops": record.flops, "params": record.params, "proxy_accuracy": record.accuracy,
+            "long_accuracy": long_acc, "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
             "scores": {k: _clean(v) for k, v in scores.items()}}
 
 

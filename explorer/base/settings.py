@@ -85,6 +85,14 @@ class ProxySpec:
     def recipe(self, seed: int = 0) -> Recipe:
         return Recipe(epochs=self.epochs, batch_size=self.batch_size, seed=seed)
 
+    def describe(self, training: bool = True) -> str:
+        """The proxy in words, as every table and page shows it; `training`: with its epochs and images."""
+        shape = f"{self.resolution}px, width x{self.width:g}, repeats <= {self.depth}"
+        if not training:
+            return shape
+        images = "all" if self.train_images is None else f"{self.train_images:,}"
+        return f"{shape}, {self.epochs} epochs, {images} training images"
+
 
 PROXY = ProxySpec()
 
@@ -112,6 +120,7 @@ SCORES = ("synflow", "naswot", "snip", "grad_norm", "params")  # zero-cost score
 SCORE_BATCH = 64  # images in a zero-cost score's minibatch
 PRUNERS = ("none", "pareto")
 OBJECTIVES = ("flops", "latency", "params")  # the second objective, minimised beside proxy accuracy
+RESOLUTIONS = (8, 8192)  # every --resolution flag's range (px): below 8 no network in the shipped spaces survives
 HEARTBEAT = (60, 120)  # seconds: a running trial's heartbeat interval, and the grace before it is failed
 
 
@@ -253,10 +262,11 @@ FLAGS = {
     "batch_size": Flag(PROXY_PANEL, "", str(Recipe.batch_size), 1, 65536),
     "lr": Flag(PROXY_PANEL, "peak learning rate for a batch of 128, scaled with the batch (SGD with Nesterov "
                "momentum, one-cycle schedule, label smoothing)", str(Recipe.lr), 0),
-    "resolution": Flag(PROXY_PANEL, "input resolution the budget is priced at", str(_DEFAULT.resolution), 8, 8192),
+    "resolution": Flag(PROXY_PANEL, "input resolution the budget is priced at", str(_DEFAULT.resolution),
+                       *RESOLUTIONS),
     "proxy_resolution": Flag(PROXY_PANEL, "resolution proxies train at",
                              f"{PROXY.resolution} for fashion-mnist and mnist, {default_proxy_resolution('digits')} "
-                             f"for digits, else {default_proxy_resolution('cifar10')}", 8, 8192),
+                             f"for digits, else {default_proxy_resolution('cifar10')}", *RESOLUTIONS),
     "proxy_width": Flag(PROXY_PANEL, "proxy width factor", f"{PROXY.width:g}", 0.01, 16),
     "proxy_depth": Flag(PROXY_PANEL, "cap on each block's repeat", str(PROXY.depth), 1, 1000),
     "dataset": Flag(DATA, "fashion-mnist, digits (embedded), cifar10, mnist or imagefolder:PATH",

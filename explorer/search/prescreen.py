@@ -15,6 +15,7 @@ import optuna
 import space
 from space.sampling import RandomSource, sample
 
+from ..studies.record import REFERENCE, REPLACED
 from ..trial.candidate import over_limits, price, proxy_of
 from ..trial.scores import clean, finite, score_proxy
 
@@ -69,7 +70,7 @@ def screen(trial: optuna.Trial, g, cx, ctx) -> None:
     raises Replaced after enqueueing the winner otherwise."""
     s = ctx.settings
     attrs = trial.user_attrs
-    if s.prescreen <= 1 or "reference" in attrs or PRESCREEN_KEY in attrs:
+    if s.prescreen <= 1 or REFERENCE in attrs or PRESCREEN_KEY in attrs:
         return  # off, a classic reference point, or an enqueued winner that carries its record
     own = _feasible(g, s, ctx.data)
     if own is None:
@@ -87,5 +88,5 @@ def screen(trial: optuna.Trial, g, cx, ctx) -> None:
     trial.study.enqueue_trial(candidates[best][1], user_attrs={PRESCREEN_KEY: record})
     reason = (f"replaced by pre-screening: random candidate {best + 1} of {len(candidates)} scored higher "
               f"by {s.prescreen_score} ({scores[best]:.4g} > {scores[0]:.4g}); enqueued to train next")
-    trial.set_user_attr("replaced", reason)
+    trial.set_user_attr(REPLACED, reason)
     raise Replaced(reason)

@@ -19,6 +19,7 @@ import optuna
 from ..base.errors import UserError
 from ..base.settings import Settings
 from . import internals
+from .record import counts
 from .storage import open_storage, redact
 
 STUDIES_DIR = Path("studies")
@@ -90,6 +91,6 @@ def completed(study) -> list:
 
 
 def rejected_count(study) -> int:
-    return sum("rejected" in t.user_attrs for t in study.get_trials(deepcopy=False))
+    return counts(study.get_trials(deepcopy=False)).get("rejected", 0)
 
 
