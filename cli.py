@@ -305,9 +305,9 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
                                      "(never a study's storage)")) -> None:
     """The network as a graph of ops (networkx): each node with its shape, params and FLOPs (multiply-adds)."""
     import space
-    formats = ("dot", "graphml", "json", "html")
-    if fmt not in formats:
-        raise UserError(f"--format: '{fmt}' isn't one of {', '.join(formats)}")
+    from space.graph import FORMATS
+    if fmt not in FORMATS:
+        raise UserError(f"--format: '{fmt}' isn't one of {', '.join(FORMATS)}")
     g = resolve_genotype(genotype)
     with located(genotype):
         text = space.export_graph(space.to_graph(g, resolution, classes), fmt)

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 
 import space
-from space.graph import offline_html
+from space.graph import offline_html, without_cdn
 
 from ..base import files
 from ..base.errors import UserError
@@ -274,9 +274,9 @@ def _figures_json(figs: dict) -> str:
 
 
 def plotly_js() -> str:
-    """plotly.js, inlined; its one CDN default (geo maps' topojson, never drawn here) pointed at a relative path."""
+    """plotly.js, to inline, with no network reference."""
     from plotly.offline import get_plotlyjs
-    return re.sub(r"https?://cdn\.plot\.ly/", "./", get_plotlyjs())
+    return without_cdn(get_plotlyjs())
 
 
 def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list[str] | None = None) -> str:
