@@ -154,7 +154,7 @@ def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> dict
     except Diverged:
         long_acc = test_acc = None
     record = TrialRecord.of(t, settings.objective)
-    return {"number": t.number, "picked": why, "family": record.family, "digest": record.digest or None,
+    return {"number": t.number, "picked": why, "family": record.family or "custom", "digest": record.digest or None,
             "flops": record.flops, "params": record.params, "proxy_accuracy": record.accuracy,
             "long_accuracy": long_acc, "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
             "scores": {k: _clean(v) for k, v in scores.items()}}

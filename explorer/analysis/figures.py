@@ -9,7 +9,7 @@ from datetime import datetime
 
 import space
 
-from ..studies.record import REFERENCE, reason_of, state_of
+from ..studies.record import TrialRecord, state_of
 from . import pareto
 
 
@@ -80,12 +80,12 @@ def timeline_figure(trials):
         for t in rows:
             end = t.datetime_complete or now
             seconds = (end - t.datetime_start).total_seconds()
-            family = t.user_attrs.get("family") or ""
-            label = f"trial {t.number}: {state}" + (f", {family}" if family else "") + f", {seconds:.1f} s"
-            if t.user_attrs.get(REFERENCE):
-                label += f"<br>reference: {html.escape(t.user_attrs[REFERENCE])}"
-            if reason_of(t):
-                label += f"<br>{html.escape(reason_of(t))}"
+            r = TrialRecord.of(t)
+            label = f"trial {t.number}: {state}" + (f", {r.family}" if r.family else "") + f", {seconds:.1f} s"
+            if r.reference:
+                label += f"<br>reference: {html.escape(r.reference)}"
+            if r.reason:
+                label += f"<br>{html.escape(r.reason)}"
             xs += [t.datetime_start.isoformat(), end.isoformat(), None]
             ys += [t.number, t.number, None]
             text += [label, label, None]

@@ -1,10 +1,11 @@
 """The Pareto front of a study (maximise proxy accuracy, minimise a cost) and its plot.
 
 FLOPs are multiply-adds of the deployed network at the study's resolution.
-The plot is a self-contained plotly page (no CDN): accuracy against FLOPs on a
+The plot is a self-contained plotly page (no CDN): accuracy against a cost on a
 log axis, the front as a staircase, dominated trials faded, points coloured by
 family, named architectures as labelled stars, and buttons in the page that
-switch the x axis between FLOPs and parameters (the front is redrawn for each).
+switch the x axis between FLOPs, parameters and (where every trial has one)
+predicted latency, the front redrawn for each.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ class Point:
         r = TrialRecord.of(trial, objective)
         if r.flops is None:
             raise UserError(f"trial {trial.number} has no stored FLOPs")
-        return cls(r.number, r.accuracy, r.flops, r.params or 0, r.family, space.dump(stored_genotype(trial)),
-                   r.reference, r.digest, r.val_images, r.latency_ms)
+        return cls(r.number, r.accuracy, r.flops, r.params or 0, r.family or "custom",
+                   space.dump(stored_genotype(trial)), r.reference, r.digest, r.val_images, r.latency_ms)
 
     @property
     def label(self) -> str:
@@ -177,7 +178,7 @@ def _title(study_name: str, x: str) -> str:
 
 def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int | None = None,
            budget: int | None = None, max_params: int | None = None, latency_budget: float | None = None):
-    """Accuracy against FLOPs or params (log x), the front as a step line, points coloured by family.
+    """Accuracy against FLOPs, params or latency (log x), the front as a step line, points coloured by family.
 
     One marker per point, in one trace per family (`meta="trials"`); each front is a trace with
     `meta="front"`; buttons switch the x axis, refading the points dominated on that axis.

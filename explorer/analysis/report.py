@@ -26,7 +26,7 @@ from space.graph import offline_html, without_cdn
 from ..base import files
 from ..base.errors import UserError
 from ..base.settings import Settings
-from ..studies.record import REFERENCE, counts, reason_of, state_of
+from ..studies.record import TrialRecord, counts, reason_of, state_of
 from ..studies.storage import redact
 from ..studies.store import load_study, settings_of, storage_url, study_dir
 from . import fidelity, pareto, stats, summary
@@ -183,9 +183,10 @@ def _problems(trials) -> str:
     rejected = [t for t in trials if state_of(t) == "rejected"]
     out = []
     if failed:
-        rows = "".join(f"<tr><td data-v='{t.number}'>{t.number}</td><td>{_esc(t.user_attrs.get('family', ''))}</td>"
-                       f"<td>{_esc(t.user_attrs.get(REFERENCE, ''))}</td>"
-                       f"<td>{_esc(reason_of(t) or 'no reason recorded')}</td></tr>" for t in failed)
+        records = [TrialRecord.of(t) for t in failed]
+        rows = "".join(f"<tr><td data-v='{r.number}'>{r.number}</td><td>{_esc(r.family or '')}</td>"
+                       f"<td>{_esc(r.reference or '')}</td><td>{_esc(r.reason or 'no reason recorded')}</td></tr>"
+                       for r in records)
         out.append(f"<h3>Failed trials ({len(failed)})</h3><table class='sortable' id='failed-table'><thead><tr>"
                    f"<th>trial</th><th>family</th><th>reference</th><th>reason</th></tr></thead><tbody>{rows}</tbody>"
                    "</table>")

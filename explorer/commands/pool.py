@@ -21,7 +21,7 @@ from ..scaleout.signals import WorkerStopped, install_signal_handlers
 from ..search import objective
 from ..search.study import make_sampler
 from ..studies.progress import SearchProgress
-from ..studies.record import cost_at, counts
+from ..studies.record import TrialRecord, cost_at, counts
 from ..studies.storage import open_storage, redact
 from ..studies.store import settings_of
 from ..trial import data as datasets
@@ -153,10 +153,10 @@ def _show(progress, study, jobs: int) -> None:
     best = max(complete, key=lambda t: (t.values[0], -cost_at(t, progress.objective)), default=None)
     running = []
     for t in trials:
-        if claimed(t) and "flops" in t.user_attrs:
+        record = TrialRecord.of(t)
+        if claimed(t) and record.flops is not None:
             epoch = f", epoch {max(t.intermediate_values)}" if t.intermediate_values else ""
-            running.append(f"trial {t.number} ({t.user_attrs.get('family')}, "
-                           f"{format_flops(t.user_attrs['flops'])}{epoch})")
+            running.append(f"trial {t.number} ({record.family}, {format_flops(record.flops)} (multiply-adds){epoch})")
     current = f"{jobs} workers; training: " + "; ".join(running) if running else f"{jobs} workers"
     states = counts(trials)
     progress.sync(target, states.get("complete", 0), states.get("rejected", 0), states.get("fail", 0),

@@ -34,7 +34,7 @@ class TrialRecord:
     flops: int | None
     params: int | None
     latency_ms: float | None        # predicted on the study's device, where it has one
-    family: str
+    family: str | None              # None for a draw rejected before it was priced
     reference: str | None
     digest: str
     reason: str                     # why it was rejected, replaced, stopped early or failed ("" if none)
@@ -52,7 +52,7 @@ class TrialRecord:
             costs[objective] = trial.values[1]
         return cls(trial.number, state_of(trial), trial.values[0] if trial.values else None,
                    _maybe(int, costs["flops"]), _maybe(int, costs["params"]), _maybe(float, costs["latency"]),
-                   attrs.get("family") or "custom", attrs.get(REFERENCE), attrs.get("digest", ""),
+                   attrs.get("family"), attrs.get(REFERENCE), attrs.get("digest", ""),
                    reason_of(trial), attrs.get("val_images"), attrs.get(RUNG), tuple(attrs.get(SEEDS) or ()))
 
     def cost(self, axis: str) -> float | None:
