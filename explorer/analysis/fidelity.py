@@ -37,7 +37,7 @@ import torch
 import space
 
 from ..base.errors import UserError
-from ..base.settings import ProxySpec, Recipe, Settings
+from ..base.settings import ProxySpec, Settings
 from ..studies.record import TrialRecord
 from ..studies.store import completed
 from ..trial import data as datasets
@@ -93,7 +93,7 @@ def correlation(xs: list, ys: list) -> dict:
 
 def proxy_spec(settings: Settings) -> ProxySpec:
     """The proxy a study's trials were trained as."""
-    recipe = Recipe.from_dict(settings.recipe)
+    recipe = settings.recipe
     return ProxySpec(resolution=settings.proxy_resolution, width=settings.proxy_width, depth=settings.proxy_depth,
                      epochs=recipe.epochs, train_images=settings.train_images, batch_size=recipe.batch_size)
 

@@ -223,7 +223,7 @@ def run(ref: str, trial: int | None, study_name: str | None, storage: str | None
 
     first = trial if trial is not None else ref
     specs = [first] + ([int(compare) if compare.isdigit() else compare] if compare else [])
-    recipe = Recipe.from_dict(settings.recipe)
+    recipe = settings.recipe
     weights_dir = study_dir(name) / "weights"
     subjects, keys = [], []
     for spec in specs:

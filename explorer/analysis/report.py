@@ -83,7 +83,7 @@ def _esc(value: Any) -> str:
 
 def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point],
                    found: summary.Summary) -> list[tuple[str, str]]:
-    recipe = ", ".join(f"{k} {v}" for k, v in settings.recipe.items())
+    recipe = ", ".join(f"{k} {v}" for k, v in settings.recipe.to_dict().items())
     return [("study", study.study_name), ("storage", redact(url)),
             ("space", f"{settings.space} (digest {settings.space_digest})"),
             ("budget", f"{settings.budget_text} at {settings.resolution}px, 1000 classes"),

@@ -154,7 +154,7 @@ class Settings:
     proxy_depth: int = PROXY.depth
     train_images: int | None = PROXY.train_images  # class-balanced training subset (None: the whole split)
     val_images: int | None = None  # held-out validation images (None: explorer.trial.data.default_val_images)
-    recipe: dict = field(default_factory=lambda: Recipe().to_dict())
+    recipe: Recipe = field(default_factory=Recipe)  # stored as its dict
     sampler: str = SAMPLERS[0]
     seed: int = 0
     trials: int = 12               # completed trials the study aims for
@@ -166,6 +166,10 @@ class Settings:
     prune_k: int = 2
     # Optuna parameter names: short (`mobilenet.s3.b0.repeat`) or the document paths studies made before used
     short_names: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipe, dict):  # as stored, or as a caller wrote it
+            self.recipe = Recipe.from_dict(self.recipe)
 
     def to_json(self) -> str:
         """The settings less the space document (stored apart, see explorer.studies.store)."""
@@ -187,8 +191,8 @@ class Settings:
 
     @property
     def proxy(self) -> ProxySpec:
-        return ProxySpec(self.proxy_resolution, self.proxy_width, self.proxy_depth, self.recipe["epochs"],
-                         self.train_images, self.recipe["batch_size"])
+        return ProxySpec(self.proxy_resolution, self.proxy_width, self.proxy_depth, self.recipe.epochs,
+                         self.train_images, self.recipe.batch_size)
 
     def differences(self, other: "Settings") -> list[str]:
         """What differs, stored value first, one short item per key: `epochs 2 → 3`."""
@@ -205,8 +209,8 @@ class Settings:
                 shown = [_shown(ms and format_ms(ms)) for ms in (theirs, mine)]
                 out.append(f"latency budget {shown[0]} → {shown[1]}")
             elif key == "recipe":
-                out += [f"{k} {_shown(theirs.get(k))} → {_shown(mine.get(k))}"
-                        for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+                mine, theirs = mine.to_dict(), theirs.to_dict()
+                out += [f"{k} {_shown(theirs[k])} → {_shown(mine[k])}" for k in sorted(mine) if mine[k] != theirs[k]]
             else:
                 out.append(f"{key.replace('_', ' ')} {_shown(theirs)} → {_shown(mine)}")
         return out

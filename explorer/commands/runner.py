@@ -92,10 +92,10 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
                         f"{', '.join(datasets.DATASETS)} or {datasets.IMAGEFOLDER}PATH")
     proxy_resolution = explicit.get("proxy_resolution", base["proxy_resolution"] if stored
                                     else default_proxy_resolution(dataset))
-    recipe = {**(base["recipe"] or DEFAULT.recipe), "seed": values["seed"],
+    recipe = {**base["recipe"].to_dict(), "seed": values["seed"],
               **{key: explicit[key] for key in ("epochs", "batch_size", "lr") if key in explicit}}
     try:
-        recipe = Recipe.from_dict(recipe).to_dict()
+        recipe = Recipe.from_dict(recipe)
     except ValueError as e:
         raise UserError(f"recipe: {e}") from None
     return Settings(**{**base, **values, "dataset": dataset, "proxy_resolution": proxy_resolution, "recipe": recipe})

@@ -76,7 +76,10 @@ def settings_of(study) -> Settings:
     text = study.user_attrs.get(SETTINGS_KEY)
     if text is None:
         raise UserError(f"study '{study.study_name}' wasn't made by explore (it has no settings)")
-    settings = Settings.from_json(text)
+    try:
+        settings = Settings.from_json(text)
+    except (ValueError, TypeError) as e:  # e.g. a recipe key this version doesn't know
+        raise UserError(f"study '{study.study_name}' holds settings this explore can't read ({e})") from None
     if settings.space_doc is None and settings.space_digest:  # stored apart (older studies hold it inline)
         stored = internals.study_system_attrs(study).get(SPACE_KEY + settings.space_digest)
         if stored is None:

@@ -136,9 +136,8 @@ def prepare(settings: Settings, device: str, data_dir=None) -> Context:
     dev = resolve_device(device)
     check_latency_device(settings, device)  # the trainer sets the CPU threads before each training
     data = load_data(settings, data_dir)
-    recipe = Recipe.from_dict(settings.recipe)
-    check_splits(data, recipe)
-    return Context(settings, data, recipe, dev)
+    check_splits(data, settings.recipe)
+    return Context(settings, data, settings.recipe, dev)
 
 
 def load_data(settings: Settings, data_dir=None) -> datasets.Splits:
