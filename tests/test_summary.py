@@ -87,6 +87,7 @@ def test_table_json_plot_and_report_agree_on_the_front_its_axis_and_labels(objec
     numbers = [int(n) for n in re.findall(r"<tr><td data-v='\d+'>\d+</td><td data-v='(\d+)'>", body)]
     assert _names_of(numbers) == FRONTS[objective]
     assert f"{DRAWN} (itself)" in body
+    assert f"<th>objectives</th><td>proxy accuracy / {AXIS_TITLES[objective]}</td>" in page  # no metric names stored
     figures = json.loads(page[page.index('id="figures">') + len('id="figures">'):].split("</script>")[0]
                          .replace("<\\/", "</"))
     front = next(t for t in figures["pareto"]["data"] if t.get("meta") == "front" and t.get("visible") is not False)

@@ -25,10 +25,10 @@ from space.named import named, names
 from ..base import files
 from ..base.errors import UserError
 from ..studies.record import TrialRecord
-from ..studies.store import settings_of
+from ..studies.store import SECOND, settings_of
 
 AXES = ("flops", "params", "latency")  # latency: where every trial has one (a study with a latency device)
-AXIS_TITLES = {"flops": "FLOPs (multiply-adds)", "params": "parameters", "latency": "latency (ms, predicted)"}
+AXIS_TITLES = SECOND  # each axis titled as a study on it names its second objective
 # Families in the order the shipped spaces list them, then the classics' own; others are appended.
 FAMILY_ORDER = ("vanilla", "residual", "resnext", "dense", "inception", "inception-resnet", "separable",
                 "mobilenet", "metanext", "custom")

@@ -28,7 +28,7 @@ from ..base.errors import UserError
 from ..base.settings import Settings
 from ..studies.record import TrialRecord, counts, reason_of, state_of
 from ..studies.storage import redact
-from ..studies.store import load_study, settings_of, storage_url, study_dir
+from ..studies.store import load_study, metric_names, settings_of, storage_url, study_dir
 from . import fidelity, pareto, stats, summary
 from .diff import genotype_diff
 from .figures import budget_axis, graph_figure, hypervolume_figure, hypervolume_history, timeline_figure
@@ -93,7 +93,7 @@ def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point],
             ("proxy", found.proxy),
             ("recipe", recipe), ("sampler", f"{settings.sampler}, seed {settings.seed}"),
             ("completed trials aimed for", str(settings.trials)),
-            ("objectives", " / ".join(study.metric_names or list(pareto.AXIS_TITLES.values())[:2])),
+            ("objectives", " / ".join(study.metric_names or metric_names(settings))),
             ("parameter names", "short" if settings.short_names else "document paths (made before short names)")] + [
         (key.replace("_", " "), "off" if value is None else str(value))
         for key, value in vars(settings).items() if key not in _SHOWN]
