@@ -91,16 +91,9 @@ def correlation(xs: list, ys: list) -> dict:
     return out
 
 
-def proxy_spec(settings: Settings) -> ProxySpec:
-    """The proxy a study's trials were trained as."""
-    recipe = settings.recipe
-    return ProxySpec(resolution=settings.proxy_resolution, width=settings.proxy_width, depth=settings.proxy_depth,
-                     epochs=recipe.epochs, train_images=settings.train_images, batch_size=recipe.batch_size)
-
-
 def reference_of(settings: Settings, multiplier: int | None = None) -> ProxySpec:
     """`reference` of the study's proxy; `multiplier` replaces its epochs factor."""
-    proxy = proxy_spec(settings)
+    proxy = settings.proxy
     ref = reference(proxy)
     return ref if multiplier is None else replace(ref, epochs=proxy.epochs * multiplier)
 
@@ -131,7 +124,7 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
     correlations = {PROXY: correlation([r["proxy_accuracy"] for r in rows], longs)}
     for name in zero_cost.SCORES:
         correlations[name] = correlation([r["scores"][name] for r in rows], longs)
-    proxy = proxy_spec(settings)
+    proxy = settings.proxy
     record = {"version": 2, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "dataset": settings.dataset, "device": str(dev), "seed": seed, "proxy": asdict(proxy),
               "reference": asdict(ref), "proxy_epochs": proxy.epochs, "epochs": ref.epochs,
