@@ -20,7 +20,18 @@ from typer.core import TyperGroup
 # explorer.base is light; every other explorer module loads torch, so commands import them when they run
 from explorer.base import files
 from explorer.base.errors import UserError
-from explorer.base.settings import DATA, FLAGS, HEARTBEAT, PROXY, SCORE_BATCH, SCORES, Recipe, default_proxy_resolution
+from explorer.base.settings import (
+    DATA,
+    FLAGS,
+    HEARTBEAT,
+    PROXY,
+    RESOLUTIONS,
+    SCORE_BATCH,
+    SCORES,
+    ProxySpec,
+    Recipe,
+    default_proxy_resolution,
+)
 
 try:  # typer 0.29+ carries its own copy of click as typer._click; earlier versions use click itself
     from typer._click import exceptions as clicks
@@ -114,7 +125,7 @@ def open_option():
 # Non-finite numbers (inf, nan) are refused for every flag.
 FLAG_RANGES = {
     **{name: (flag.low, flag.high) for name, flag in FLAGS.items() if None not in (flag.low, flag.high)},
-    "seed": (0, 2**32 - 1), "resolution": (1, 8192), "classes": (1, 100_000), "jobs": (1, 1024),
+    "seed": (0, 2**32 - 1), "classes": (1, 100_000), "jobs": (1, 1024),
     "top": (0, 100_000), "random_": (0, 100_000), "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1),
     "k": (1, 1000), "draws": (1, 10_000), "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400),
     "threads": (1, 1024), "batch": (1, 4096),
@@ -294,9 +305,9 @@ def graph(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
                                      "(never a study's storage)")) -> None:
     """The network as a graph of ops (networkx): each node with its shape, params and FLOPs (multiply-adds)."""
     import space
-    formats = ("dot", "graphml", "json", "html")
-    if fmt not in formats:
-        raise UserError(f"--format: '{fmt}' isn't one of {', '.join(formats)}")
+    from space.graph import FORMATS
+    if fmt not in FORMATS:
+        raise UserError(f"--format: '{fmt}' isn't one of {', '.join(FORMATS)}")
     g = resolve_genotype(genotype)
     with located(genotype):
         text = space.export_graph(space.to_graph(g, resolution, classes), fmt)
@@ -384,12 +395,6 @@ def _device(name: str):
         raise UserError(f"--device: {e}") from None
 
 
-def _spec(spec: dict) -> str:
-    images = "all" if spec["train_images"] is None else f"{spec['train_images']:,}"
-    return (f"{spec['resolution']}px, width x{spec['width']:g}, repeats <= {spec['depth']}, "
-            f"{spec['epochs']} epochs, {images} training images")
-
-
 def _num(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
 
@@ -453,9 +458,9 @@ def score(genotype: str = typer.Argument(..., help="a named genotype or a YAML/J
                                     "params": pcx.params, "flops": pcx.flops},
                           "scores": {k: zero_cost.clean(v) for k, v in values.items()}}, indent=2))
         return
-    out.print(f"{g.name or genotype}'s proxy on {conf['dataset']}: {conf['resolution']}px, width x{conf['width']}, "
-              f"repeats <= {conf['depth']}, {pcx.params:,} params; one minibatch of {batch_size}, seed {seed}, "
-              f"untrained; higher scores are better", highlight=False)
+    shape = ProxySpec(conf["resolution"], conf["width"], conf["depth"]).describe(training=False)
+    out.print(f"{g.name or genotype}'s proxy on {conf['dataset']}: {shape}, {pcx.params:,} params; one minibatch "
+              f"of {batch_size}, seed {seed}, untrained; higher scores are better", highlight=False)
     table = Table(title="zero-cost scores")
     table.add_column("score", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
@@ -501,7 +506,8 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
         print(json.dumps(record, indent=2))
         return
     p, r = record["proxy"], record["reference"]
-    trials = Table(title=f"{study}: proxy ({_spec(p)}) against the reference ({_spec(r)}), validation "
+    trials = Table(title=f"{study}: proxy ({ProxySpec(**p).describe()}) against the reference "
+                         f"({ProxySpec(**r).describe()}), validation "
                          f"accuracy on {record['dataset']}, {record['device']}")
     for col in ("trial", "picked", "family", "GFLOPs", "proxy acc", "long acc", "long test acc"):
         trials.add_column(col, justify="left" if col in ("picked", "family") else "right", no_wrap=True)
@@ -593,17 +599,20 @@ def worker(
 @friendly
 def plot(study: str = typer.Argument(..., help="the study to plot"),
          storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
-         x: str = typer.Option("flops", "--x", help="x axis: flops (multiply-adds), params, or latency where the "
-                               "study predicts it; the page has buttons to switch"),
+         x: Optional[str] = typer.Option(None, "--x", help="x axis: flops (multiply-adds), params, or latency where "
+                                         "the study predicts it; the page has buttons to switch [default: the "
+                                         "study's second objective]"),
          open_: bool = open_option(),
          png: Optional[Path] = typer.Option(None, "--png", help="also write the plot as a PNG image (needs the "
                                             "[png] extra, kaleido, and Chrome or Chromium)"),
          force: bool = typer.Option(False, "--force", help="replace the --png file if it exists "
                                     "(never a study's storage)")) -> None:
-    """The Pareto plot, proxy accuracy against FLOPs (multiply-adds), as studies/STUDY/pareto.html (offline)."""
-    from explorer.analysis import report
+    """The Pareto plot, proxy accuracy against the study's cost (FLOPs are multiply-adds), as
+    studies/STUDY/pareto.html (offline)."""
+    from explorer.analysis import report, summary
     from explorer.analysis.pareto import axes_of
     _, settings, pts = report.open_results(study, storage)
+    x = x or summary.front_axis(pts, settings)
     if x not in axes_of(pts):
         raise UserError(f"--x: unknown axis '{x}' for this study; choose {' or '.join(axes_of(pts))}")
     path = report.write_pareto_plot(study, settings, pts, x, png, force)
@@ -650,7 +659,7 @@ def pareto(study: str = typer.Argument(..., help="the study"),
            as_json: bool = typer.Option(False, "--json", help="the rows as JSON (FLOPs are multiply-adds)"),
            as_csv: bool = typer.Option(False, "--csv", help="the rows as CSV (FLOPs are multiply-adds)")) -> None:
     """The Pareto set as a table: FLOPs (multiply-adds), params, proxy accuracy, nearest named architecture."""
-    from explorer.analysis import report
+    from explorer.analysis import report, summary
     from explorer.commands import runner
     if as_json and as_csv:
         raise UserError("--json and --csv: pick one")
@@ -658,7 +667,7 @@ def pareto(study: str = typer.Argument(..., help="the study"),
     if not (as_json or as_csv):
         runner.report(st, settings, out, plot=False, pts=pts)
         return
-    rows = runner.pareto_rows(pts, settings)
+    rows = [row.as_dict() for row in summary.summarise(st, settings, pts).front]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -715,8 +724,9 @@ def export(ref: str = typer.Argument(..., help="a named genotype or a YAML/JSON 
            output: Path = typer.Option(..., "--output", "-o", help="file to write"),
            trial: Optional[int] = typer.Option(None, "--trial", min=0, help="the trial of study REF "
                                                "(see `explore pareto`)"),
-           resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, help="input resolution "
-                                                    "[default: the genotype's own; a trial: the study's]"),
+           resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=RESOLUTIONS[0],
+                                                    help="input resolution [default: the genotype's own; a trial: "
+                                                    "the study's]"),
            classes: Optional[int] = typer.Option(None, min=1, help="number of classes [default: the genotype's own, "
                                                  "or what --weights was trained with; a trial: 1000]"),
            in_channels: Optional[int] = typer.Option(None, "--in-channels", min=1, help="input channels [default: 3, "
@@ -760,8 +770,9 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
                                                    "default]"),
           lr: Optional[float] = typer.Option(None, min=0, help="with -o: peak learning rate for a batch of 128 "
                                              "[default: search's default]"),
-          resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=8, help="with -o: input "
-                                                   "resolution [default: the dataset's proxy resolution]"),
+          resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=RESOLUTIONS[0],
+                                                   help="with -o: input resolution [default: the dataset's proxy "
+                                                   "resolution]"),
           seed: int = typer.Option(0, help="with -o: initialisation, data order and augmentation seed"),
           storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
           force: bool = typer.Option(False, "--force", help="train it again even if the study already has it; "

@@ -92,11 +92,14 @@ def _gate_complexity(shape: Shape, out: Shape, t: Trace, path: str) -> None:
     t.step("conv", f"{path}.gate", shape, out, mark, kernel=1, groups=1, role="gate", order="c")
 
 
-class DropPath(nn.Module):
+class StochasticBranch(nn.Module):
     """Stochastic depth (Huang et al. 2016) on one residual branch, drawn per batch as in the paper: in
     training the block skips its branch with probability 1 - survival; in evaluation the branch is scaled
     by survival, its expected contribution. Deciding before the branch runs spares its compute (and its
-    norm statistics) when it is dropped. space.network.stochastic_depth sets the survivals."""
+    norm statistics) when it is dropped. space.network.stochastic_depth sets the survivals.
+
+    Not timm's DropPath, whose argument is the drop probability and which drops per sample, rescaling
+    in training rather than in evaluation; hence another name."""
 
     def __init__(self, survival: float = 1.0):
         super().__init__()
@@ -117,7 +120,7 @@ class DropPath(nn.Module):
 
 
 class Lesion(nn.Module):
-    """A deleted residual branch (Veit et al. 2016) in the block's DropPath place, see `lesioned`: the
+    """A deleted residual branch (Veit et al. 2016) in the block's StochasticBranch place, see `lesioned`: the
     block returns shortcut(x), exactly its input x for an identity shortcut (no activation after it)."""
     survival = 0.0
 
@@ -134,14 +137,14 @@ def lesioned(blocks: Iterable["Block"]) -> Iterator[None]:
     blocks = list(blocks)
     if any(block.skip != "residual" for block in blocks):
         raise ValueError("only residual blocks can be deleted: nothing else carries the input around the branch")
-    kept = [block.drop_path for block in blocks]
+    kept = [block.stochastic_branch for block in blocks]
     for block in blocks:
-        block.drop_path = Lesion()
+        block.stochastic_branch = Lesion()
     try:
         yield
     finally:
-        for block, drop_path in zip(blocks, kept):
-            block.drop_path = drop_path
+        for block, stochastic_branch in zip(blocks, kept):
+            block.stochastic_branch = stochastic_branch
 
 
 class Block(Branches):
@@ -159,7 +162,7 @@ class Block(Branches):
             if spec.skip == "highway":
                 self.gate = _gate(c_in, c, stride)
             else:
-                self.drop_path = DropPath()
+                self.stochastic_branch = StochasticBranch()
         elif spec.skip == "dense":
             c += c_in
         self.act = ctx.act_layer() if spec.act else None
@@ -169,16 +172,16 @@ class Block(Branches):
     @property
     def survival(self) -> float:
         """The probability the branch runs in a training step (1 without a residual skip)."""
-        return self.drop_path.survival if self.skip == "residual" else 1.0
+        return self.stochastic_branch.survival if self.skip == "residual" else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.skip == "residual" and self.drop_path.skips():
-            return self.drop_path.bypass(self.shortcut(x), self.act)
+        if self.skip == "residual" and self.stochastic_branch.skips():
+            return self.stochastic_branch.bypass(self.shortcut(x), self.act)
         y = self.post(super().forward(x))
         if self.gamma is not None:
             y = y * self.gamma.view(1, -1, 1, 1)
         if self.skip == "residual":
-            scale = self.scale * self.drop_path.scale()
+            scale = self.scale * self.stochastic_branch.scale()
             y = self.shortcut(x) + (y if scale == 1.0 else y * scale)
         elif self.skip == "highway":
             t = torch.sigmoid(self.gate(x))

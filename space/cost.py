@@ -58,11 +58,6 @@ class Cost:
         self.flops += per_element * c * h * w
         self.params += 2 * c
 
-    def add(self, other: "Cost", times: int = 1) -> None:
-        self.flops += other.flops * times
-        self.params += other.params * times
-        self.acts += other.acts * times
-
     def as_tuple(self) -> tuple[int, int, int]:
         return self.flops, self.params, self.acts
 

@@ -395,8 +395,11 @@ def _html_page(graph: nx.DiGraph) -> str:
 
 def offline_html(fig, **config) -> str:
     """A self-contained page: plotly.js inlined, no CDN, works offline."""
-    page = fig.to_html(include_plotlyjs=True, full_html=True,
-                       config={"displaylogo": False, "responsive": True, **config})
-    # The inline plotly.js bundle names a CDN only as the default topojson URL (used by geo maps, which
-    # these pages never draw); point it at a relative folder so the page makes no network reference at all.
+    return without_cdn(fig.to_html(include_plotlyjs=True, full_html=True,
+                                   config={"displaylogo": False, "responsive": True, **config}))
+
+
+def without_cdn(page: str) -> str:
+    """`page` with plotly.js's one CDN reference, the default topojson URL (used by geo maps, which these
+    pages never draw), pointed at a relative folder: the page makes no network reference at all."""
     return re.sub(r"https?://cdn\.plot\.ly/", "./", page)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import schema as S
-from .blocks import Block, DropPath, Stage
+from .blocks import Block, Stage, StochasticBranch
 from .errors import GenotypeError
 from .head import Head
 from .ops import Branch, Context
@@ -63,8 +63,18 @@ class Network(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """stem -> stages -> the head's ops: the feature map before pooling (auxiliary heads skipped)."""
-        x = self.stages(self.stem(x))
-        return self.head.ops(x)
+        return self._features(x, with_aux=False)[0]
+
+    def _features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature map, and (`with_aux`) the auxiliary heads' logits on the way, as `forward` returns them."""
+        x = self.stem(x)
+        aux = []
+        for stage in self.stages:
+            for block in stage:
+                x = block(x)
+                if with_aux and block.aux is not None:
+                    aux.append(block.aux(x))
+        return self.head.ops(x), aux
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """pool -> flatten -> hidden layers -> dropout, then the classifier unless `pre_logits`."""
@@ -72,14 +82,9 @@ class Network(nn.Module):
         return self.head.classifier[:-1](x) if pre_logits else self.head.classifier(x)
 
     def forward(self, x: torch.Tensor):
-        x = self.stem(x)
-        aux = []
-        for stage in self.stages:
-            for block in stage:
-                x = block(x)
-                if block.aux is not None and self.training:
-                    aux.append(block.aux(x))
-        logits = self.head(x)
+        """forward_head(forward_features(x)); in training, with the auxiliary heads' logits beside it."""
+        features, aux = self._features(x, with_aux=self.training)
+        logits = self.forward_head(features)
         return (logits, aux) if aux else logits
 
     def get_classifier(self) -> nn.Module:
@@ -252,7 +257,7 @@ def stochastic_depth(model: nn.Module, p_last: float | None) -> list[float]:
     """Stochastic depth (Huang et al. 2016) with the paper's linear decay rule: residual block l of L
     survives with p_l = 1 - l/L (1 - p_L), so the last one survives with p_L (0.5 in the paper).
 
-    Gives each residual block a DropPath of its p_l and returns the probabilities; None or 1 turns it off.
+    Gives each residual block a StochasticBranch of its p_l and returns the probabilities; None or 1 turns it off.
     Blocks without a residual skip are never dropped (there is no path around them)."""
     blocks = residual_blocks(model)
     p_last = 1.0 if p_last is None else float(p_last)
@@ -260,5 +265,5 @@ def stochastic_depth(model: nn.Module, p_last: float | None) -> list[float]:
         raise ValueError(f"stochastic depth: p_L must be in (0, 1], got {p_last}")
     survival = [1 - (depth / len(blocks)) * (1 - p_last) for depth in range(1, len(blocks) + 1)]
     for block, p in zip(blocks, survival):
-        block.drop_path = DropPath(p)
+        block.stochastic_branch = StochasticBranch(p)
     return survival

@@ -36,7 +36,7 @@ def test_timm_api_on_every_named_genotype(name):
     logits = net(x)
     feats = net.forward_features(x)
     assert feats.shape[1] == net.num_features
-    assert torch.allclose(net.forward_head(feats), logits, rtol=1e-4, atol=1e-5)
+    assert torch.equal(net.forward_head(feats), logits)  # forward is forward_head(forward_features(x))
     pre = net.forward_head(feats, pre_logits=True)
     assert torch.allclose(net.get_classifier()(pre), logits, rtol=1e-4, atol=1e-5)
 
@@ -124,3 +124,14 @@ def test_any_text_is_a_genotype_or_one_genotype_error(text):
         assert isinstance(space.load(text), space.Genotype)
     except space.GenotypeError as e:
         assert "\n" not in str(e)
+
+
+def test_registering_a_taken_name_warns_and_names_both(monkeypatch):
+    from space.named import REGISTRY, register
+    monkeypatch.setitem(REGISTRY, "resnet50", REGISTRY["resnet50"])  # restored after the test
+
+    def resnet50():
+        return {}
+    with pytest.warns(UserWarning, match="'resnet50' is registered again: .*resnet50 replaces space.named.resnet.resnet50"):
+        register(resnet50)
+    assert REGISTRY["resnet50"] is resnet50

@@ -39,11 +39,11 @@ def test_a_partial_trace_stops_where_complexity_raises():
 def test_lesioned_swaps_modules_back_and_refuses_plain_blocks():
     model = space.build("resnet110", 10, resolution=32).eval()
     blocks = residual_blocks(model)[:2]
-    before = [b.drop_path for b in blocks]
+    before = [b.stochastic_branch for b in blocks]
     with pytest.raises(RuntimeError), lesioned(blocks):
         assert [b.survival for b in blocks] == [0.0, 0.0]
         raise RuntimeError("inside")
-    assert [b.drop_path for b in blocks] == before  # restored even after an error
+    assert [b.stochastic_branch for b in blocks] == before  # restored even after an error
     plain = next(m for m in space.build("vgg16", 10, resolution=32).modules() if isinstance(m, Block))
     with pytest.raises(ValueError, match="only residual blocks"), lesioned([plain]):
         pass

@@ -25,6 +25,7 @@ import space
 
 from ..base import files
 from ..base.errors import UserError
+from ..studies.record import reason_of, state_of
 from ..studies.store import settings_of
 from ..trial import weights as W
 from ..trial.candidate import DEPLOY_CLASSES
@@ -44,7 +45,7 @@ def trial_genotype(study, number: int) -> tuple[space.Genotype, optuna.trial.Fro
     trial = by_number[number]
     text = trial.user_attrs.get("genotype")
     if text is None:
-        why = trial.user_attrs.get("rejected") or trial.state.name.lower()
+        why = reason_of(trial) or state_of(trial)
         raise UserError(f"--trial: trial {number} has no genotype ({why}); pick a completed trial, "
                         "e.g. one from `explore pareto`")
     return stored_genotype(trial), trial

@@ -37,7 +37,8 @@ import torch
 import space
 
 from ..base.errors import UserError
-from ..base.settings import ProxySpec, Recipe, Settings
+from ..base.settings import ProxySpec, Settings
+from ..studies.record import TrialRecord
 from ..studies.store import completed
 from ..trial import data as datasets
 from ..trial import scores as zero_cost
@@ -90,16 +91,9 @@ def correlation(xs: list, ys: list) -> dict:
     return out
 
 
-def proxy_spec(settings: Settings) -> ProxySpec:
-    """The proxy a study's trials were trained as."""
-    recipe = Recipe.from_dict(settings.recipe)
-    return ProxySpec(resolution=settings.proxy_resolution, width=settings.proxy_width, depth=settings.proxy_depth,
-                     epochs=recipe.epochs, train_images=settings.train_images, batch_size=recipe.batch_size)
-
-
 def reference_of(settings: Settings, multiplier: int | None = None) -> ProxySpec:
     """`reference` of the study's proxy; `multiplier` replaces its epochs factor."""
-    proxy = proxy_spec(settings)
+    proxy = settings.proxy
     ref = reference(proxy)
     return ref if multiplier is None else replace(ref, epochs=proxy.epochs * multiplier)
 
@@ -130,7 +124,7 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
     correlations = {PROXY: correlation([r["proxy_accuracy"] for r in rows], longs)}
     for name in zero_cost.SCORES:
         correlations[name] = correlation([r["scores"][name] for r in rows], longs)
-    proxy = proxy_spec(settings)
+    proxy = settings.proxy
     record = {"version": 2, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "dataset": settings.dataset, "device": str(dev), "seed": seed, "proxy": asdict(proxy),
               "reference": asdict(ref), "proxy_epochs": proxy.epochs, "epochs": ref.epochs,
@@ -152,10 +146,10 @@ def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> dict
         test_acc = evaluate(model, data.test_x, data.test_y, data, dev)
     except Diverged:
         long_acc = test_acc = None
-    return {"number": t.number, "picked": why, "family": t.user_attrs.get("family", "custom"),
-            "digest": t.user_attrs.get("digest"), "flops": int(t.values[1]),
-            "params": t.user_attrs.get("params"), "proxy_accuracy": t.values[0], "long_accuracy": long_acc,
-            "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
+    record = TrialRecord.of(t, settings.objective)
+    return {"number": t.number, "picked": why, "family": record.family or "custom", "digest": record.digest or None,
+            "flops": record.flops, "params": record.params, "proxy_accuracy": record.accuracy,
+            "long_accuracy": long_acc, "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
             "scores": {k: _clean(v) for k, v in scores.items()}}
 
 

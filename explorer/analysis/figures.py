@@ -7,21 +7,10 @@ from __future__ import annotations
 import html
 from datetime import datetime
 
-import optuna
-
 import space
 
+from ..studies.record import TrialRecord, state_of
 from . import pareto
-
-States = optuna.trial.TrialState
-
-
-def state_of(t) -> str:
-    if t.state == States.PRUNED and "rejected" in t.user_attrs:
-        return "rejected"
-    if t.state == States.PRUNED and "replaced" in t.user_attrs:
-        return "replaced"
-    return t.state.name.lower()
 
 
 def hypervolume(pts: list[tuple[float, float]], budget: float) -> float:
@@ -73,12 +62,6 @@ STATE_COLOURS = {"complete": "#2ca02c", "rejected": "#aaaaaa", "replaced": "#c7b
                  "running": "#1f77b4", "pruned": "#ff7f0e", "waiting": "#dddddd"}
 
 
-def _reason(t) -> str:
-    if "pruned_at_epoch" in t.user_attrs:
-        return f"stopped early (--prune) at epoch {t.user_attrs['pruned_at_epoch']}"
-    return t.user_attrs.get("rejected") or t.user_attrs.get("fail_reason") or t.user_attrs.get("replaced") or ""
-
-
 def timeline_figure(trials):
     """One segment per trial from its start to its end (now, while it runs), coloured by state."""
     import plotly.graph_objects as go
@@ -97,12 +80,12 @@ def timeline_figure(trials):
         for t in rows:
             end = t.datetime_complete or now
             seconds = (end - t.datetime_start).total_seconds()
-            family = t.user_attrs.get("family") or ""
-            label = f"trial {t.number}: {state}" + (f", {family}" if family else "") + f", {seconds:.1f} s"
-            if t.user_attrs.get("reference"):
-                label += f"<br>reference: {html.escape(t.user_attrs['reference'])}"
-            if _reason(t):
-                label += f"<br>{html.escape(_reason(t))}"
+            r = TrialRecord.of(t)
+            label = f"trial {t.number}: {state}" + (f", {r.family}" if r.family else "") + f", {seconds:.1f} s"
+            if r.reference:
+                label += f"<br>reference: {html.escape(r.reference)}"
+            if r.reason:
+                label += f"<br>{html.escape(r.reason)}"
             xs += [t.datetime_start.isoformat(), end.isoformat(), None]
             ys += [t.number, t.number, None]
             text += [label, label, None]

@@ -37,6 +37,7 @@ from space.graph import offline_html
 from ..base import files
 from ..base.errors import UserError
 from ..base.settings import Recipe
+from ..studies.record import REFERENCE, reason_of, state_of
 from ..studies.store import load_study, settings_of, study_dir
 from ..trial.candidate import load_data, proxy_of, trial_seed
 from ..trial.trainer import evaluate, resolve_device, set_cpu_threads, train
@@ -177,10 +178,10 @@ def _subject_from_trial(study, settings, number: int) -> Subject:
         raise UserError(f"--trial: study '{study.study_name}' has no trial {number}")
     t = trials[0]
     if "proxy_genotype" not in t.user_attrs:
-        why = t.user_attrs.get("rejected") or t.user_attrs.get("replaced") or t.state.name.lower()
+        why = reason_of(t) or state_of(t)
         raise UserError(f"--trial: trial {number} has no trained proxy ({why})")
     proxy = stored_genotype(t, "proxy_genotype")
-    family = t.user_attrs.get("reference") or t.user_attrs.get("family", "custom")
+    family = t.user_attrs.get(REFERENCE) or t.user_attrs.get("family", "custom")
     return Subject(f"trial {number} ({family})", proxy, trial_seed(settings.seed, number))
 
 
@@ -213,7 +214,7 @@ def run(ref: str, trial: int | None, study_name: str | None, storage: str | None
         g = resolve_genotype(spec)
         label = g.name or Path(spec).stem
         ref = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-               if t.user_attrs.get("reference") == label and "proxy_genotype" in t.user_attrs]
+               if t.user_attrs.get(REFERENCE) == label and "proxy_genotype" in t.user_attrs]
         if ref:  # trained by `explore train` (or enqueued as a classic): the same proxy, seed and recipe
             s = _subject_from_trial(study, settings, ref[-1].number)
             s.label = label
@@ -222,7 +223,7 @@ def run(ref: str, trial: int | None, study_name: str | None, storage: str | None
 
     first = trial if trial is not None else ref
     specs = [first] + ([int(compare) if compare.isdigit() else compare] if compare else [])
-    recipe = Recipe.from_dict(settings.recipe)
+    recipe = settings.recipe
     weights_dir = study_dir(name) / "weights"
     subjects, keys = [], []
     for spec in specs:

@@ -1,10 +1,11 @@
-"""The Pareto front of a study (maximise proxy accuracy, minimise FLOPs) and its plot.
+"""The Pareto front of a study (maximise proxy accuracy, minimise a cost) and its plot.
 
 FLOPs are multiply-adds of the deployed network at the study's resolution.
-The plot is a self-contained plotly page (no CDN): accuracy against FLOPs on a
+The plot is a self-contained plotly page (no CDN): accuracy against a cost on a
 log axis, the front as a staircase, dominated trials faded, points coloured by
 family, named architectures as labelled stars, and buttons in the page that
-switch the x axis between FLOPs and parameters (the front is redrawn for each).
+switch the x axis between FLOPs, parameters and (where every trial has one)
+predicted latency, the front redrawn for each.
 """
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from space.named import named, names
 
 from ..base import files
 from ..base.errors import UserError
+from ..studies.record import TrialRecord
+from ..studies.store import SECOND, settings_of
 
 AXES = ("flops", "params", "latency")  # latency: where every trial has one (a study with a latency device)
-AXIS_TITLES = {"flops": "FLOPs (multiply-adds)", "params": "parameters", "latency": "latency (ms, predicted)"}
+AXIS_TITLES = SECOND  # each axis titled as a study on it names its second objective
 # Families in the order the shipped spaces list them, then the classics' own; others are appended.
 FAMILY_ORDER = ("vanilla", "residual", "resnext", "dense", "inception", "inception-resnet", "separable",
                 "mobilenet", "metanext", "custom")
@@ -47,11 +50,13 @@ class Point:
     latency_ms: float | None = None  # predicted on the study's device, where it has one
 
     @classmethod
-    def of(cls, trial: optuna.trial.FrozenTrial) -> "Point":
-        attrs = trial.user_attrs
-        return cls(trial.number, trial.values[0], int(attrs.get("flops", trial.values[1])), int(attrs.get("params", 0)),
-                   attrs.get("family", "custom"), space.dump(stored_genotype(trial)), attrs.get("reference"),
-                   attrs.get("digest", ""), attrs.get("val_images"), attrs.get("latency_ms"))
+    def of(cls, trial: optuna.trial.FrozenTrial, objective: str) -> "Point":
+        """A completed trial of a study whose second objective is `objective` (its value is read by that name)."""
+        r = TrialRecord.of(trial, objective)
+        if r.flops is None:
+            raise UserError(f"trial {trial.number} has no stored FLOPs")
+        return cls(r.number, r.accuracy, r.flops, r.params or 0, r.family or "custom",
+                   space.dump(stored_genotype(trial)), r.reference, r.digest, r.val_images, r.latency_ms)
 
     @property
     def label(self) -> str:
@@ -59,7 +64,7 @@ class Point:
         return self.reference or named_digests().get(self.digest, "")
 
     def cost(self, axis: str) -> float:
-        return {"params": self.params, "latency": self.latency_ms}.get(axis, self.flops)
+        return {"flops": self.flops, "params": self.params, "latency": self.latency_ms}[axis]
 
 
 def axes_of(pts: list[Point]) -> tuple[str, ...]:
@@ -79,13 +84,15 @@ def stored_genotype(trial, key: str = "genotype") -> space.Genotype:
                         f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
 
 
-def points(study) -> list[Point]:
-    """The completed trials as points; one whose stored genotype is corrupt is left out with a one-line
-    warning on stderr naming it, and every other trial still counts."""
+def points(study, objective: str | None = None) -> list[Point]:
+    """The completed trials as points (`objective`: the study's second objective, by default as its settings
+    say); one whose stored genotype is corrupt is left out with a one-line warning on stderr naming it,
+    and every other trial still counts."""
+    objective = objective or settings_of(study).objective
     pts = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         try:
-            pts.append(Point.of(t))
+            pts.append(Point.of(t, objective))
         except UserError as e:
             print(f"warning: {e}; trial {t.number} is skipped", file=sys.stderr)
     return pts
@@ -107,7 +114,7 @@ def noise_floor(pts: list[Point]) -> str | None:
 def front(pts: list[Point], x: str = "flops") -> list[Point]:
     """Non-dominated points, cheapest first: each is more accurate than every cheaper one.
 
-    `x` is the cost: "flops" (the study's objective) or "params".
+    `x` is the cost: "flops", "params" or "latency" (explorer.analysis.summary picks the study's).
     """
     best, out = -1.0, []
     for p in sorted(pts, key=lambda p: (p.cost(x), -p.accuracy)):
@@ -171,7 +178,7 @@ def _title(study_name: str, x: str) -> str:
 
 def figure(study_name: str, pts: list[Point], x: str = "flops", resolution: int | None = None,
            budget: int | None = None, max_params: int | None = None, latency_budget: float | None = None):
-    """Accuracy against FLOPs or params (log x), the front as a step line, points coloured by family.
+    """Accuracy against FLOPs, params or latency (log x), the front as a step line, points coloured by family.
 
     One marker per point, in one trace per family (`meta="trials"`); each front is a trace with
     `meta="front"`; buttons switch the x axis, refading the points dominated on that axis.

@@ -21,24 +21,17 @@ from typing import Any
 import optuna
 
 import space
-from space.graph import offline_html
+from space.graph import offline_html, without_cdn
 
 from ..base import files
 from ..base.errors import UserError
 from ..base.settings import Settings
+from ..studies.record import TrialRecord, counts, reason_of, state_of
 from ..studies.storage import redact
-from ..studies.store import load_study, settings_of, storage_url, study_dir
-from ..trial.candidate import nearest_named
-from . import pareto, stats
+from ..studies.store import load_study, metric_names, settings_of, storage_url, study_dir
+from . import fidelity, pareto, stats, summary
 from .diff import genotype_diff
-from .figures import (
-    budget_axis,
-    graph_figure,
-    hypervolume_figure,
-    hypervolume_history,
-    state_of,
-    timeline_figure,
-)
+from .figures import budget_axis, graph_figure, hypervolume_figure, hypervolume_history, timeline_figure
 
 States = optuna.trial.TrialState
 
@@ -50,12 +43,12 @@ def open_results(study_name: str, storage: str | None):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = load_study(study_name, storage)
     settings = settings_of(study)
-    return study, settings, require_points(study)
+    return study, settings, require_points(study, settings.objective)
 
 
-def require_points(study) -> list[pareto.Point]:
+def require_points(study, objective: str) -> list[pareto.Point]:
     """The completed trials' points; an empty study or one with only failures is an error, not an empty page."""
-    pts = pareto.points(study)
+    pts = pareto.points(study, objective)
     if pts:
         return pts
     trials = study.get_trials(deepcopy=False)
@@ -64,17 +57,17 @@ def require_points(study) -> list[pareto.Point]:
     if not trials:
         raise UserError(f"study '{name}' has no trials yet; run `explore search --study {name}` first")
     if failed and len(failed) == len([t for t in trials if t.state.is_finished()]):
-        last = failed[-1].user_attrs.get("fail_reason", "no reason recorded")
+        last = reason_of(failed[-1]) or "no reason recorded"
         raise UserError(f"study '{name}' has no completed trials: all {len(failed)} finished trials failed "
                         f"(last, trial {failed[-1].number}: {last})")
-    counts = Counter(state_of(t) for t in trials)
-    said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    said = ", ".join(f"{n} {state}" for state, n in sorted(counts(trials).items()))
     raise UserError(f"study '{name}' has no completed trials yet ({said}); "
                     f"run `explore search --study {name}` to train some")
 
 
-def write_pareto_plot(study_name: str, settings: Settings, pts, x: str = "flops", png: Path | None = None,
+def write_pareto_plot(study_name: str, settings: Settings, pts, x: str, png: Path | None = None,
                       force: bool = False) -> Path:
+    """The study's plot page, studies/STUDY/pareto.html, with the x axis `x` shown first."""
     path = study_dir(study_name) / "pareto.html"
     pareto.write_plot(study_name, pts, path, x=x, resolution=settings.resolution, budget=settings.budget,
                       max_params=settings.max_params, png=png, force=force, latency_budget=settings.latency_budget)
@@ -88,20 +81,19 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point]) -> list[tuple[str, str]]:
-    recipe = ", ".join(f"{k} {v}" for k, v in settings.recipe.items())
+def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point],
+                   found: summary.Summary) -> list[tuple[str, str]]:
+    recipe = ", ".join(f"{k} {v}" for k, v in settings.recipe.to_dict().items())
     return [("study", study.study_name), ("storage", redact(url)),
             ("space", f"{settings.space} (digest {settings.space_digest})"),
             ("budget", f"{settings.budget_text} at {settings.resolution}px, 1000 classes"),
             ("parameter cap", f"{settings.max_params:,}" if settings.max_params else "none"),
             ("dataset", settings.dataset),
             ("noise floor", pareto.noise_floor(pts) or "validation size not recorded"),
-            ("proxy", f"{settings.proxy_resolution}px, width x{settings.proxy_width:g}, "
-                      f"repeats capped at {settings.proxy_depth}, "
-                      f"{_images(settings.train_images)} training images"),
+            ("proxy", found.proxy),
             ("recipe", recipe), ("sampler", f"{settings.sampler}, seed {settings.seed}"),
             ("completed trials aimed for", str(settings.trials)),
-            ("objectives", " / ".join(study.metric_names or list(pareto.AXIS_TITLES.values())[:2])),
+            ("objectives", " / ".join(study.metric_names or metric_names(settings))),
             ("parameter names", "short" if settings.short_names else "document paths (made before short names)")] + [
         (key.replace("_", " "), "off" if value is None else str(value))
         for key, value in vars(settings).items() if key not in _SHOWN]
@@ -111,14 +103,10 @@ _SHOWN = {"space", "space_doc", "space_digest", "budget", "max_params", "resolut
           "proxy_width", "proxy_depth", "train_images", "recipe", "sampler", "seed", "trials", "short_names"}
 
 
-def _images(count: int | None) -> str:
-    return "all" if count is None else f"{count:,}"
-
-
 def _fidelity(study) -> str:
     """`explore fidelity`'s result, when the study holds one."""
     try:
-        record = json.loads(study.user_attrs.get("explore:fidelity") or "null")
+        record = fidelity.stored(study)
         if not record:
             return ""
         rows = "".join(f"<tr><td>{_esc(name)}</td><td>{c['n']}</td><td>{_num(c.get('kendall_tau'))}</td>"
@@ -135,15 +123,15 @@ def _num(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _pareto_table(front: list[pareto.Point], settings: Settings) -> str:
-    head = ["rank", "trial", "family", "GFLOPs", "M params", "accuracy", "nearest named", "differences from it"]
+def _pareto_table(found: summary.Summary) -> str:
+    head = ["rank", "trial", "family", "GFLOPs", "M params", *(["ms (predicted)"] if found.timed else []),
+            "accuracy", "nearest named", "differences from it"]
     rows = []
-    for rank, p in enumerate(sorted(front, key=lambda p: -p.accuracy), 1):
-        g = space.load(p.genotype)
-        near = p.label or nearest_named(g, p.flops, p.params, settings.resolution)
-        changes = genotype_diff(near, p.genotype) if near else []
+    for r in found.front:
+        p = r.point
+        changes = genotype_diff(r.nearest, p.genotype) if r.nearest else []
         if not changes:
-            shown = "<i>identical</i>" if near else ""
+            shown = "<i>identical</i>" if r.nearest else ""
         else:
             items = "".join(f"<li><code>{_esc(c)}</code></li>" for c in changes[:8])
             more = ""
@@ -151,10 +139,11 @@ def _pareto_table(front: list[pareto.Point], settings: Settings) -> str:
                 more = (f"<details><summary>{len(changes) - 8} more</summary><ul>"
                         + "".join(f"<li><code>{_esc(c)}</code></li>" for c in changes[8:]) + "</ul></details>")
             shown = f"<ul class='diff'>{items}</ul>{more}"
-        near_text = _esc(near) + (" (itself)" if p.label and near == p.label else "")
-        cells = [(rank, rank), (p.number, p.number), (p.family, _esc(p.family)), (p.flops, f"{p.flops / 1e9:.3f}"),
-                 (p.params, f"{p.params / 1e6:.2f}"), (p.accuracy, f"{p.accuracy:.4f}"), (near, near_text),
-                 (len(changes), shown)]
+        near_text = _esc(r.nearest) + (" (itself)" if r.itself else "")
+        cells = [(r.rank, r.rank), (p.number, p.number), (p.family, _esc(p.family)), (p.flops, f"{p.flops / 1e9:.3f}"),
+                 (p.params, f"{p.params / 1e6:.2f}"),
+                 *([(p.latency_ms, f"{p.latency_ms:.2f}")] if found.timed else []),
+                 (p.accuracy, f"{p.accuracy:.4f}"), (r.nearest, near_text), (len(changes), shown)]
         rows.append("<tr>" + "".join(f"<td data-v='{_esc(v)}'>{text}</td>" for v, text in cells) + "</tr>")
     ths = "".join(f"<th title='sort'>{h}</th>" for h in head)
     return (f"<table id='pareto-table' class='sortable'><thead><tr>{ths}</tr></thead>"
@@ -191,19 +180,20 @@ def _slug(text: str) -> str:
 
 def _problems(trials) -> str:
     failed = [t for t in trials if t.state == States.FAIL]
-    rejected = [t for t in trials if "rejected" in t.user_attrs]
+    rejected = [t for t in trials if state_of(t) == "rejected"]
     out = []
     if failed:
-        rows = "".join(f"<tr><td data-v='{t.number}'>{t.number}</td><td>{_esc(t.user_attrs.get('family', ''))}</td>"
-                       f"<td>{_esc(t.user_attrs.get('reference', ''))}</td>"
-                       f"<td>{_esc(t.user_attrs.get('fail_reason', 'no reason recorded'))}</td></tr>" for t in failed)
+        records = [TrialRecord.of(t) for t in failed]
+        rows = "".join(f"<tr><td data-v='{r.number}'>{r.number}</td><td>{_esc(r.family or '')}</td>"
+                       f"<td>{_esc(r.reference or '')}</td><td>{_esc(r.reason or 'no reason recorded')}</td></tr>"
+                       for r in records)
         out.append(f"<h3>Failed trials ({len(failed)})</h3><table class='sortable' id='failed-table'><thead><tr>"
                    f"<th>trial</th><th>family</th><th>reference</th><th>reason</th></tr></thead><tbody>{rows}</tbody>"
                    "</table>")
     if rejected:
-        kinds = Counter(t.user_attrs["rejected"].split(":", 1)[0] for t in rejected)
+        kinds = Counter(reason_of(t).split(":", 1)[0] for t in rejected)
         summary = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
-        rows = "".join(f"<tr><td data-v='{t.number}'>{t.number}</td><td>{_esc(t.user_attrs['rejected'])}</td></tr>"
+        rows = "".join(f"<tr><td data-v='{t.number}'>{t.number}</td><td>{_esc(reason_of(t))}</td></tr>"
                        for t in rejected)
         out.append(f"<h3>Rejected draws ({len(rejected)}: {_esc(summary)})</h3><details><summary>every rejection and "
                    f"its reason</summary><table class='sortable' id='rejected-table'><thead><tr><th>trial</th>"
@@ -213,7 +203,7 @@ def _problems(trials) -> str:
 
 def _graphs(front: list[pareto.Point], settings: Settings, figs: dict) -> str:
     out = []
-    for p in sorted(front, key=lambda p: -p.accuracy):
+    for p in front:  # most accurate first
         fid = f"graph-{p.number}"
         g = space.load(p.genotype)
         try:
@@ -285,9 +275,9 @@ def _figures_json(figs: dict) -> str:
 
 
 def plotly_js() -> str:
-    """plotly.js, inlined; its one CDN default (geo maps' topojson, never drawn here) pointed at a relative path."""
+    """plotly.js, to inline, with no network reference."""
     from plotly.offline import get_plotlyjs
-    return re.sub(r"https?://cdn\.plot\.ly/", "./", get_plotlyjs())
+    return without_cdn(get_plotlyjs())
 
 
 def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list[str] | None = None) -> str:
@@ -296,19 +286,18 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
     for field in by:
         stats.check_field(field)
     trials = study.get_trials(deepcopy=False)
-    front = pareto.front(pts)
+    found = summary.summarise(study, settings, pts)
     figs: dict[str, Any] = {}
-    figs["pareto"] = pareto.figure(study.study_name, pts, "flops", settings.resolution, settings.budget,
+    figs["pareto"] = pareto.figure(study.study_name, pts, found.axis, settings.resolution, settings.budget,
                                    settings.max_params, settings.latency_budget)
     axis, budget = budget_axis(settings)
     numbers, values = hypervolume_history(pts, budget, axis)
     figs["hypervolume"] = hypervolume_figure(numbers, values, axis)
     edfs = _edf_section(pts, by, figs)
     figs["timeline"] = timeline_figure(trials)
-    graphs = _graphs(front, settings, figs)
-    counts = Counter(state_of(t) for t in trials)
+    graphs = _graphs([r.point for r in found.front], settings, figs)
     settings_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
-                            for k, v in _settings_rows(study, settings, url, pts))
+                            for k, v in _settings_rows(study, settings, url, pts, found))
     hv = values[-1] if values else 0.0
     dashboard = f"optuna-dashboard {redact(url)}"
     sampler_note = ("" if settings.sampler == "random" else
@@ -321,16 +310,16 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
 <script>{plotly_js()}</script></head>
 <body>
 <h1>{_esc(study.study_name)}</h1>
-<p class="note">explore report, {datetime.now():%Y-%m-%d %H:%M}. {counts.get('complete', 0)} completed,
-{counts.get('rejected', 0)} draws rejected before training, {counts.get('fail', 0)} failed,
-{counts.get('running', 0)} running. FLOPs are multiply-adds of the deployed network
+<p class="note">explore report, {datetime.now():%Y-%m-%d %H:%M}. {found.states.get('complete', 0)} completed,
+{found.states.get('rejected', 0)} draws rejected before training, {found.states.get('fail', 0)} failed,
+{found.states.get('running', 0)} running. FLOPs are multiply-adds of the deployed network
 ({settings.resolution}px, 1000 classes); accuracy is the proxy's validation accuracy on {_esc(settings.dataset)}.</p>
 <h2>Settings</h2><table id="settings">{settings_html}</table>
 <h2>Pareto front</h2><div id="pareto" class="plot"></div>
-<h3>Pareto genotypes ({len(front)})</h3>
+<h3>Pareto genotypes ({len(found.front)}, on {_esc(pareto.AXIS_TITLES[found.axis])})</h3>
 <p class="note">Click a header to sort. Differences are from the nearest named architecture to the genotype
 (<code>path: theirs → this</code>).</p>
-{_pareto_table(front, settings)}
+{_pareto_table(found)}
 <h2>Hypervolume</h2><p>Now {hv:.4f} of the box from (accuracy 0, {_esc(pareto.AXIS_TITLES[axis])} 0) to
 (accuracy 1, budget).</p>
 <div id="hypervolume" class="plot"></div>

@@ -93,3 +93,10 @@ def format_flops(flops: float) -> str:
         if flops >= scale:
             return f"{flops / scale:.2f} {prefix}FLOPs"
     return f"{flops:.0f} FLOPs"
+
+
+def format_cost(axis: str, value: float) -> str:
+    """A cost on a study's second objective in words: `2.00 GFLOPs`, `4.23M params` or `3.10 ms (predicted)`."""
+    if axis == "latency":
+        return f"{format_ms(value)} (predicted)"
+    return f"{value / 1e6:.2f}M params" if axis == "params" else format_flops(value)

@@ -85,6 +85,14 @@ class ProxySpec:
     def recipe(self, seed: int = 0) -> Recipe:
         return Recipe(epochs=self.epochs, batch_size=self.batch_size, seed=seed)
 
+    def describe(self, training: bool = True) -> str:
+        """The proxy in words, as every table and page shows it; `training`: with its epochs and images."""
+        shape = f"{self.resolution}px, width x{self.width:g}, repeats <= {self.depth}"
+        if not training:
+            return shape
+        images = "all" if self.train_images is None else f"{self.train_images:,}"
+        return f"{shape}, {self.epochs} epochs, {images} training images"
+
 
 PROXY = ProxySpec()
 
@@ -112,6 +120,7 @@ SCORES = ("synflow", "naswot", "snip", "grad_norm", "params")  # zero-cost score
 SCORE_BATCH = 64  # images in a zero-cost score's minibatch
 PRUNERS = ("none", "pareto")
 OBJECTIVES = ("flops", "latency", "params")  # the second objective, minimised beside proxy accuracy
+RESOLUTIONS = (8, 8192)  # every --resolution flag's range (px): below 8 no network in the shipped spaces survives
 HEARTBEAT = (60, 120)  # seconds: a running trial's heartbeat interval, and the grace before it is failed
 
 
@@ -145,7 +154,7 @@ class Settings:
     proxy_depth: int = PROXY.depth
     train_images: int | None = PROXY.train_images  # class-balanced training subset (None: the whole split)
     val_images: int | None = None  # held-out validation images (None: explorer.trial.data.default_val_images)
-    recipe: dict = field(default_factory=lambda: Recipe().to_dict())
+    recipe: Recipe = field(default_factory=Recipe)  # stored as its dict
     sampler: str = SAMPLERS[0]
     seed: int = 0
     trials: int = 12               # completed trials the study aims for
@@ -157,6 +166,10 @@ class Settings:
     prune_k: int = 2
     # Optuna parameter names: short (`mobilenet.s3.b0.repeat`) or the document paths studies made before used
     short_names: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipe, dict):  # as stored, or as a caller wrote it
+            self.recipe = Recipe.from_dict(self.recipe)
 
     def to_json(self) -> str:
         """The settings less the space document (stored apart, see explorer.studies.store)."""
@@ -178,8 +191,8 @@ class Settings:
 
     @property
     def proxy(self) -> ProxySpec:
-        return ProxySpec(self.proxy_resolution, self.proxy_width, self.proxy_depth, self.recipe["epochs"],
-                         self.train_images, self.recipe["batch_size"])
+        return ProxySpec(self.proxy_resolution, self.proxy_width, self.proxy_depth, self.recipe.epochs,
+                         self.train_images, self.recipe.batch_size)
 
     def differences(self, other: "Settings") -> list[str]:
         """What differs, stored value first, one short item per key: `epochs 2 → 3`."""
@@ -196,8 +209,8 @@ class Settings:
                 shown = [_shown(ms and format_ms(ms)) for ms in (theirs, mine)]
                 out.append(f"latency budget {shown[0]} → {shown[1]}")
             elif key == "recipe":
-                out += [f"{k} {_shown(theirs.get(k))} → {_shown(mine.get(k))}"
-                        for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+                mine, theirs = mine.to_dict(), theirs.to_dict()
+                out += [f"{k} {_shown(theirs[k])} → {_shown(mine[k])}" for k in sorted(mine) if mine[k] != theirs[k]]
             else:
                 out.append(f"{key.replace('_', ' ')} {_shown(theirs)} → {_shown(mine)}")
         return out
@@ -253,10 +266,11 @@ FLAGS = {
     "batch_size": Flag(PROXY_PANEL, "", str(Recipe.batch_size), 1, 65536),
     "lr": Flag(PROXY_PANEL, "peak learning rate for a batch of 128, scaled with the batch (SGD with Nesterov "
                "momentum, one-cycle schedule, label smoothing)", str(Recipe.lr), 0),
-    "resolution": Flag(PROXY_PANEL, "input resolution the budget is priced at", str(_DEFAULT.resolution), 8, 8192),
+    "resolution": Flag(PROXY_PANEL, "input resolution the budget is priced at", str(_DEFAULT.resolution),
+                       *RESOLUTIONS),
     "proxy_resolution": Flag(PROXY_PANEL, "resolution proxies train at",
                              f"{PROXY.resolution} for fashion-mnist and mnist, {default_proxy_resolution('digits')} "
-                             f"for digits, else {default_proxy_resolution('cifar10')}", 8, 8192),
+                             f"for digits, else {default_proxy_resolution('cifar10')}", *RESOLUTIONS),
     "proxy_width": Flag(PROXY_PANEL, "proxy width factor", f"{PROXY.width:g}", 0.01, 16),
     "proxy_depth": Flag(PROXY_PANEL, "cap on each block's repeat", str(PROXY.depth), 1, 1000),
     "dataset": Flag(DATA, "fashion-mnist, digits (embedded), cifar10, mnist or imagefolder:PATH",

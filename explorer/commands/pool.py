@@ -21,6 +21,7 @@ from ..scaleout.signals import WorkerStopped, install_signal_handlers
 from ..search import objective
 from ..search.study import make_sampler
 from ..studies.progress import SearchProgress
+from ..studies.record import TrialRecord, cost_at, counts
 from ..studies.storage import open_storage, redact
 from ..studies.store import settings_of
 from ..trial import data as datasets
@@ -118,7 +119,8 @@ def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartb
         for p in procs:
             p.start()
         trials = watcher.get_trials(deepcopy=False)
-        with SearchProgress(settings.trials, _count(trials, TrialState.COMPLETE), 0, console) as progress:
+        with SearchProgress(settings.trials, _count(trials, TrialState.COMPLETE), 0, console,
+                            settings.objective) as progress:
             while any(p.is_alive() for p in procs):
                 for p in procs:
                     p.join(timeout=1.0 / jobs)
@@ -147,15 +149,15 @@ def _show(progress, study, jobs: int) -> None:
         target = settings_of(study).trials
     except Exception:  # noqa: BLE001 - a busy database: show the next poll
         return
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (t.values[0], -t.values[1]), default=None)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and cost_at(t, progress.objective) is not None]
+    best = max(complete, key=lambda t: (t.values[0], -cost_at(t, progress.objective)), default=None)
     running = []
     for t in trials:
-        if claimed(t) and "flops" in t.user_attrs:
+        record = TrialRecord.of(t)
+        if claimed(t) and record.flops is not None:
             epoch = f", epoch {max(t.intermediate_values)}" if t.intermediate_values else ""
-            running.append(f"trial {t.number} ({t.user_attrs.get('family')}, "
-                           f"{format_flops(t.user_attrs['flops'])}{epoch})")
+            running.append(f"trial {t.number} ({record.family}, {format_flops(record.flops)} (multiply-adds){epoch})")
     current = f"{jobs} workers; training: " + "; ".join(running) if running else f"{jobs} workers"
-    progress.sync(target, len(complete), sum("rejected" in t.user_attrs for t in trials),
-                  _count(trials, TrialState.FAIL),
-                  (best.values[0], int(best.values[1]), best.number) if best else None, current)
+    states = counts(trials)
+    progress.sync(target, states.get("complete", 0), states.get("rejected", 0), states.get("fail", 0),
+                  (best.values[0], cost_at(best, progress.objective), best.number) if best else None, current)

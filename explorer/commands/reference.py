@@ -24,6 +24,7 @@ from space.sampling import match, sample
 from ..base.errors import UserError
 from ..search.objective import Objective, TrialFailed
 from ..studies import internals
+from ..studies.record import OVER_BUDGET, REFERENCE, TrialRecord
 from ..studies.store import settings_of
 from ..trial.candidate import over_limits, prepare, price, proxy_of, second_objective, trial_attrs
 
@@ -43,7 +44,7 @@ class Outcome:
 
 def existing(study, name: str):
     done = [t for t in study.get_trials(deepcopy=False, states=(States.COMPLETE,))
-            if t.user_attrs.get("reference") == name]
+            if t.user_attrs.get(REFERENCE) == name]
     return done[-1] if done else None
 
 
@@ -57,9 +58,9 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
     params = match(settings.space_doc, g, settings.short_names)
     before = existing(study, name)
     if before is not None and not force:
-        return Outcome(before.number, before.values[0], int(before.user_attrs.get("flops", before.values[1])),
-                       int(before.user_attrs.get("params", 0)), params is not None,
-                       "over_budget" in before.user_attrs, existing=True)
+        r = TrialRecord.of(before, settings.objective)
+        return Outcome(r.number, r.accuracy, r.flops, r.params or 0, params is not None,
+                       OVER_BUDGET in before.user_attrs, existing=True)
     ctx = prepare(settings, device, data_dir)  # refuses another latency device before anything is priced on it
     over = over_limits(g, cx, settings)
     try:
@@ -75,7 +76,7 @@ def train_reference(study, name: str, g: space.Genotype, device: str = "auto", d
             raise UserError(f"{name}: the space's parameters don't reproduce it")  # match() guarantees they do
     attrs = trial_attrs(g, cx, proxy, pcx, settings, ctx.device)
     if over:
-        attrs["over_budget"] = over
+        attrs[OVER_BUDGET] = over
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     objective = Objective(ctx)  # no pruning hook: a reference point trains to the end
@@ -98,6 +99,6 @@ def _new_trial(study, name: str, params: dict | None) -> optuna.Trial:
     """A RUNNING trial of the study, created directly (not queued), with the params fixed where there are some."""
     template = optuna.trial.FrozenTrial(
         number=-1, state=States.RUNNING, value=None, values=None, datetime_start=datetime.now(),
-        datetime_complete=None, params={}, distributions={}, user_attrs={"reference": name},
+        datetime_complete=None, params={}, distributions={}, user_attrs={REFERENCE: name},
         system_attrs={"fixed_params": params} if params is not None else {}, intermediate_values={}, trial_id=-1)
     return optuna.Trial(study, internals.create_running_trial(study, template))

@@ -9,9 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from space.schema import load as load_genotype
-
-from ..analysis import pareto
+from ..analysis import pareto, summary
+from ..analysis.report import write_pareto_plot
 from ..base.budget import parse_budget, parse_count
 from ..base.errors import UserError
 from ..base.settings import FLAGS, HEARTBEAT, Recipe, Settings, default_proxy_resolution
@@ -26,10 +25,9 @@ from ..studies.store import (
     rejected_count,
     settings_of,
     storage_url,
-    study_dir,
 )
 from ..trial import data as datasets
-from ..trial.candidate import Context, deploy_key, fit_latency_model, nearest_named, prepare
+from ..trial.candidate import Context, deploy_key, fit_latency_model, prepare
 from . import pool
 
 DEFAULT = Settings()
@@ -94,10 +92,10 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
                         f"{', '.join(datasets.DATASETS)} or {datasets.IMAGEFOLDER}PATH")
     proxy_resolution = explicit.get("proxy_resolution", base["proxy_resolution"] if stored
                                     else default_proxy_resolution(dataset))
-    recipe = {**(base["recipe"] or DEFAULT.recipe), "seed": values["seed"],
+    recipe = {**base["recipe"].to_dict(), "seed": values["seed"],
               **{key: explicit[key] for key in ("epochs", "batch_size", "lr") if key in explicit}}
     try:
-        recipe = Recipe.from_dict(recipe).to_dict()
+        recipe = Recipe.from_dict(recipe)
     except ValueError as e:
         raise UserError(f"recipe: {e}") from None
     return Settings(**{**base, **values, "dataset": dataset, "proxy_resolution": proxy_resolution, "recipe": recipe})
@@ -143,53 +141,34 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
 
 
 def report(study, settings: Settings, console: Console, plot: bool = True, pts: list | None = None) -> None:
-    pts = pareto.points(study) if pts is None else pts
-    trials = study.get_trials(deepcopy=False)
-    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    console.print(f"{len(pts)} completed, {rejected_count(study)} draws rejected before training "
-                  f"(impossible or over budget), {len(failed)} failed", highlight=False)
-    stopped = sum("pruned_at_epoch" in t.user_attrs for t in trials)
-    replaced = sum("replaced" in t.user_attrs for t in trials)
-    if stopped or replaced:
-        console.print(f"{stopped} stopped early by --prune, {replaced} draws replaced by --prescreen", highlight=False)
+    pts = pareto.points(study, settings.objective) if pts is None else pts
+    found = summary.summarise(study, settings, pts)
+    states = found.states
+    console.print(f"{len(pts)} completed, {states.get('rejected', 0)} draws rejected before training "
+                  f"(impossible or over budget), {states.get('fail', 0)} failed", highlight=False)
+    if states.get("pruned") or states.get("replaced"):
+        console.print(f"{states.get('pruned', 0)} stopped early by --prune, {states.get('replaced', 0)} draws "
+                      "replaced by --prescreen", highlight=False)
     if not pts:
         return
-    table = Table(title=f"Pareto front of {study.study_name} (FLOPs are multiply-adds at {settings.resolution}px)")
-    timed = front_axis(pts, settings) == "latency"
-    for col in ("rank", "trial", "family", "GFLOPs", "M params", *(["ms (predicted)"] if timed else []), "accuracy",
-                "nearest named"):
+    table = Table(title=f"Pareto front of {study.study_name} on {pareto.AXIS_TITLES[found.axis]} "
+                        f"(FLOPs are multiply-adds at {settings.resolution}px)")
+    for col in ("rank", "trial", "family", "GFLOPs", "M params", *(["ms (predicted)"] if found.timed else []),
+                "accuracy", "nearest named"):
         table.add_column(col, justify="left" if col in ("family", "nearest named") else "right", no_wrap=True)
-    for r in pareto_rows(pts, settings):
-        table.add_row(str(r["rank"]), str(r["trial"]), r["family"], f"{r['flops'] / 1e9:.3f}",
-                      f"{r['params'] / 1e6:.2f}", *([f"{r['latency_ms']:.2f}"] if timed else []),
-                      f"{r['accuracy']:.4f}",
-                      r["nearest_named"] if not r["reference"] else f"{r['nearest_named']} (itself)")
+    for r in found.front:
+        p = r.point
+        table.add_row(str(r.rank), str(p.number), p.family, f"{p.flops / 1e9:.3f}", f"{p.params / 1e6:.2f}",
+                      *([f"{p.latency_ms:.2f}"] if found.timed else []), f"{p.accuracy:.4f}",
+                      f"{r.nearest} (itself)" if r.itself else r.nearest)
     console.print(table)
     noise = pareto.noise_floor(pts)
     if noise:
         console.print(noise, highlight=False, soft_wrap=True)
     if not plot:
         return
-    path = study_dir(study.study_name) / "pareto.html"
-    pareto.write_plot(study.study_name, pts, path, x=front_axis(pts, settings), resolution=settings.resolution,
-                      budget=settings.budget, max_params=settings.max_params, latency_budget=settings.latency_budget)
+    path = write_pareto_plot(study.study_name, settings, pts, found.axis)
     console.print(f"plot: {path}", highlight=False)
-
-
-def front_axis(pts, settings: Settings) -> str:
-    """The cost the study's front is on: its second objective, where every point has it."""
-    return settings.objective if settings.objective in pareto.axes_of(pts) else "flops"
-
-
-def pareto_rows(pts, settings: Settings) -> list[dict]:
-    """The Pareto set, most accurate first, as plain rows (`explore pareto --json/--csv`)."""
-    rows = []
-    for rank, p in enumerate(sorted(pareto.front(pts, front_axis(pts, settings)), key=lambda p: -p.accuracy), 1):
-        near = p.reference or nearest_named(load_genotype(p.genotype), p.flops, p.params, settings.resolution)
-        rows.append(dict(rank=rank, trial=p.number, family=p.family, flops=p.flops, params=p.params,
-                         accuracy=p.accuracy, nearest_named=near, reference=bool(p.reference), digest=p.digest,
-                         **({"latency_ms": p.latency_ms} if p.latency_ms is not None else {})))
-    return rows
 
 
 # Workers (explorer/claim.py) ---------------------------------------------------------------------
@@ -211,7 +190,8 @@ def train_study(study, url: str, settings: Settings, device: str, data_dir: Path
         done = len(completed(study))
         old = signals.install_signal_handlers()
         try:
-            with SearchProgress(settings.trials, done, rejected_count(study), console) as progress:
+            with SearchProgress(settings.trials, done, rejected_count(study), console,
+                                settings.objective) as progress:
                 try:
                     objective.run(study, ctx, progress)
                 except KeyboardInterrupt:

@@ -95,6 +95,7 @@ from optuna.storages.journal import JournalFileOpenLock
 from optuna.trial import TrialState
 
 from ..studies import internals
+from ..studies.record import FAIL_REASON, REFERENCE
 from ..studies.storage import retry_callback
 from .signals import WorkerStopped, deferred_signals, raise_pending
 
@@ -230,12 +231,12 @@ def requeue_interrupted_references(study) -> list[str]:
     names = []
     with deferred_signals(), claim_lock(study):
         trials = study.get_trials(deepcopy=False)
-        alive = {t.user_attrs.get("reference") for t in trials if t.state != TrialState.FAIL}
+        alive = {t.user_attrs.get(REFERENCE) for t in trials if t.state != TrialState.FAIL}
         for t in trials:
-            name = t.user_attrs.get("reference")
+            name = t.user_attrs.get(REFERENCE)
             if (t.state == TrialState.FAIL and name and name not in alive and "fixed_params" in t.system_attrs
-                    and t.user_attrs.get("fail_reason") == INTERRUPTED):
-                study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={"reference": name})
+                    and t.user_attrs.get(FAIL_REASON) == INTERRUPTED):
+                study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={REFERENCE: name})
                 alive.add(name)
                 names.append(name)
     return names
@@ -335,7 +336,7 @@ def release(study, lock, trial, reason: str | None, retry: bool) -> None:
         store = internals.storage(study)
         try:
             if reason:
-                store.set_trial_user_attr(internals.trial_id(trial), "fail_reason", reason)
+                store.set_trial_user_attr(internals.trial_id(trial), FAIL_REASON, reason)
             if _tell(study, trial, None, TrialState.FAIL) is None:
                 return
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -351,7 +352,7 @@ def reclaim(study) -> list[int]:
         store = internals.storage(study)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             try:
-                store.set_trial_user_attr(internals.trial_id(t), "fail_reason", RECLAIM_REASON)
+                store.set_trial_user_attr(internals.trial_id(t), FAIL_REASON, RECLAIM_REASON)
                 if not store.set_trial_state_values(internals.trial_id(t), TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -361,7 +362,7 @@ def reclaim(study) -> list[int]:
     return numbers
 
 
-RUN_ATTRS = ("fail_reason", "traceback", "wall_time", "history")  # of one run: not copied into its retry
+RUN_ATTRS = (FAIL_REASON, "traceback", "wall_time", "history")  # of one run: not copied into its retry
 
 
 def _retry(study, trial_id: int) -> None:

@@ -26,6 +26,7 @@ from space.sampling import sample
 from ..base.errors import UserError
 from ..scaleout.claim import requeue_interrupted_references, work
 from ..studies import internals
+from ..studies.record import FAIL_REASON, REJECTED
 from ..studies.store import settings_of
 from ..trial.candidate import (
     Context,
@@ -107,7 +108,7 @@ class Objective:
         return g, cx
 
     def _reject(self, trial, reason: str):
-        trial.set_user_attr("rejected", reason)
+        trial.set_user_attr(REJECTED, reason)
         self.rejections_in_a_row += 1
         if self.progress:
             self.progress.rejected()
@@ -156,7 +157,7 @@ class Objective:
         self._fail(trial, reason)
 
     def _fail(self, trial, reason: str):
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(FAIL_REASON, reason)
         if self.progress:
             self.progress.failed(reason)
         self.failures_in_a_row += 1
@@ -170,7 +171,8 @@ def hooks(ctx: Context) -> dict:
     """The pre-screening and pruning strategies a study's settings ask for, for `Objective`."""
     s = ctx.settings
     return {"prescreen": (lambda trial, g, cx: prescreen.screen(trial, g, cx, ctx)) if s.prescreen > 1 else None,
-            "prune": ((lambda trial, epoch, acc: pruning.check(trial, epoch, ctx.recipe.epochs, acc, s.prune_k))
+            "prune": ((lambda trial, epoch, acc: pruning.check(trial, epoch, ctx.recipe.epochs, acc, s.prune_k,
+                                                               s.objective))
                       if s.prune == "pareto" else None)}
 
 

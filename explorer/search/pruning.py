@@ -1,11 +1,12 @@
 """Early stopping that respects the Pareto front (`explore search --prune pareto`).
 
 A trial is stopped after epoch e (before its last epoch) when its point
-(FLOPs, validation accuracy at epoch e) is dominated by at least k other trials
+(cost, validation accuracy at epoch e) is dominated by at least k other trials
 of the study that had reached epoch e, each judged by its own validation
 accuracy at epoch e (the intermediate values every trial writes to storage
-after each epoch), and by its FLOPs. "Dominated" means: FLOPs no higher and
-accuracy no lower, and better in at least one of the two. Comparing at the
+after each epoch), and by its cost: the study's second objective (FLOPs,
+params or predicted latency), read by name. "Dominated" means: cost no higher
+and accuracy no lower, and better in at least one of the two. Comparing at the
 same epoch is fair because every trial of a study trains with the same recipe.
 
 k (`--prune-k`, default 2) trades speed for safety: with k = 1 a single
@@ -23,6 +24,7 @@ from typing import Iterable
 import optuna
 
 from ..base.settings import Settings
+from ..studies.record import PRUNED_AT_EPOCH, REFERENCE, cost_at
 
 DEFAULT_K = Settings.prune_k
 
@@ -32,7 +34,7 @@ class PrunedAtEpoch(optuna.TrialPruned):
 
 
 def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """(flops, accuracy) a dominates b: no more FLOPs, no less accuracy, strictly better in one."""
+    """(cost, accuracy) a dominates b: no more cost, no less accuracy, strictly better in one."""
     return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
 
 
@@ -41,31 +43,35 @@ def dominated_by(point: tuple[float, float], others: Iterable[tuple[float, float
     return sum(dominates(o, point) for o in others)
 
 
-def points_at_epoch(trials: Iterable[optuna.trial.FrozenTrial], epoch: int, exclude: int | None = None):
-    """(flops, accuracy at `epoch`) of every trial that reached `epoch`, except trial number `exclude`."""
+def points_at_epoch(trials: Iterable[optuna.trial.FrozenTrial], epoch: int, exclude: int | None = None,
+                    objective: str = "flops"):
+    """(cost on `objective`, accuracy at `epoch`) of every priced trial that reached `epoch`, except trial
+    number `exclude`."""
     out = []
     for t in trials:
-        if t.number == exclude or epoch not in t.intermediate_values or "flops" not in t.user_attrs:
+        cost = cost_at(t, objective)
+        if t.number == exclude or epoch not in t.intermediate_values or cost is None:
             continue
-        out.append((float(t.user_attrs["flops"]), float(t.intermediate_values[epoch])))
+        out.append((cost, float(t.intermediate_values[epoch])))
     return out
 
 
-def should_prune(flops: float, accuracy: float, others, k: int = DEFAULT_K) -> bool:
-    return dominated_by((flops, accuracy), others) >= k
+def should_prune(cost: float, accuracy: float, others, k: int = DEFAULT_K) -> bool:
+    return dominated_by((cost, accuracy), others) >= k
 
 
-def check(trial: optuna.Trial, epoch: int, epochs: int, accuracy: float, k: int = DEFAULT_K) -> None:
-    """Called after each epoch's intermediate value is stored; raises PrunedAtEpoch to stop the trial."""
+def check(trial: optuna.Trial, epoch: int, epochs: int, accuracy: float, k: int = DEFAULT_K,
+          objective: str = "flops") -> None:
+    """Called after each epoch's intermediate value is stored; raises PrunedAtEpoch to stop the trial.
+    `objective`: the study's second objective, the cost trials are compared on."""
     if epoch >= epochs:
         return
-    attrs = trial.user_attrs
-    flops = attrs.get("flops")
-    if flops is None or "reference" in attrs:
+    cost = cost_at(trial, objective)
+    if cost is None or REFERENCE in trial.user_attrs:
         return  # reference points (the enqueued classics, `explore train`) always train to the end
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED)
-    others = points_at_epoch(trial.study.get_trials(deepcopy=False, states=states), epoch, exclude=trial.number)
-    count = dominated_by((float(flops), accuracy), others)
+    others = points_at_epoch(trial.study.get_trials(deepcopy=False, states=states), epoch, trial.number, objective)
+    count = dominated_by((cost, accuracy), others)
     if count >= k:
-        trial.set_user_attr("pruned_at_epoch", epoch)
+        trial.set_user_attr(PRUNED_AT_EPOCH, epoch)
         raise PrunedAtEpoch(f"dominated at epoch {epoch} by {count} trials (accuracy {accuracy:.4f})")

@@ -13,6 +13,7 @@ from space.sampling import load_space, match
 
 from ..base.errors import UserError
 from ..base.settings import SAMPLERS, Settings
+from ..studies.record import REFERENCE
 from ..studies.storage import open_storage
 from ..studies.store import metric_names, settings_of, store_settings
 from ..trial.candidate import over_limits, price
@@ -52,7 +53,7 @@ def open_study(study_name: str, url: str, settings: Settings, create: bool = Tru
         study.set_metric_names(metric_names(settings))
         store_settings(study, settings)
         for name, params in reference_points(settings):
-            study.enqueue_trial(params, user_attrs={"reference": name})
+            study.enqueue_trial(params, user_attrs={REFERENCE: name})
         return study
     stored = settings_of(study)
     refuse_other_settings(study_name, settings, stored)

@@ -14,14 +14,18 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ..base.budget import format_flops
+from ..base.budget import format_cost, format_flops
+from .record import cost_at
 
 
 class SearchProgress:
-    def __init__(self, target: int, done: int, rejected: int, console: Console | None = None):
-        self.target, self.done = target, done
+    """`objective`: the study's second objective; the best trial is the most accurate, then the cheapest on it."""
+
+    def __init__(self, target: int, done: int, rejected: int, console: Console | None = None,
+                 objective: str = "flops"):
+        self.target, self.done, self.objective = target, done, objective
         self.rejected_count, self.failed_count = rejected, 0
-        self.best: tuple[float, int, int] | None = None  # accuracy, flops, trial
+        self.best: tuple[float, float, int] | None = None  # accuracy, cost on the objective, trial
         self.current = "waiting for the first trial"
         self.epoch_text = ""
         self.trial_started = time.perf_counter()
@@ -46,8 +50,9 @@ class SearchProgress:
         lines = [self.bar, Text(f"  {self.current}{self.epoch_text}")]
         status = f"  rejected draws: {self.rejected_count}   failed trials: {self.failed_count}"
         if self.best:
-            acc, flops, number = self.best
-            status += f"   best accuracy on the front: {acc:.3f} at {format_flops(flops)} (trial {number})"
+            acc, cost, number = self.best
+            status += (f"   best accuracy on the front: {acc:.3f} at {format_cost(self.objective, cost)} "
+                       f"(trial {number})")
         lines.append(Text(status, style="dim"))
         return Group(*lines)
 
@@ -84,9 +89,9 @@ class SearchProgress:
             return
         self.durations.append(time.perf_counter() - self.trial_started)
         self.done += 1
-        accuracy, flops = trial.values[0], trial.user_attrs.get("flops", trial.values[1])  # values[1]: the objective
-        if self.best is None or accuracy > self.best[0] or (accuracy == self.best[0] and flops < self.best[1]):
-            self.best = (accuracy, int(flops), trial.number)
+        accuracy, cost = trial.values[0], cost_at(trial, self.objective)
+        if cost is not None and (self.best is None or (accuracy, -cost) > (self.best[0], -self.best[1])):
+            self.best = (accuracy, cost, trial.number)
         self._refresh()
 
     # hooks for several workers (explorer.commands.pool) ----------------------------------

@@ -19,6 +19,7 @@ import optuna
 from ..base.errors import UserError
 from ..base.settings import Settings
 from . import internals
+from .record import counts
 from .storage import open_storage, redact
 
 STUDIES_DIR = Path("studies")
@@ -75,7 +76,10 @@ def settings_of(study) -> Settings:
     text = study.user_attrs.get(SETTINGS_KEY)
     if text is None:
         raise UserError(f"study '{study.study_name}' wasn't made by explore (it has no settings)")
-    settings = Settings.from_json(text)
+    try:
+        settings = Settings.from_json(text)
+    except (ValueError, TypeError) as e:  # e.g. a recipe key this version doesn't know
+        raise UserError(f"study '{study.study_name}' holds settings this explore can't read ({e})") from None
     if settings.space_doc is None and settings.space_digest:  # stored apart (older studies hold it inline)
         stored = internals.study_system_attrs(study).get(SPACE_KEY + settings.space_digest)
         if stored is None:
@@ -90,6 +94,6 @@ def completed(study) -> list:
 
 
 def rejected_count(study) -> int:
-    return sum("rejected" in t.user_attrs for t in study.get_trials(deepcopy=False))
+    return counts(study.get_trials(deepcopy=False)).get("rejected", 0)
 
 

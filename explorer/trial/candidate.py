@@ -23,7 +23,7 @@ from ..base.settings import Recipe, Settings
 from . import data as datasets
 from . import latency
 from .proxy import make_proxy
-from .trainer import resolve_device, set_cpu_threads
+from .trainer import resolve_device
 
 DEPLOY_CLASSES = 1000  # the budget prices the network as deployed: ImageNet's head
 
@@ -134,13 +134,10 @@ class Context:
 
 def prepare(settings: Settings, device: str, data_dir=None) -> Context:
     dev = resolve_device(device)
-    check_latency_device(settings, device)
-    if dev.type == "cpu":
-        set_cpu_threads()
+    check_latency_device(settings, device)  # the trainer sets the CPU threads before each training
     data = load_data(settings, data_dir)
-    recipe = Recipe.from_dict(settings.recipe)
-    check_splits(data, recipe)
-    return Context(settings, data, recipe, dev)
+    check_splits(data, settings.recipe)
+    return Context(settings, data, settings.recipe, dev)
 
 
 def load_data(settings: Settings, data_dir=None) -> datasets.Splits:

@@ -8,7 +8,8 @@ check, one accuracy read-out).  The same code path runs on CPU and GPU.
 
 The data argument is duck-typed: any object with the attributes of
 ``explorer.trial.data.Splits`` (``train_x, train_y, val_x, val_y, mean, std, flip``)
-works, which keeps this module free of imports beyond torch and the stdlib.
+works: the trainer needs no dataset loader, only torch, the recipe
+(explorer.base.settings) and the CPU-thread policy (explorer.base.cpus).
 """
 
 from __future__ import annotations

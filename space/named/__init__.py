@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import warnings
 from typing import Callable
 
 from ..errors import GenotypeError
@@ -16,6 +17,12 @@ REGISTRY: dict[str, Callable[[], dict]] = {}
 
 
 def register(fn: Callable[[], dict]) -> Callable[[], dict]:
+    """Register a constructor under its function's name; a name already taken is replaced, with a warning
+    (as timm warns), so a second definition never shadows the first unnoticed."""
+    if fn.__name__ in REGISTRY and REGISTRY[fn.__name__] is not fn:
+        warnings.warn(f"named genotype '{fn.__name__}' is registered again: {fn.__module__}.{fn.__qualname__} "
+                      f"replaces {REGISTRY[fn.__name__].__module__}.{REGISTRY[fn.__name__].__qualname__}",
+                      stacklevel=2)
     REGISTRY[fn.__name__] = fn
     return fn
 

@@ -213,7 +213,7 @@ def test_a_reference_equal_to_the_proxy_reproduces_every_trial(screened, one_tor
     cwd, _ = screened
     study = load(cwd, "s")
     settings = settings_of(study)
-    record = fidelity.run(study, settings, top=2, n_random=1, device="cpu", ref=fidelity.proxy_spec(settings))
+    record = fidelity.run(study, settings, top=2, n_random=1, device="cpu", ref=settings.proxy)
     for r in record["trials"]:
         assert r["long_accuracy"] == pytest.approx(r["proxy_accuracy"], abs=1e-9)
     proxy = record["correlations"]["proxy accuracy"]
