@@ -259,3 +259,27 @@ def test_unknown_settings_and_data_from_python_in_worker_processes_are_refused(d
         explorer.search(data=digits, epoch=3)
     with pytest.raises(UserError, match="^jobs: data given from Python stays in this process"):
         explorer.search(data=digits, jobs=2, **QUICK)
+
+
+def test_the_example_notebook_runs(tmp_path):
+    """examples/notebook.ipynb, executed as Jupyter would, in a kernel of its own."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(ROOT / "examples" / "notebook.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    shown = notebook.cells[3].outputs[-1]["data"]
+    assert shown["text/html"].startswith("<table>") and "study 'notebook'" in shown["text/plain"]
+    assert "application/vnd.plotly.v1+json" in notebook.cells[6].outputs[0]["data"]
+    assert (tmp_path / "studies" / "notebook" / "study.db").exists()
+
+
+def test_the_held_data_is_a_copy_of_yours(digits):
+    """Changing your arrays after the search has them changes nothing it holds."""
+    x, y = digits
+    x_val = x[1500:].copy()
+    user = userdata.from_python((x[:1500], y[:1500]), validation_data=(x_val, y[1500:]))
+    x_val[:] = 0
+    assert user.raw.val_x.sum() == x[1500:].astype(np.int64).sum() > 0

@@ -172,7 +172,8 @@ def _images(x: np.ndarray, field: str) -> torch.Tensor:
         if x.shape[3] > MAX_CHANNELS:
             raise DataError(f"{field}: shape {x.shape} has no channel axis (1 to {MAX_CHANNELS}) second or last")
         x = x.transpose(0, 3, 1, 2)  # NHWC
-    return torch.from_numpy(np.ascontiguousarray(_bytes(x, field)))
+    images = np.ascontiguousarray(_bytes(x, field))
+    return torch.from_numpy(images.copy() if np.shares_memory(images, x) else images)  # never the caller's memory
 
 
 def _bytes(x: np.ndarray, field: str) -> np.ndarray:
