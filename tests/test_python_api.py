@@ -284,3 +284,19 @@ def test_the_held_data_is_a_copy_of_yours(digits):
     user = userdata.from_python((x[:1500], y[:1500]), validation_data=(x_val, y[1500:]))
     x_val[:] = 0
     assert user.raw.val_x.sum() == x[1500:].astype(np.int64).sum() > 0
+
+
+def test_explorer_loads_torch_only_when_its_api_is_used():
+    """`import explorer`, explorer.base and `explore search --help` stay light; the layer named explorer.search
+    never hides the function."""
+    code = ("import sys, explorer, explorer.base.settings, cli\n"
+            "sys.argv = ['explore', 'search', '--help']\n"
+            "try:\n    cli.app()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch loaded'\n"
+            "from explorer.search import objective\n"
+            "assert explorer.search.__module__ == 'explorer.commands.api' and 'torch' in sys.modules\n"
+            "assert explorer.open_study.__name__ == 'open_study' and explorer.Result.__name__ == 'Result'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "npz:PATH" in run.stdout  # --dataset's help names your own arrays
