@@ -300,3 +300,13 @@ def test_explorer_loads_torch_only_when_its_api_is_used():
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "npz:PATH" in run.stdout  # --dataset's help names your own arrays
+
+
+def test_fidelity_takes_the_study_s_data_again_and_only_that(digits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x, y = digits
+    result = explorer.search(data=(x, y), study="fid", no_run=True, **QUICK)
+    with pytest.raises(UserError, match="^data: this is other data than study 'fid' searched on"):
+        explorer.fidelity(result, data=(x[:, ::-1].copy(), y))
+    with pytest.raises(UserError, match="^study 'fid' has 0 completed trials"):  # the same data is taken
+        explorer.fidelity("fid", data=(x, y))
