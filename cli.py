@@ -365,6 +365,7 @@ def search(
 
     Rerunning the same command resumes the study; settings that change what a trial means
     (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth) can't change on resume.
+    From Python, on your own arrays: explorer.search (README "From Python").
     """
     import explorer
     try:

@@ -310,3 +310,13 @@ def test_fidelity_takes_the_study_s_data_again_and_only_that(digits, tmp_path, m
         explorer.fidelity(result, data=(x[:, ::-1].copy(), y))
     with pytest.raises(UserError, match="^study 'fid' has 0 completed trials"):  # the same data is taken
         explorer.fidelity("fid", data=(x, y))
+
+
+def test_workers_read_an_npz_study_s_data_from_its_file(digits, tmp_path, monkeypatch):
+    """Data in a file, unlike data held in one Python process, reaches `explore worker` processes."""
+    monkeypatch.chdir(tmp_path)
+    np.savez("d.npz", x=digits[0], y=digits[1])
+    explorer.search(data="npz:d.npz", study="w", no_run=True, **QUICK)
+    explore("worker", "--study", "w", "--device", "cpu", cwd=tmp_path)
+    result = explorer.open_study("w")
+    assert len(result.front) == 1 and result.dataframe()["dataset"].tolist() == ["npz:d.npz"]
