@@ -376,15 +376,19 @@ def search(
 
     Rerunning the same command resumes the study; settings that change what a trial means
     (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth) can't change on resume.
+    From Python, on your own arrays: explorer.search (README "From Python").
     """
-    from explorer.commands import runner
-    explicit = {k: v for k, v in dict(
-        budget=budget, max_params=max_params, space=space_, dataset=dataset, train_images=train_images,
-        val_images=val_images, trials=trials, epochs=epochs,
-        batch_size=batch_size, lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
-        proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen, prescreen_score=prescreen_score,
-        prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth, objective=objective).items() if v is not None}
-    runner.search_command(explicit, study, storage, device, data_dir, no_run, out, jobs=jobs)
+    import explorer
+    try:
+        explorer.search(budget, space_, dataset, trials=trials, study=study, storage=storage, device=device,
+                        progress=out, jobs=jobs, data_dir=data_dir, no_run=no_run, max_params=max_params,
+                        train_images=train_images, val_images=val_images, epochs=epochs, batch_size=batch_size,
+                        lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
+                        proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen,
+                        prescreen_score=prescreen_score, prune=prune, prune_k=prune_k,
+                        stochastic_depth=stochastic_depth, objective=objective)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # the study is resumable, and the search has said so
 
 
 def _device(name: str):

@@ -341,10 +341,14 @@ Reference points are left out.{sampler_note}</p>
 """
 
 
-def write_report(study_name: str, storage: str | None, by: list[str] | None = None) -> Path:
+def write_report(study_name: str, storage: str | None, by: list[str] | None = None, path: Path | None = None,
+                 force: bool = False) -> Path:
+    """studies/STUDY/report.html, regenerated freely; or `path`, which is replaced only with `force`."""
     study, settings, pts = open_results(study_name, storage)
     url = storage or storage_url(study_name, None)
     page = build(study, settings, pts, url, by)
+    if path is not None:
+        return files.write(Path(path), page, "path", force=force)
     return files.write(study_dir(study_name) / "report.html", page, "report", own=True)
 
 

@@ -97,11 +97,17 @@ class ProxySpec:
 PROXY = ProxySpec()
 
 
-def default_proxy_resolution(dataset: str) -> int:
-    """The default proxy's for the 28 px sets; digits' 8 px upsampled; 32 px for colour images."""
-    if dataset in ("fashion-mnist", "mnist"):
-        return PROXY.resolution
-    return 16 if dataset == "digits" else 32
+# The image side of each named set; a set's proxy resolution follows from it (`default_proxy_resolution`).
+NATIVE_SIDES = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
+
+
+def default_proxy_resolution(dataset: str, side: int | None = None) -> int:
+    """From the images' side (`side`, else the named set's): the default proxy's for 28 px images and
+    smaller, 16 px for 8 px ones like digits (upsampled), 32 px for larger ones like CIFAR-10 and image folders."""
+    side = side or NATIVE_SIDES.get(dataset)
+    if side is None or side > 28:
+        return 32
+    return 16 if side <= 8 else PROXY.resolution
 
 
 # Data ---------------------------------------------------------------------------------------------
@@ -132,7 +138,9 @@ COMPARABLE = ("space_digest", "budget", "max_params", "resolution", "dataset", "
               # which genotypes get trained (pre-screening) and how they train (stochastic depth):
               "prescreen", "prescreen_score", "stochastic_depth",
               # what the second objective is, and the latency budget (the device is checked apart: resume_on)
-              "objective", "latency_budget")
+              "objective", "latency_budget",
+              # your own data's identity: content digest, image shape and classes (explorer.trial.userdata)
+              "data")
 # What a study made before a setting existed did instead (the new default may differ).
 LEGACY = {"short_names": False, "train_images": None}
 
@@ -149,6 +157,7 @@ class Settings:
     max_params: int | None = None
     resolution: int = 224
     dataset: str = DEFAULT_DATASET
+    data: dict | None = None       # your own data's identity (digest, shape, classes), never the data itself
     proxy_resolution: int = PROXY.resolution
     proxy_width: float = PROXY.width
     proxy_depth: int = PROXY.depth
@@ -199,8 +208,8 @@ class Settings:
         out = []
         for key in COMPARABLE:
             mine, theirs = getattr(self, key), getattr(other, key)
-            if mine == theirs:
-                continue
+            if mine == theirs or (key == "dataset" and self.data and other.data and self.data != other.data):
+                continue  # other data of one's own: the data's own difference below says more
             if key == "space_digest":
                 out.append(f"space {other.space} (digest {theirs}) → {self.space} (digest {mine})")
             elif key == "budget":
@@ -208,6 +217,8 @@ class Settings:
             elif key == "latency_budget":
                 shown = [_shown(ms and format_ms(ms)) for ms in (theirs, mine)]
                 out.append(f"latency budget {shown[0]} → {shown[1]}")
+            elif key == "data":
+                out.append(f"data {_data_text(theirs)} → {_data_text(mine)}")
             elif key == "recipe":
                 mine, theirs = mine.to_dict(), theirs.to_dict()
                 out += [f"{k} {_shown(theirs[k])} → {_shown(mine[k])}" for k in sorted(mine) if mine[k] != theirs[k]]
@@ -218,6 +229,13 @@ class Settings:
 
 def _shown(value) -> str:
     return "off" if value is None else str(value)
+
+
+def _data_text(identity: dict | None) -> str:
+    if not identity:
+        return "a named dataset"
+    return (f"{identity['images']} images of {'x'.join(map(str, identity['shape']))}, {identity['classes']} classes, "
+            f"digest {identity['digest']}")
 
 
 # The flags of `explore search` ----------------------------------------------------------------------
@@ -269,11 +287,13 @@ FLAGS = {
     "resolution": Flag(PROXY_PANEL, "input resolution the budget is priced at", str(_DEFAULT.resolution),
                        *RESOLUTIONS),
     "proxy_resolution": Flag(PROXY_PANEL, "resolution proxies train at",
-                             f"{PROXY.resolution} for fashion-mnist and mnist, {default_proxy_resolution('digits')} "
-                             f"for digits, else {default_proxy_resolution('cifar10')}", *RESOLUTIONS),
+                             f"{PROXY.resolution} for images of 9 to 28 px (fashion-mnist, mnist), "
+                             f"{default_proxy_resolution('digits')} for smaller ones (digits), else "
+                             f"{default_proxy_resolution('cifar10')}", *RESOLUTIONS),
     "proxy_width": Flag(PROXY_PANEL, "proxy width factor", f"{PROXY.width:g}", 0.01, 16),
     "proxy_depth": Flag(PROXY_PANEL, "cap on each block's repeat", str(PROXY.depth), 1, 1000),
-    "dataset": Flag(DATA, "fashion-mnist, digits (embedded), cifar10, mnist or imagefolder:PATH",
+    "dataset": Flag(DATA, "fashion-mnist, digits (embedded), cifar10, mnist, imagefolder:PATH, or npz:PATH (arrays x "
+                    "and y, NCHW or NHWC, uint8 or float; optional x_val/y_val, x_test/y_test)",
                     f"{DEFAULT_DATASET} when it can be had (cache, Debian's dataset-fashion-mnist, download), "
                     f"else {FALLBACK_DATASET}"),
     "train_images": Flag(DATA, "class-balanced subset of the training split that proxies train on",

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..analysis import pareto, summary
 from ..analysis.report import write_pareto_plot
+from ..analysis.results import Result
 from ..base.budget import parse_budget, parse_count
 from ..base.errors import UserError
 from ..base.settings import FLAGS, HEARTBEAT, Recipe, Settings, default_proxy_resolution
@@ -27,6 +28,7 @@ from ..studies.store import (
     storage_url,
 )
 from ..trial import data as datasets
+from ..trial import userdata
 from ..trial.candidate import Context, deploy_key, fit_latency_model, prepare
 from . import pool
 
@@ -87,22 +89,24 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
     if "space" in explicit or not stored:
         base["space_doc"], base["space_digest"] = resolve_space(values["space"])
     dataset = explicit.get("dataset", base["dataset"])
-    if not (dataset in datasets.DATASETS or dataset.startswith(datasets.IMAGEFOLDER)):
+    if not (dataset in datasets.DATASETS or dataset.startswith((datasets.IMAGEFOLDER, *userdata.PREFIXES))):
         raise UserError(f"--dataset: unknown dataset '{dataset}'; choose one of "
-                        f"{', '.join(datasets.DATASETS)} or {datasets.IMAGEFOLDER}PATH")
+                        f"{', '.join(datasets.DATASETS)}, {datasets.IMAGEFOLDER}PATH or {userdata.NPZ}PATH")
+    data = userdata.identity_of(dataset)  # your own data, read and checked now: resuming with other data is refused
     proxy_resolution = explicit.get("proxy_resolution", base["proxy_resolution"] if stored
-                                    else default_proxy_resolution(dataset))
+                                    else default_proxy_resolution(dataset, data and data["shape"][-1]))
     recipe = {**base["recipe"].to_dict(), "seed": values["seed"],
               **{key: explicit[key] for key in ("epochs", "batch_size", "lr") if key in explicit}}
     try:
         recipe = Recipe.from_dict(recipe)
     except ValueError as e:
         raise UserError(f"recipe: {e}") from None
-    return Settings(**{**base, **values, "dataset": dataset, "proxy_resolution": proxy_resolution, "recipe": recipe})
+    return Settings(**{**base, **values, "dataset": dataset, "data": data, "proxy_resolution": proxy_resolution,
+                       "recipe": recipe})
 
 
 def search_command(explicit: dict, study_name: str | None, storage: str | None, device: str,
-                   data_dir: Path | None, no_run: bool, console: Console, jobs: int = 1) -> None:
+                   data_dir: Path | None, no_run: bool, console: Console, jobs: int = 1) -> Result:
     if study_name is None:
         if "budget" not in explicit:
             raise UserError("--budget: a new study needs a budget, e.g. --budget 2GFLOPs (multiply-adds); "
@@ -134,10 +138,11 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
     if no_run:
         console.print("--no-run: the study and its settings are stored; start workers with "
                       f"`explore worker --study {study_name}" + (f" --storage {storage}`" if storage else "`"))
-        return
+        return Result(study, url)
     if done < settings.trials:
         train_study(study, url, settings, device, data_dir, jobs, HEARTBEAT, console, ctx)
     report(study, settings, console)
+    return Result(study, url)
 
 
 def report(study, settings: Settings, console: Console, plot: bool = True, pts: list | None = None) -> None:

@@ -8,7 +8,8 @@ with the per-channel `mean`/`std` computed here.
 cifar10, mnist and fashion-mnist are downloaded once into a cache directory and
 verified by MD5; fashion-mnist is also found where Debian's `dataset-fashion-mnist`
 package puts it. `digits` ships with scikit-learn and works offline;
-`imagefolder:PATH` reads the user's own images, one sub-folder per class.
+`imagefolder:PATH` reads the user's own images, one sub-folder per class, and
+`npz:PATH` or arrays given from Python their own arrays (explorer.trial.userdata).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 
 from ..base.errors import DataError
 from ..base.settings import DEFAULT_DATASET, FALLBACK_DATASET, VAL_FRACTION, VAL_IMAGES
+from . import userdata
 from .readers import (
     FASHION_URL,
     IDX_MAGICS,
@@ -78,11 +80,15 @@ def load(name: str, resolution: int = 32, data_dir: Path | None = None, seed: in
     raw, flip = _read(name, resolution, Path(data_dir or default_data_dir()).expanduser().resolve())
     rng = np.random.default_rng(seed)
     pool_y = raw.train_y.numpy()
-    held = default_val_images(len(pool_y)) if val_images is None else val_images
-    if held >= len(pool_y):
-        raise DataError(f"--val-images {held} leaves no training images: {name} has {len(pool_y)} "
-                        f"in its training split")
-    fit, val = stratified_split(pool_y, held, rng)
+    if raw.val_x is not None:  # the caller's own validation split
+        fit, val_x, val_y = torch.arange(len(pool_y)), raw.val_x, raw.val_y
+    else:
+        held = default_val_images(len(pool_y)) if val_images is None else val_images
+        if held >= len(pool_y):
+            raise DataError(f"--val-images {held} leaves no training images: {name} has {len(pool_y)} "
+                            f"in its training split")
+        fit, val = stratified_split(pool_y, held, rng)
+        val_x, val_y = raw.train_x[val], raw.train_y[val]
     if train_images is not None and train_images < len(fit):
         _, kept = stratified_split(pool_y[fit.numpy()], train_images, rng)
         fit = fit[kept]
@@ -91,7 +97,7 @@ def load(name: str, resolution: int = 32, data_dir: Path | None = None, seed: in
     return Splits(
         name=name,
         train_x=train_x, train_y=raw.train_y[fit],
-        val_x=resize(raw.train_x[val], resolution), val_y=raw.train_y[val],
+        val_x=resize(val_x, resolution), val_y=val_y,
         test_x=resize(raw.test_x, resolution), test_y=raw.test_y,
         num_classes=raw.num_classes, in_channels=train_x.shape[1],
         mean=mean, std=std, flip=flip)
@@ -110,9 +116,12 @@ def _read(name: str, resolution: int, root: Path) -> tuple[Raw, bool]:
         return read_cifar10(root / name, SOURCES[name]), True
     if name in ("mnist", "fashion-mnist"):
         return read_mnist(root / name, SOURCES[name], SYSTEM_DIRS.get(name, ())), name == "fashion-mnist"
+    if name.startswith(userdata.PREFIXES):
+        return userdata.held_or_read(name).raw, False  # flips may change what the user's images mean
     if name.startswith(IMAGEFOLDER) and name[len(IMAGEFOLDER):]:
         return read_imagefolder(Path(name[len(IMAGEFOLDER):]), resolution), True
-    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, {IMAGEFOLDER}PATH")
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, {IMAGEFOLDER}PATH, "
+                    f"{userdata.NPZ}PATH")
 
 
 def ensure_available(name: str, data_dir: Path | None = None) -> None:
@@ -124,6 +133,8 @@ def ensure_available(name: str, data_dir: Path | None = None) -> None:
     elif name in ("mnist", "fashion-mnist"):
         for source, magic in zip(SOURCES[name], IDX_MAGICS):
             idx_array(source, magic, root / name, SYSTEM_DIRS.get(name, ()))
+    elif name.startswith(userdata.PREFIXES):
+        userdata.held_or_read(name)
 
 
 def default_dataset(data_dir: Path | None = None) -> tuple[str, str | None]:

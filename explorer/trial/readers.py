@@ -89,12 +89,15 @@ SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
 
 
 class Raw(NamedTuple):
-    """A dataset before val split and resizing: x uint8 N x C x H x W, y int64."""
+    """A dataset before val split and resizing: x uint8 N x C x H x W, y int64. A validation split of its
+    own (`val_x`, `val_y`: the caller's) replaces the one otherwise held out of the training split."""
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
 
 def read_digits() -> Raw:
