@@ -342,6 +342,7 @@ def search(
     proxy_resolution: Optional[int] = setting("proxy_resolution", "--proxy-resolution"),
     proxy_width: Optional[float] = setting("proxy_width", "--proxy-width"),
     proxy_depth: Optional[int] = setting("proxy_depth", "--proxy-depth"),
+    cudnn_benchmark: Optional[bool] = setting("cudnn_benchmark", "--cudnn-benchmark/--no-cudnn-benchmark"),
     dataset: Optional[str] = setting("dataset"),
     data_dir: Optional[Path] = panel(DATA, None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
     train_images: Optional[int] = setting("train_images", "--train-images"),
@@ -372,7 +373,8 @@ def search(
         val_images=val_images, trials=trials, epochs=epochs,
         batch_size=batch_size, lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
         proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen, prescreen_score=prescreen_score,
-        prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth, objective=objective).items() if v is not None}
+        prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth, objective=objective,
+        cudnn_benchmark=cudnn_benchmark).items() if v is not None}
     runner.search_command(explicit, study, storage, device, data_dir, no_run, out, jobs=jobs)
 
 

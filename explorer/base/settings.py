@@ -87,12 +87,24 @@ class ProxySpec:
 
 
 PROXY = ProxySpec()
+# A new study on a CUDA GPU: the CPU default (~7 MMAC per image, batch 64) keeps an H200 ~0.05% busy,
+# bound by kernel launches, so a GPU affords a more faithful proxy: native resolution (28 px for
+# Fashion-MNIST and MNIST), width x1, the whole training split, batch 512. Provisional: it awaits
+# measurement against benchmarks/fidelity-truth.json (being computed) and a GPU run of
+# benchmarks/gpu_check.sh; change it here, the one place its numbers live.
+GPU_PROXY = ProxySpec(resolution=28, width=1.0, depth=2, epochs=4, train_images=None, batch_size=512)
+PRESETS = {"cpu": PROXY, "cuda": GPU_PROXY}  # by device kind (torch.device.type)
 
 
-def default_proxy_resolution(dataset: str) -> int:
-    """The default proxy's for the 28 px sets; digits' 8 px upsampled; 32 px for colour images."""
+def proxy_preset(device: str) -> ProxySpec:
+    """The proxy a new study gets on a device of this kind; any kind but cuda gets the CPU's."""
+    return PRESETS.get(device, PROXY)
+
+
+def default_proxy_resolution(dataset: str, proxy: ProxySpec = PROXY) -> int:
+    """The preset's for the 28 px sets; digits' 8 px upsampled; 32 px for colour images."""
     if dataset in ("fashion-mnist", "mnist"):
-        return PROXY.resolution
+        return proxy.resolution
     return 16 if dataset == "digits" else 32
 
 
@@ -112,6 +124,9 @@ SCORES = ("synflow", "naswot", "snip", "grad_norm", "params")  # zero-cost score
 SCORE_BATCH = 64  # images in a zero-cost score's minibatch
 PRUNERS = ("none", "pareto")
 OBJECTIVES = ("flops", "latency", "params")  # the second objective, minimised beside proxy accuracy
+PRECISIONS = ("fp32", "bf16", "fp16")  # how proxies train: explorer.trial.device.precision_for picks one
+# cuDNN's autotuner while a proxy trains (explorer.trial.device): off, since every trial is a new architecture
+CUDNN_BENCHMARK = False
 HEARTBEAT = (60, 120)  # seconds: a running trial's heartbeat interval, and the grace before it is failed
 
 
@@ -123,9 +138,12 @@ COMPARABLE = ("space_digest", "budget", "max_params", "resolution", "dataset", "
               # which genotypes get trained (pre-screening) and how they train (stochastic depth):
               "prescreen", "prescreen_score", "stochastic_depth",
               # what the second objective is, and the latency budget (the device is checked apart: resume_on)
-              "objective", "latency_budget")
-# What a study made before a setting existed did instead (the new default may differ).
-LEGACY = {"short_names": False, "train_images": None}
+              "objective", "latency_budget",
+              # the kind of device trials train on, and the precision: bf16 or fp16 trials don't mix with fp32 ones
+              "device", "precision")
+# What a study made before a setting existed did instead (the new default may differ). Before the device
+# was stored, no CUDA path had ever run: those studies trained on CPU, in fp32.
+LEGACY = {"short_names": False, "train_images": None, "device": "cpu", "precision": "fp32"}
 
 
 @dataclass
@@ -157,6 +175,10 @@ class Settings:
     prune_k: int = 2
     # Optuna parameter names: short (`mobilenet.s3.b0.repeat`) or the document paths studies made before used
     short_names: bool = True
+    device: str = "cpu"            # the kind of device trials train on: cpu or cuda (torch.device.type)
+    device_name: str = ""          # its model (the GPU's or the CPU's) when the study was made, for the record
+    precision: str = PRECISIONS[0]
+    cudnn_benchmark: bool = CUDNN_BENCHMARK
 
     def to_json(self) -> str:
         """The settings less the space document (stored apart, see explorer.studies.store)."""
@@ -203,6 +225,13 @@ class Settings:
         return out
 
 
+def new_study_defaults(device: str) -> Settings:
+    """A new study's settings before its flags apply: the proxy preset of its device kind."""
+    p = proxy_preset(device)
+    return Settings(proxy_resolution=p.resolution, proxy_width=p.width, proxy_depth=p.depth,
+                    train_images=p.train_images, recipe=p.recipe().to_dict(), device=device)
+
+
 def _shown(value) -> str:
     return "off" if value is None else str(value)
 
@@ -237,6 +266,13 @@ class Flag:
 BUDGET, PROXY_PANEL, DATA, BEYOND = "Budget and space", "Proxy and training", "Data", "Beyond accuracy"
 _DEFAULT = Settings()
 _OR = " or ".join
+
+
+def _on_gpu(field: str) -> str:
+    """A preset's default as --help shows it: the CPU's, and the GPU's where it differs."""
+    cpu, gpu = (getattr(p, field) for p in (PROXY, GPU_PROXY))
+    shown = ["all" if v is None else f"{v:g}" for v in (cpu, gpu)]
+    return shown[0] if cpu == gpu else f"{shown[0]}; {shown[1]} for a new study on CUDA"
 FLAGS = {
     "budget": Flag(BUDGET, f"FLOPs (multiply-adds) of the deployed network at --resolution ({FLOP_FORMS}), "
                    f"or its latency at batch 1 on --device, predicted from the device's lookup table ({TIME_FORMS}) "
@@ -249,21 +285,24 @@ FLAGS = {
     "trials": Flag(BUDGET, "completed (trained) trials to aim for", str(_DEFAULT.trials), 1, 1_000_000),
     "sampler": Flag(BUDGET, _OR([", ".join(SAMPLERS[:-1]), SAMPLERS[-1]]), _DEFAULT.sampler, choices=SAMPLERS),
     "seed": Flag(BUDGET, "", str(_DEFAULT.seed)),  # its range, shared with other commands, is in cli.py
-    "epochs": Flag(PROXY_PANEL, "proxy training epochs", str(Recipe.epochs), 1, 10_000),
-    "batch_size": Flag(PROXY_PANEL, "", str(Recipe.batch_size), 1, 65536),
+    "epochs": Flag(PROXY_PANEL, "proxy training epochs", _on_gpu("epochs"), 1, 10_000),
+    "batch_size": Flag(PROXY_PANEL, "", _on_gpu("batch_size"), 1, 65536),
     "lr": Flag(PROXY_PANEL, "peak learning rate for a batch of 128, scaled with the batch (SGD with Nesterov "
                "momentum, one-cycle schedule, label smoothing)", str(Recipe.lr), 0),
     "resolution": Flag(PROXY_PANEL, "input resolution the budget is priced at", str(_DEFAULT.resolution), 8, 8192),
     "proxy_resolution": Flag(PROXY_PANEL, "resolution proxies train at",
-                             f"{PROXY.resolution} for fashion-mnist and mnist, {default_proxy_resolution('digits')} "
-                             f"for digits, else {default_proxy_resolution('cifar10')}", 8, 8192),
-    "proxy_width": Flag(PROXY_PANEL, "proxy width factor", f"{PROXY.width:g}", 0.01, 16),
-    "proxy_depth": Flag(PROXY_PANEL, "cap on each block's repeat", str(PROXY.depth), 1, 1000),
+                             f"{PROXY.resolution} ({GPU_PROXY.resolution} for a new study on CUDA) for fashion-mnist "
+                             f"and mnist, {default_proxy_resolution('digits')} for digits, "
+                             f"else {default_proxy_resolution('cifar10')}", 8, 8192),
+    "proxy_width": Flag(PROXY_PANEL, "proxy width factor", _on_gpu("width"), 0.01, 16),
+    "proxy_depth": Flag(PROXY_PANEL, "cap on each block's repeat", _on_gpu("depth"), 1, 1000),
+    "cudnn_benchmark": Flag(PROXY_PANEL, "cuDNN's autotuner while proxies train on CUDA: it times every conv "
+                            "algorithm for each new architecture, which pays only for trials of many steps", "off"),
     "dataset": Flag(DATA, "fashion-mnist, digits (embedded), cifar10, mnist or imagefolder:PATH",
                     f"{DEFAULT_DATASET} when it can be had (cache, Debian's dataset-fashion-mnist, download), "
                     f"else {FALLBACK_DATASET}"),
     "train_images": Flag(DATA, "class-balanced subset of the training split that proxies train on",
-                         f"{PROXY.train_images}", 1, 100_000_000),
+                         _on_gpu("train_images"), 1, 100_000_000),
     "val_images": Flag(DATA, "class-balanced validation images held out of the training split",
                        f"{VAL_IMAGES}, at most {VAL_FRACTION:.0%} of it", 1, 100_000_000),
     "prescreen": Flag(BEYOND, "draw K budget-feasible candidates per trial and train the best by "

@@ -134,7 +134,8 @@ class Objective:
         try:
             model = space.build(proxy, ctx.data.num_classes, ctx.data.in_channels).to(ctx.device)
             space.network.stochastic_depth(model, ctx.settings.stochastic_depth)
-            result = train(model, ctx.data, ctx.recipe, ctx.device, on_epoch=on_epoch)
+            result = train(model, ctx.data, ctx.recipe, ctx.device, on_epoch=on_epoch,
+                           precision=ctx.settings.precision, autotune=ctx.settings.cudnn_benchmark)
         except Diverged as e:
             self._fail(trial, f"diverged: {e}")
         except torch.cuda.OutOfMemoryError:

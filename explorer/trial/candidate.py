@@ -22,6 +22,7 @@ from ..base.errors import UserError
 from ..base.settings import Recipe, Settings
 from . import data as datasets
 from . import latency
+from .device import device_settings
 from .proxy import make_proxy
 from .trainer import resolve_device, set_cpu_threads
 
@@ -132,8 +133,21 @@ class Context:
     device: torch.device
 
 
+def check_device(settings: Settings, device: torch.device) -> None:
+    """A study's trials all train on one kind of device, in one precision: a worker or a resume on
+    another is refused in one line (its trials would not compare)."""
+    here = device_settings(device)
+    if (settings.device, settings.precision) != (here["device"], here["precision"]):
+        made = " ".join(filter(None, (settings.device, settings.device_name)))
+        raise UserError(f"--device: this study's trials train on {made} in {settings.precision}; this is "
+                        f"{here['device']} {here['device_name']} ({here['precision']}), whose trials don't compare "
+                        f"with them: resume it on a {settings.device} device that trains in {settings.precision}, "
+                        "or start another --study")
+
+
 def prepare(settings: Settings, device: str, data_dir=None) -> Context:
     dev = resolve_device(device)
+    check_device(settings, dev)
     check_latency_device(settings, device)
     if dev.type == "cpu":
         set_cpu_threads()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ...base import files
+from ..device import device_name
 from .trace import Op
 
 METHOD = 8       # bump when how ops are measured changes: every cached table is then rebuilt
@@ -55,20 +55,6 @@ def cache_dir() -> Path:
     """Shared by every project on the machine, like the dataset cache (explorer.trial.data)."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "explore" / "latency"
-
-
-def device_name(device: str) -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one) or the GPU's."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 @dataclass(frozen=True)
