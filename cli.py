@@ -249,10 +249,12 @@ def show(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JS
 @app.command()
 @friendly
 def latency(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
-            device: str = typer.Option("cpu", help="cpu or cuda"),
+            device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, or auto (cuda where there is a GPU, as "
+                                       "`explore search` means it)"),
             resolution: int = typer.Option(224, "--resolution", "-r", help="input resolution"),
             batch: int = typer.Option(1, help="images per forward pass"),
-            threads: Optional[int] = typer.Option(None, help="CPU threads [default: torch's, one per core]"),
+            threads: Optional[int] = typer.Option(None, help="CPU threads, on --device cpu "
+                                                  "[default: torch's, one per core]"),
             no_measure: bool = typer.Option(False, "--no-measure", help="predict only; don't build and time it"),
             as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Predicted and measured latency (ms) of one forward pass, from this device's lookup table of op latencies.
@@ -261,9 +263,9 @@ def latency(genotype: str = typer.Argument(..., help="a named genotype or a YAML
     the table is cached in ~/.cache/explore/latency/."""
     from explorer.commands.latency import device_key, latency_report
     g = resolve_genotype(genotype)
-    key = device_key(device, threads, batch)
+    key, on = device_key(device, threads, batch)
     with located(genotype):
-        report = latency_report(g, g.name or genotype, resolution, key, measured=not no_measure)
+        report = latency_report(g, g.name or genotype, resolution, key, measured=not no_measure, on=on)
     if as_json:
         print(json.dumps(report, indent=2))
         return

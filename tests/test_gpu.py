@@ -2,22 +2,31 @@
 refuses to change, cuDNN's autotuner set per run, the GPU preset. Device properties are faked
 (torch.cuda's queries monkeypatched); the training itself is real, on CPU. What only a GPU can show
 is run by benchmarks/gpu_check.sh."""
+import dataclasses
 import json
 import os
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
 import torch
-from test_search import QUICK, explore
+from test_search import QUICK, ROOT, explore
 from test_trainer import make_data, tiny_cnn
 
 from explorer.base.errors import UserError
 from explorer.base.settings import GPU_PROXY, PROXY, Recipe, Settings, proxy_preset
+from explorer.commands import latency as latency_command
 from explorer.commands import runner
 from explorer.studies.store import settings_of, store_settings
+from explorer.trial import candidate
 from explorer.trial import device as devices
-from explorer.trial.candidate import check_device
-from explorer.trial.trainer import train
+from explorer.trial.candidate import check_device, deploy_key
+from explorer.trial.latency import DeviceKey, Table
+from explorer.trial.latency import lock as latency_lock
+from explorer.trial.latency.table import CUDA_HOST_THREADS
+from explorer.trial.trainer import resolve_device, train
 
 H200 = {"device": "cuda", "device_name": "NVIDIA H200", "precision": "bf16"}
 
@@ -137,3 +146,114 @@ def test_a_bad_device_is_one_line(tmp_path):
     run = explore("search", "--budget", "2GFLOPs", "--device", "tpu", *QUICK, cwd=tmp_path, check=False)
     assert run.returncode == 2 and run.stderr.startswith("error: --device") and "Traceback" not in run.stderr
     assert not os.path.exists(tmp_path / "studies")
+
+
+# Latency on CUDA -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "explore" / "latency"
+
+
+def two_gpus(monkeypatch):
+    """GPU 0 an A100, GPU 1 an H200."""
+    fake_gpus(monkeypatch, count=2)
+    names = {0: "NVIDIA A100-SXM4-80GB", 1: "NVIDIA H200"}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: names[torch.device(device).index or 0])
+
+
+def test_a_cuda_key_names_the_indexed_gpu_and_the_host_cpu(monkeypatch):
+    two_gpus(monkeypatch)
+    key = deploy_key("cuda:1")  # the old key named GPU 0 whatever the index
+    assert (key.device, key.name, key.host) == ("cuda", "NVIDIA H200", devices.cpu_model())
+    assert deploy_key("cuda").name == "NVIDIA A100-SXM4-80GB"
+    assert "NVIDIA H200 (host " in key.short() and "thread" not in key.short()
+    assert DeviceKey.here("cuda:1").file() != DeviceKey(**{**vars(key), "host": "another CPU"}).file()
+
+
+def test_cuda_keys_count_threads_one_way(monkeypatch):
+    """search priced on every allowed core, `explore latency` on torch's thread count: two keys, two tables."""
+    two_gpus(monkeypatch)
+    torch_threads = torch.get_num_threads()
+    monkeypatch.setattr(candidate, "allowed_cpus", lambda: list(range(torch_threads + 3)))
+    key, on = latency_command.device_key("cuda:1", None, 1)
+    assert key == deploy_key("cuda:1") and key.threads == CUDA_HOST_THREADS and on == torch.device("cuda:1")
+    with pytest.raises(UserError, match="^--threads: .*--device cpu only"):
+        latency_command.device_key("cuda", 4, 1)
+
+
+def test_explore_latency_auto_means_what_search_auto_means(monkeypatch):
+    fake_gpus(monkeypatch)
+    key, on = latency_command.device_key("auto", None, 1)
+    assert key.device == "cuda" and on.type == resolve_device("auto").type == "cuda"  # the old one said cpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert latency_command.device_key("auto", None, 1)[0].device == "cpu"
+
+
+def test_a_cpu_key_file_is_the_one_made_before_the_host_was_keyed():
+    key = DeviceKey.here("cpu", threads=1)
+    assert key.host == "" and "host" not in key.stored() and key.stored() == {
+        k: v for k, v in dataclasses.asdict(key).items() if k != "host"}
+
+
+def test_new_ops_are_timed_on_the_named_gpu_with_autotuning_off(monkeypatch, cache):
+    """The old table timed every cuda:N table on GPU 0 (and synchronised GPU 0 only)."""
+    two_gpus(monkeypatch)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # as a trial that chose it would leave it
+    seen = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: seen.append(("sync", torch.device(device))))
+
+    class FakeOp:
+        key = "conv2d(T[1x3x8x8])"
+
+        def bind(self, device, cold_bytes=0):
+            seen.append(("bind", device, torch.backends.cudnn.benchmark))
+            return lambda: None
+
+    settings = Settings(budget=0, latency_budget=5.0, objective="latency", latency_device=dataclasses.asdict(
+        deploy_key("cuda:1")), **H200)
+    table = candidate.latency_table(settings, torch.device("cuda:1"))
+    assert table.measure([FakeOp()]) == 1 and FakeOp.key in Table(table.key).ops
+    assert seen[0] == ("bind", torch.device("cuda:1"), False)
+    assert {entry[1] for entry in seen[1:]} == {torch.device("cuda:1")}
+    assert torch.backends.cudnn.benchmark is True  # restored after timing
+
+
+HOLD = """
+import sys, time
+from explorer.trial.latency import {lock}
+with {lock}():
+    print("held", flush=True)
+    time.sleep({seconds})
+"""
+
+
+def hold(lock: str, seconds: float):
+    """Another process holding the training or timing lock; returns once it holds it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD.format(lock=lock, seconds=seconds)], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_timing_waits_for_training_elsewhere_and_training_for_timing(cache):
+    trainer = hold("training", 1.5)
+    started = time.perf_counter()
+    with latency_lock.timing():
+        assert time.perf_counter() - started > 1.0  # until the other process's run ended
+    timer = hold("timing", 1.5)
+    started = time.perf_counter()
+    with latency_lock.training():
+        assert time.perf_counter() - started > 1.0
+    assert trainer.wait() == timer.wait() == 0
+
+
+def test_trainers_share_the_lock_and_timing_nests_in_one_process(cache):
+    trainer = hold("training", 1.0)
+    started = time.perf_counter()
+    with latency_lock.training():
+        assert time.perf_counter() - started < 0.5 and trainer.poll() is None  # shared: no wait
+        with latency_lock.timing():  # in this process's own run: takes nothing more, never waits for itself
+            pass
+    trainer.wait()

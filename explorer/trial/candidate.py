@@ -52,13 +52,17 @@ _PREDICTED: dict[tuple, float] = {}
 
 
 def deploy_key(device: str) -> latency.DeviceKey:
-    """The latency table's key a study's budget is priced on: the device's kind, every CPU core the
-    process may use (as the deployed network would), float32, batch 1."""
-    return latency.DeviceKey.here(resolve_device(device).type, len(allowed_cpus()))
+    """The latency table's key a study's budget is priced on: the device (`cuda:N`: GPU N's name and the
+    host CPU's), on CPU every core the process may use (as the deployed network would), float32, batch 1."""
+    return latency.DeviceKey.here(str(resolve_device(device)), len(allowed_cpus()))
 
 
-def latency_table(settings: Settings) -> latency.Table:
+def latency_table(settings: Settings, on: torch.device | None = None) -> latency.Table:
+    """The study's table; its new ops are timed on `on`, the device this process trains on, given once
+    (by `prepare`), else on the key's kind (GPU 0 on CUDA)."""
     key = latency.DeviceKey(**settings.latency_device)
+    if on is not None and (key not in _TABLES or _TABLES[key].on != on):
+        _TABLES[key] = latency.Table(key, on=on)
     return _TABLES.setdefault(key, latency.Table(key))
 
 
@@ -78,7 +82,7 @@ def fit_latency_model(settings: Settings, device: str) -> bool:
     if not settings.latency_device:
         return False
     check_latency_device(settings, device)  # never measure into another device's table
-    table = latency_table(settings)
+    table = latency_table(settings, resolve_device(device))
     if table.overhead:
         return False
     latency.calibrate(table)
@@ -149,6 +153,8 @@ def prepare(settings: Settings, device: str, data_dir=None) -> Context:
     dev = resolve_device(device)
     check_device(settings, dev)
     check_latency_device(settings, device)
+    if settings.latency_device:
+        latency_table(settings, dev)  # new ops time on this process's GPU, not GPU 0
     if dev.type == "cpu":
         set_cpu_threads()
     data = load_data(settings, data_dir)
