@@ -15,6 +15,7 @@ import torch
 from test_search import QUICK, ROOT, explore
 from test_trainer import make_data, tiny_cnn
 
+import space
 from explorer.base.errors import UserError
 from explorer.base.settings import GPU_PROXY, PROXY, Recipe, Settings, proxy_preset
 from explorer.commands import latency as latency_command
@@ -26,6 +27,7 @@ from explorer.trial.candidate import check_device, deploy_key
 from explorer.trial.latency import DeviceKey, Table
 from explorer.trial.latency import lock as latency_lock
 from explorer.trial.latency.table import CUDA_HOST_THREADS
+from explorer.trial.latency.trace import trace
 from explorer.trial.trainer import resolve_device, train
 
 H200 = {"device": "cuda", "device_name": "NVIDIA H200", "precision": "bf16"}
@@ -257,3 +259,56 @@ def test_trainers_share_the_lock_and_timing_nests_in_one_process(cache):
         with latency_lock.timing():  # in this process's own run: takes nothing more, never waits for itself
             pass
     trainer.wait()
+
+
+# What only a GPU shows: run by benchmarks/gpu_check.sh; skipped where there is none ------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")
+
+
+@needs_cuda
+def test_a_proxy_learns_on_the_gpu_in_its_precision():
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    result = train(tiny_cnn(), make_data(), Recipe(epochs=3, batch_size=64), device)
+    assert 0.2 < result.val_accuracy <= 1 and result.device.startswith("cuda")
+
+
+@needs_cuda
+def test_the_real_gpus_key_and_table(cache):
+    index = torch.cuda.device_count() - 1
+    key = deploy_key(f"cuda:{index}")
+    assert key.name == torch.cuda.get_device_name(index) and key.threads == CUDA_HOST_THREADS
+    latency_table = Table(key, on=torch.device(f"cuda:{index}"))
+    conv = [op for op in trace_ops() if op.key.startswith("conv2d")]
+    assert latency_table.measure(conv) == len({op.key for op in conv}) and all(ms > 0 for ms in latency_table.ops.values())
+
+
+def trace_ops():
+    return trace(space.named("resnet50"), 64)
+
+
+# The prepared device check ---------------------------------------------------------------------------
+
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+
+
+def test_the_gpu_check_parses_every_command_and_finds_every_file():
+    run = subprocess.run(["bash", str(SCRIPT), "--dry-run"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    steps = [line.split(":")[0].split(maxsplit=1)[1] for line in run.stdout.splitlines() if line.startswith("ok ")]
+    assert steps == ["CUDA tests", "CPU vs CUDA accuracy", "search on CUDA", "latency, batch 1", "latency, batch 64",
+                     "proxy throughput", "jobs scaling"]
+    assert "--trials 6 --jobs 2" in run.stdout and "--batch 64" in run.stdout and "--profile" in run.stdout
+
+
+def test_the_gpu_checks_dry_run_fails_when_a_command_does_not_parse(tmp_path):
+    """A python that refuses jobs_scaling.py's flags (and runs nothing else): the dry run must say so."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\ncase "$*" in *jobs_scaling*) echo "unrecognized arguments" >&2; exit 2;; esac\n')
+    fake.chmod(0o755)
+    run = subprocess.run(["bash", str(SCRIPT), "--dry-run"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHON": str(fake)})
+    assert run.returncode != 0 and "FAIL  jobs scaling" in run.stdout and "unrecognized arguments" in run.stdout
+    assert "don't parse" in run.stdout
