@@ -117,7 +117,7 @@ FLAG_RANGES = {
     "seed": (0, 2**32 - 1), "resolution": (1, 8192), "classes": (1, 100_000), "jobs": (1, 1024),
     "top": (0, 100_000), "random_": (0, 100_000), "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1),
     "k": (1, 1000), "draws": (1, 10_000), "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400),
-    "threads": (1, 1024), "batch": (1, 4096),
+    "threads": (1, 1024), "batch": (1, 4096), "jobs_per_gpu": (1, 1024),
 }
 
 
@@ -326,6 +326,8 @@ def setting(name: str, *decls: str):
 
 
 STORAGE = "Storage and workers"
+JOBS_PER_GPU_HELP = ("instead of --jobs on CUDA: this many workers on each visible GPU (or on cuda:N), e.g. 4 "
+                     "for small proxies, which alone leave a GPU mostly idle (README: MPS)")
 
 
 @app.command()
@@ -354,8 +356,10 @@ def search(
                                    "[default: sqlite:///studies/STUDY/study.db]"),
     no_run: bool = panel(STORAGE, False, "--no-run", help="create the study and its settings, train nothing"),
     jobs: int = panel(STORAGE, 1, "--jobs", "-j", min=1, help="worker processes training at once on this machine, "
-                      "sharing the study through its storage (each gets cores/N CPU threads)"),
-    device: str = panel(STORAGE, "auto", help="auto, cpu or cuda"),
+                      "sharing the study through its storage (each gets cores/N CPU threads; on CUDA they are "
+                      "spread round-robin over the visible GPUs)"),
+    jobs_per_gpu: Optional[int] = panel(STORAGE, None, "--jobs-per-gpu", min=1, help=JOBS_PER_GPU_HELP),
+    device: str = panel(STORAGE, "auto", help="auto, cpu, cuda or cuda:N"),
     prescreen: Optional[int] = setting("prescreen", "--prescreen"),
     prescreen_score: Optional[str] = setting("prescreen_score", "--prescreen-score"),
     prune: Optional[str] = setting("prune", "--prune"),
@@ -369,7 +373,7 @@ def search(
     Rerunning the same command resumes the study; settings that change what a trial means
     (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth) can't change on resume.
     """
-    from explorer.commands import runner
+    from explorer.commands import pool, runner
     explicit = {k: v for k, v in dict(
         budget=budget, max_params=max_params, space=space_, dataset=dataset, train_images=train_images,
         val_images=val_images, trials=trials, epochs=epochs,
@@ -377,7 +381,8 @@ def search(
         proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen, prescreen_score=prescreen_score,
         prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth, objective=objective,
         cudnn_benchmark=cudnn_benchmark).items() if v is not None}
-    runner.search_command(explicit, study, storage, device, data_dir, no_run, out, jobs=jobs)
+    runner.search_command(explicit, study, storage, device, data_dir, no_run, out,
+                          jobs=pool.jobs_for(jobs, jobs_per_gpu, device))
 
 
 def _device(name: str):
@@ -573,8 +578,10 @@ def worker(
     storage: Optional[str] = typer.Option(None, help="its storage: sqlite:///PATH, "
                                           "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or journal:PATH "
                                           "[default: sqlite:///studies/STUDY/study.db]"),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes on this machine"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes on this machine (on CUDA spread "
+                             "round-robin over the visible GPUs)"),
+    jobs_per_gpu: Optional[int] = typer.Option(None, "--jobs-per-gpu", min=1, help=JOBS_PER_GPU_HELP),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
     heartbeat: int = typer.Option(HEARTBEAT[0], min=1, help="seconds between heartbeats of a running trial "
                                    "(database storages)"),
@@ -589,8 +596,9 @@ def worker(
     worker, a killed worker's trial is failed after --grace seconds and retried once, SIGTERM releases
     the running trial (exit 143), and the study ends with exactly its target of completed trials.
     """
-    from explorer.commands import runner
-    runner.worker_command(study, storage, jobs, device, data_dir, heartbeat, grace, reclaim, out)
+    from explorer.commands import pool, runner
+    runner.worker_command(study, storage, pool.jobs_for(jobs, jobs_per_gpu, device), device, data_dir,
+                          heartbeat, grace, reclaim, out)
 
 
 @app.command()

@@ -19,7 +19,7 @@ import space
 from explorer.base.errors import UserError
 from explorer.base.settings import GPU_PROXY, PROXY, Recipe, Settings, proxy_preset
 from explorer.commands import latency as latency_command
-from explorer.commands import runner
+from explorer.commands import pool, runner
 from explorer.studies.store import settings_of, store_settings
 from explorer.trial import candidate
 from explorer.trial import device as devices
@@ -312,3 +312,22 @@ def test_the_gpu_checks_dry_run_fails_when_a_command_does_not_parse(tmp_path):
                          env={**os.environ, "PYTHON": str(fake)})
     assert run.returncode != 0 and "FAIL  jobs scaling" in run.stdout and "unrecognized arguments" in run.stdout
     assert "don't parse" in run.stdout
+
+
+# Workers per GPU -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device, per_gpu, jobs", [("cuda", 2, 8), ("auto", 3, 12), ("cuda:2", 4, 4)])
+def test_jobs_per_gpu_gives_each_gpu_its_share(monkeypatch, device, per_gpu, jobs):
+    fake_gpus(monkeypatch, count=4)
+    assert pool.jobs_for(1, per_gpu, device) == jobs
+    placed = [pool.worker_device(device, i, 4) for i in range(jobs)]
+    assert all(placed.count(gpu) == per_gpu for gpu in set(placed))
+
+
+@pytest.mark.parametrize("jobs, device, flag", [(2, "cuda", "--jobs-per-gpu"), (1, "cpu", "--jobs-per-gpu"),
+                                                (1, "tpu", "--device")])
+def test_jobs_per_gpu_is_refused_where_it_means_nothing(monkeypatch, jobs, device, flag):
+    fake_gpus(monkeypatch, count=2)
+    with pytest.raises(UserError, match=f"^{flag}: "):
+        pool.jobs_for(jobs, 2, device)
+    assert pool.jobs_for(3, None, "cpu") == 3
