@@ -273,6 +273,8 @@ def _on_gpu(field: str) -> str:
     cpu, gpu = (getattr(p, field) for p in (PROXY, GPU_PROXY))
     shown = ["all" if v is None else f"{v:g}" for v in (cpu, gpu)]
     return shown[0] if cpu == gpu else f"{shown[0]}; {shown[1]} for a new study on CUDA"
+
+
 FLAGS = {
     "budget": Flag(BUDGET, f"FLOPs (multiply-adds) of the deployed network at --resolution ({FLOP_FORMS}), "
                    f"or its latency at batch 1 on --device, predicted from the device's lookup table ({TIME_FORMS}) "
