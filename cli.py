@@ -128,7 +128,7 @@ FLAG_RANGES = {
     "seed": (0, 2**32 - 1), "classes": (1, 100_000), "jobs": (1, 1024),
     "top": (0, 100_000), "random_": (0, 100_000), "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1),
     "k": (1, 1000), "draws": (1, 10_000), "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400),
-    "threads": (1, 1024), "batch": (1, 4096),
+    "threads": (1, 1024), "batch": (1, 4096), "jobs_per_gpu": (1, 1024),
 }
 
 
@@ -260,10 +260,12 @@ def show(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JS
 @app.command()
 @friendly
 def latency(genotype: str = typer.Argument(..., help="a named genotype or a YAML/JSON file"),
-            device: str = typer.Option("cpu", help="cpu or cuda"),
+            device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, or auto (cuda where there is a GPU, as "
+                                       "`explore search` means it)"),
             resolution: int = typer.Option(224, "--resolution", "-r", help="input resolution"),
             batch: int = typer.Option(1, help="images per forward pass"),
-            threads: Optional[int] = typer.Option(None, help="CPU threads [default: torch's, one per core]"),
+            threads: Optional[int] = typer.Option(None, help="CPU threads, on --device cpu "
+                                                  "[default: torch's, one per core]"),
             no_measure: bool = typer.Option(False, "--no-measure", help="predict only; don't build and time it"),
             as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Predicted and measured latency (ms) of one forward pass, from this device's lookup table of op latencies.
@@ -272,9 +274,9 @@ def latency(genotype: str = typer.Argument(..., help="a named genotype or a YAML
     the table is cached in ~/.cache/explore/latency/."""
     from explorer.commands.latency import device_key, latency_report
     g = resolve_genotype(genotype)
-    key = device_key(device, threads, batch)
+    key, on = device_key(device, threads, batch)
     with located(genotype):
-        report = latency_report(g, g.name or genotype, resolution, key, measured=not no_measure)
+        report = latency_report(g, g.name or genotype, resolution, key, measured=not no_measure, on=on)
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -335,6 +337,8 @@ def setting(name: str, *decls: str):
 
 
 STORAGE = "Storage and workers"
+JOBS_PER_GPU_HELP = ("instead of --jobs on CUDA: this many workers on each visible GPU (or on cuda:N), e.g. 4 "
+                     "for small proxies, which alone leave a GPU mostly idle (README: MPS)")
 
 
 @app.command()
@@ -353,6 +357,7 @@ def search(
     proxy_resolution: Optional[int] = setting("proxy_resolution", "--proxy-resolution"),
     proxy_width: Optional[float] = setting("proxy_width", "--proxy-width"),
     proxy_depth: Optional[int] = setting("proxy_depth", "--proxy-depth"),
+    cudnn_benchmark: Optional[bool] = setting("cudnn_benchmark", "--cudnn-benchmark/--no-cudnn-benchmark"),
     dataset: Optional[str] = setting("dataset"),
     data_dir: Optional[Path] = panel(DATA, None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
     train_images: Optional[int] = setting("train_images", "--train-images"),
@@ -362,8 +367,10 @@ def search(
                                    "[default: sqlite:///studies/STUDY/study.db]"),
     no_run: bool = panel(STORAGE, False, "--no-run", help="create the study and its settings, train nothing"),
     jobs: int = panel(STORAGE, 1, "--jobs", "-j", min=1, help="worker processes training at once on this machine, "
-                      "sharing the study through its storage (each gets cores/N CPU threads)"),
-    device: str = panel(STORAGE, "auto", help="auto, cpu or cuda"),
+                      "sharing the study through its storage (each gets cores/N CPU threads; on CUDA they are "
+                      "spread round-robin over the visible GPUs)"),
+    jobs_per_gpu: Optional[int] = panel(STORAGE, None, "--jobs-per-gpu", min=1, help=JOBS_PER_GPU_HELP),
+    device: str = panel(STORAGE, "auto", help="auto, cpu, cuda or cuda:N"),
     prescreen: Optional[int] = setting("prescreen", "--prescreen"),
     prescreen_score: Optional[str] = setting("prescreen_score", "--prescreen-score"),
     prune: Optional[str] = setting("prune", "--prune"),
@@ -386,7 +393,8 @@ def search(
                         lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
                         proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen,
                         prescreen_score=prescreen_score, prune=prune, prune_k=prune_k,
-                        stochastic_depth=stochastic_depth, objective=objective)
+                        stochastic_depth=stochastic_depth, objective=objective,
+                        cudnn_benchmark=cudnn_benchmark, jobs_per_gpu=jobs_per_gpu)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # the study is resumable, and the search has said so
 
@@ -579,8 +587,10 @@ def worker(
     storage: Optional[str] = typer.Option(None, help="its storage: sqlite:///PATH, "
                                           "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or journal:PATH "
                                           "[default: sqlite:///studies/STUDY/study.db]"),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes on this machine"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="worker processes on this machine (on CUDA spread "
+                             "round-robin over the visible GPUs)"),
+    jobs_per_gpu: Optional[int] = typer.Option(None, "--jobs-per-gpu", min=1, help=JOBS_PER_GPU_HELP),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache [default: ~/.cache/explore/data]"),
     heartbeat: int = typer.Option(HEARTBEAT[0], min=1, help="seconds between heartbeats of a running trial "
                                    "(database storages)"),
@@ -595,8 +605,9 @@ def worker(
     worker, a killed worker's trial is failed after --grace seconds and retried once, SIGTERM releases
     the running trial (exit 143), and the study ends with exactly its target of completed trials.
     """
-    from explorer.commands import runner
-    runner.worker_command(study, storage, jobs, device, data_dir, heartbeat, grace, reclaim, out)
+    from explorer.commands import pool, runner
+    runner.worker_command(study, storage, pool.jobs_for(jobs, jobs_per_gpu, device), device, data_dir,
+                          heartbeat, grace, reclaim, out)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """Training images/second: a plain PyTorch loop against our trainer, same proxies, one run.
 
-    python benchmarks/proxy_throughput.py [--device auto] [--epochs 2] [--images 4096] [--profile]
+    python benchmarks/proxy_throughput.py [--device auto] [--epochs 2] [--images 4096] [--batch-size 256]
+                                          [--profile] [--dry-run]
 
 The proxies are a ResNet-style and an Inception-style genotype adapted to 32x32
 CIFAR-shaped data (3 channels, 10 classes; random images, since only throughput
@@ -8,8 +9,12 @@ is measured), each about 30-100 MFLOPs (multiply-adds) per image.
 Baseline: a DataLoader over per-image CPU augmentation (pad, random crop, flip),
 fp32, contiguous tensors, a `loss.item()` per step as most loops log.
 Ours: explorer.trial.trainer.train (data on the device, batched on-device augmentation,
-channels_last, bf16 autocast and cudnn.benchmark on CUDA, no host sync in an epoch).
-Both use the same recipe (SGD with Nesterov momentum, one-cycle, label smoothing).
+channels_last, the device's precision (bf16 or fp16 autocast on CUDA, explorer.trial.device),
+cudnn.benchmark off as in a search, no host sync in an epoch).
+Both use the same recipe (SGD with Nesterov momentum, one-cycle, label smoothing). Both count images/s
+at steady state: the first epoch (CUDA start-up, warm-up) is left out of runs of 2+ epochs, so give
+enough images for an epoch to dwarf one step (e.g. --images 16384 --batch-size 256: 64 steps).
+`--dry-run` checks the flags and exits (benchmarks/gpu_check.sh).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 import space
 from explorer.base.settings import Recipe
 from explorer.trial.data import Splits
+from explorer.trial.device import device_name, precision_for
 from explorer.trial.proxy import make_proxy
 from explorer.trial.trainer import lr_factor, resolve_device, set_cpu_threads, train
 from space.named import named
@@ -81,7 +87,9 @@ def baseline(model: nn.Module, data: Splits, recipe: Recipe, device: torch.devic
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     total = recipe.epochs * len(loader)
     step, images, seconds = 0, 0, 0.0
-    for _ in range(recipe.epochs):
+    for epoch in range(recipe.epochs):
+        if epoch == 1:  # steady state, as the trainer counts it: the first epoch's warm-up left out
+            images, seconds = 0, 0.0
         model.train()
         start = time.perf_counter()
         running = 0.0
@@ -104,7 +112,7 @@ def profile_ours(g: space.Genotype, data: Splits, recipe: Recipe, device: torch.
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     model = space.build(g)
-    train(model, data, Recipe(**{**recipe.to_dict(), "epochs": 1}), device)  # warm up (cudnn.benchmark)
+    train(model, data, Recipe(**{**recipe.to_dict(), "epochs": 1}), device)  # warm up (CUDA start, allocator)
     with profile(activities=activities) as prof:
         train(model, data, Recipe(**{**recipe.to_dict(), "epochs": 1}), device)
     key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
@@ -118,15 +126,19 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table of our trainer")
+    ap.add_argument("--dry-run", action="store_true", help="check the flags and exit")
     args = ap.parse_args()
+    if args.dry_run:
+        print(f"proxy_throughput: would train on {args.device}, {args.images} images, batch {args.batch_size}")
+        return
     device = resolve_device(args.device)
     if device.type == "cpu":
         set_cpu_threads()
     data = cifar_shaped(args.images)
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; {args.images} images of 3x32x32, batch {args.batch_size}, "
-          f"{args.epochs} epochs (the first epoch of each includes warm-up)")
+    name = device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
+    print(f"device: {name} ({precision_for(device)}); torch {torch.__version__}; {args.images} images of 3x32x32, "
+          f"batch {args.batch_size}, {args.epochs} epochs (images/s at steady state: from the second epoch on)")
     for label, g, flops in proxies():
         torch.manual_seed(0)
         ours = train(space.build(g), data, recipe, device).train_images_per_s

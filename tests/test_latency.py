@@ -142,7 +142,7 @@ def test_networks_are_measured_in_passes_over_all_of_them(monkeypatch):
     """A burst of load should spoil one of a network's measurements, not all: each pass times every
     network once, in turn, and each network keeps one measurement per pass."""
     order = []
-    monkeypatch.setattr(model, "measure", lambda g, resolution, key: order.append(g["name"]) or len(order))
+    monkeypatch.setattr(model, "measure", lambda g, resolution, key, on=None: order.append(g["name"]) or len(order))
     nets = [tiny(8), tiny(16)]
     assert model.measure_passes(nets, 32, DeviceKey.here("cpu", threads=1), passes=3) == [[1, 3, 5], [2, 4, 6]]
     assert order == ["tiny8", "tiny16"] * 3

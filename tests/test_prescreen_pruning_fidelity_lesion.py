@@ -160,7 +160,7 @@ def test_dominated_trials_are_stopped_and_recorded(tmp_path, monkeypatch):
                    [0.6, 0.8, 0.3],      # equal at epoch 2; never stopped after its last epoch
                    [0.7, 0.9, 0.9]])
 
-    def scripted(model, data, recipe, device, on_epoch=None):
+    def scripted(model, data, recipe, device, on_epoch=None, **options):
         accuracies = next(script)
         for epoch, acc in enumerate(accuracies[:recipe.epochs], 1):
             on_epoch(epoch, acc)

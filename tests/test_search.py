@@ -118,11 +118,11 @@ def test_a_diverging_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     real_train = search.train
 
-    def nan_on_trial_one(model, data, recipe, device, on_epoch=None):
+    def nan_on_trial_one(model, data, recipe, device, on_epoch=None, **options):
         if not hasattr(nan_on_trial_one, "called"):
             nan_on_trial_one.called = True
             raise Diverged("loss is nan at epoch 1")
-        return real_train(model, data, recipe, device, on_epoch)
+        return real_train(model, data, recipe, device, on_epoch, **options)
 
     monkeypatch.setattr(search, "train", nan_on_trial_one)
     explicit = dict(budget="2GFLOPs", dataset="digits", space="mobilenet", trials=2, epochs=1, proxy_resolution=8, proxy_width=0.05)

@@ -95,19 +95,31 @@ class ProxySpec:
 
 
 PROXY = ProxySpec()
+# A new study on a CUDA GPU: the CPU default (~7 MMAC per image, batch 64) keeps an H200 ~0.05% busy,
+# bound by kernel launches, so a GPU affords a more faithful proxy: native resolution (28 px for
+# Fashion-MNIST and MNIST), width x1, the whole training split, batch 512. Provisional: it awaits
+# measurement against benchmarks/fidelity-truth.json (being computed) and a GPU run of
+# benchmarks/gpu_check.sh; change it here, the one place its numbers live.
+GPU_PROXY = ProxySpec(resolution=28, width=1.0, depth=2, epochs=4, train_images=None, batch_size=512)
+PRESETS = {"cpu": PROXY, "cuda": GPU_PROXY}  # by device kind (torch.device.type)
 
 
 # The image side of each named set; a set's proxy resolution follows from it (`default_proxy_resolution`).
 NATIVE_SIDES = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
 
 
-def default_proxy_resolution(dataset: str, side: int | None = None) -> int:
-    """From the images' side (`side`, else the named set's): the default proxy's for 28 px images and
+def proxy_preset(device: str) -> ProxySpec:
+    """The proxy a new study gets on a device of this kind; any kind but cuda gets the CPU's."""
+    return PRESETS.get(device, PROXY)
+
+
+def default_proxy_resolution(dataset: str, side: int | None = None, proxy: ProxySpec = PROXY) -> int:
+    """From the images' side (`side`, else the named set's): the preset's (`proxy`) for 28 px images and
     smaller, 16 px for 8 px ones like digits (upsampled), 32 px for larger ones like CIFAR-10 and image folders."""
     side = side or NATIVE_SIDES.get(dataset)
     if side is None or side > 28:
         return 32
-    return 16 if side <= 8 else PROXY.resolution
+    return 16 if side <= 8 else proxy.resolution
 
 
 # Data ---------------------------------------------------------------------------------------------
@@ -127,6 +139,9 @@ SCORE_BATCH = 64  # images in a zero-cost score's minibatch
 PRUNERS = ("none", "pareto")
 OBJECTIVES = ("flops", "latency", "params")  # the second objective, minimised beside proxy accuracy
 RESOLUTIONS = (8, 8192)  # every --resolution flag's range (px): below 8 no network in the shipped spaces survives
+PRECISIONS = ("fp32", "bf16", "fp16")  # how proxies train: explorer.trial.device.precision_for picks one
+# cuDNN's autotuner while a proxy trains (explorer.trial.device): off, since every trial is a new architecture
+CUDNN_BENCHMARK = False
 HEARTBEAT = (60, 120)  # seconds: a running trial's heartbeat interval, and the grace before it is failed
 
 
@@ -140,9 +155,12 @@ COMPARABLE = ("space_digest", "budget", "max_params", "resolution", "dataset", "
               # what the second objective is, and the latency budget (the device is checked apart: resume_on)
               "objective", "latency_budget",
               # your own data's identity: content digest, image shape and classes (explorer.trial.userdata)
-              "data")
-# What a study made before a setting existed did instead (the new default may differ).
-LEGACY = {"short_names": False, "train_images": None}
+              "data",
+              # the kind of device trials train on, and the precision: bf16 or fp16 trials don't mix with fp32 ones
+              "device", "precision")
+# What a study made before a setting existed did instead (the new default may differ). Before the device
+# was stored, no CUDA path had ever run: those studies trained on CPU, in fp32.
+LEGACY = {"short_names": False, "train_images": None, "device": "cpu", "precision": "fp32"}
 
 
 @dataclass
@@ -175,6 +193,10 @@ class Settings:
     prune_k: int = 2
     # Optuna parameter names: short (`mobilenet.s3.b0.repeat`) or the document paths studies made before used
     short_names: bool = True
+    device: str = "cpu"            # the kind of device trials train on: cpu or cuda (torch.device.type)
+    device_name: str = ""          # its model (the GPU's or the CPU's) when the study was made, for the record
+    precision: str = PRECISIONS[0]
+    cudnn_benchmark: bool = CUDNN_BENCHMARK
 
     def __post_init__(self) -> None:
         if isinstance(self.recipe, dict):  # as stored, or as a caller wrote it
@@ -227,6 +249,13 @@ class Settings:
         return out
 
 
+def new_study_defaults(device: str) -> Settings:
+    """A new study's settings before its flags apply: the proxy preset of its device kind."""
+    p = proxy_preset(device)
+    return Settings(proxy_resolution=p.resolution, proxy_width=p.width, proxy_depth=p.depth,
+                    train_images=p.train_images, recipe=p.recipe(), device=device)
+
+
 def _shown(value) -> str:
     return "off" if value is None else str(value)
 
@@ -268,6 +297,15 @@ class Flag:
 BUDGET, PROXY_PANEL, DATA, BEYOND = "Budget and space", "Proxy and training", "Data", "Beyond accuracy"
 _DEFAULT = Settings()
 _OR = " or ".join
+
+
+def _on_gpu(field: str) -> str:
+    """A preset's default as --help shows it: the CPU's, and the GPU's where it differs."""
+    cpu, gpu = (getattr(p, field) for p in (PROXY, GPU_PROXY))
+    shown = ["all" if v is None else f"{v:g}" for v in (cpu, gpu)]
+    return shown[0] if cpu == gpu else f"{shown[0]}; {shown[1]} for a new study on CUDA"
+
+
 FLAGS = {
     "budget": Flag(BUDGET, f"FLOPs (multiply-adds) of the deployed network at --resolution ({FLOP_FORMS}), "
                    f"or its latency at batch 1 on --device, predicted from the device's lookup table ({TIME_FORMS}) "
@@ -280,24 +318,26 @@ FLAGS = {
     "trials": Flag(BUDGET, "completed (trained) trials to aim for", str(_DEFAULT.trials), 1, 1_000_000),
     "sampler": Flag(BUDGET, _OR([", ".join(SAMPLERS[:-1]), SAMPLERS[-1]]), _DEFAULT.sampler, choices=SAMPLERS),
     "seed": Flag(BUDGET, "", str(_DEFAULT.seed)),  # its range, shared with other commands, is in cli.py
-    "epochs": Flag(PROXY_PANEL, "proxy training epochs", str(Recipe.epochs), 1, 10_000),
-    "batch_size": Flag(PROXY_PANEL, "", str(Recipe.batch_size), 1, 65536),
+    "epochs": Flag(PROXY_PANEL, "proxy training epochs", _on_gpu("epochs"), 1, 10_000),
+    "batch_size": Flag(PROXY_PANEL, "", _on_gpu("batch_size"), 1, 65536),
     "lr": Flag(PROXY_PANEL, "peak learning rate for a batch of 128, scaled with the batch (SGD with Nesterov "
                "momentum, one-cycle schedule, label smoothing)", str(Recipe.lr), 0),
     "resolution": Flag(PROXY_PANEL, "input resolution the budget is priced at", str(_DEFAULT.resolution),
                        *RESOLUTIONS),
     "proxy_resolution": Flag(PROXY_PANEL, "resolution proxies train at",
-                             f"{PROXY.resolution} for images of 9 to 28 px (fashion-mnist, mnist), "
-                             f"{default_proxy_resolution('digits')} for smaller ones (digits), else "
-                             f"{default_proxy_resolution('cifar10')}", *RESOLUTIONS),
-    "proxy_width": Flag(PROXY_PANEL, "proxy width factor", f"{PROXY.width:g}", 0.01, 16),
-    "proxy_depth": Flag(PROXY_PANEL, "cap on each block's repeat", str(PROXY.depth), 1, 1000),
+                             f"{PROXY.resolution} ({GPU_PROXY.resolution} for a new study on CUDA) for images of 9 to "
+                             f"28 px (fashion-mnist, mnist), {default_proxy_resolution('digits')} for smaller ones "
+                             f"(digits), else {default_proxy_resolution('cifar10')}", *RESOLUTIONS),
+    "proxy_width": Flag(PROXY_PANEL, "proxy width factor", _on_gpu("width"), 0.01, 16),
+    "proxy_depth": Flag(PROXY_PANEL, "cap on each block's repeat", _on_gpu("depth"), 1, 1000),
+    "cudnn_benchmark": Flag(PROXY_PANEL, "cuDNN's autotuner while proxies train on CUDA: it times every conv "
+                            "algorithm for each new architecture, which pays only for trials of many steps", "off"),
     "dataset": Flag(DATA, "fashion-mnist, digits (embedded), cifar10, mnist, imagefolder:PATH, or npz:PATH (arrays x "
                     "and y, NCHW or NHWC, uint8 or float; optional x_val/y_val, x_test/y_test)",
                     f"{DEFAULT_DATASET} when it can be had (cache, Debian's dataset-fashion-mnist, download), "
                     f"else {FALLBACK_DATASET}"),
     "train_images": Flag(DATA, "class-balanced subset of the training split that proxies train on",
-                         f"{PROXY.train_images}", 1, 100_000_000),
+                         _on_gpu("train_images"), 1, 100_000_000),
     "val_images": Flag(DATA, "class-balanced validation images held out of the training split",
                        f"{VAL_IMAGES}, at most {VAL_FRACTION:.0%} of it", 1, 100_000_000),
     "prescreen": Flag(BEYOND, "draw K budget-feasible candidates per trial and train the best by "

@@ -20,7 +20,7 @@ from ..base.errors import UserError
 from ..base.settings import FLAGS
 from ..studies.store import existing_default, load_study
 from ..trial import userdata
-from . import runner
+from . import pool, runner
 
 SETTINGS = tuple(key for key in FLAGS if key != "dataset")  # `data` gives the dataset
 
@@ -28,7 +28,8 @@ SETTINGS = tuple(key for key in FLAGS if key != "dataset")  # `data` gives the d
 def search(budget: str | float | None = None, space: str | None = None, data: Any = None,
            validation_data: Any = None, *, trials: int | None = None, study: str | None = None,
            storage: str | None = None, device: str = "auto", progress: bool | Console = True, jobs: int = 1,
-           data_dir: str | Path | None = None, no_run: bool = False, **settings: Any) -> Result:
+           jobs_per_gpu: int | None = None, data_dir: str | Path | None = None, no_run: bool = False,
+           **settings: Any) -> Result:
     """Search `space` for networks under `budget` on `data`; rerun with the same `study` to resume it.
 
     budget: FLOPs (multiply-adds) like "2GFLOPs", or a latency like "20ms"; needed for a new study.
@@ -37,6 +38,7 @@ def search(budget: str | float | None = None, space: str | None = None, data: An
         dataset ("fashion-mnist", "digits", ...) or "imagefolder:PATH". Default: fashion-mnist if it can
         be had, else digits. A class-balanced validation split is held out of it, unless
         `validation_data` (the same forms as `data`'s Python ones) is given.
+    jobs: worker processes; jobs_per_gpu: instead, that many on each GPU `device` spreads over.
     progress: show the live view and the front (rich; renders in Jupyter too), or a Console to print to.
     settings: any other `explore search` flag as a keyword, e.g. epochs=1, sampler="tpe", max_params="5M".
 
@@ -47,6 +49,7 @@ def search(budget: str | float | None = None, space: str | None = None, data: An
     if unknown:
         raise UserError(f"{unknown[0]}: not a setting of explorer.search; use data= for the dataset, or one of "
                         f"{', '.join(SETTINGS)}")
+    jobs = pool.jobs_for(jobs, jobs_per_gpu, device)
     explicit = {k: v for k, v in dict(settings, space=space, trials=trials).items() if v is not None}
     if budget is not None:
         explicit["budget"] = str(budget)

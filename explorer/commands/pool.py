@@ -94,6 +94,22 @@ def worker_device(device: str, worker: int, gpus: int) -> str:
     return f"cuda:{worker % gpus}"
 
 
+def jobs_for(jobs: int, per_gpu: int | None, device: str) -> int:
+    """The worker processes to start: `--jobs N`, or `--jobs-per-gpu K` times the GPUs `device` spreads
+    over (every visible one for `cuda` or `auto`, one for `cuda:N`), so each GPU gets K (`worker_device`)."""
+    if per_gpu is None:
+        return jobs
+    if jobs != 1:
+        raise UserError(f"--jobs-per-gpu: give it or --jobs ({jobs}), not both")
+    try:
+        kind = resolve_device(device).type
+    except ValueError as e:
+        raise UserError(f"--device: {e}") from None
+    if kind != "cuda":
+        raise UserError("--jobs-per-gpu: counts workers per GPU, and this --device is the CPU; use --jobs there")
+    return per_gpu * (1 if device.startswith("cuda:") else torch.cuda.device_count())
+
+
 def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartbeat, settings, console) -> int:
     """N worker processes on this machine; the parent shows the live count from the storage.
 

@@ -14,7 +14,15 @@ from ..analysis.report import write_pareto_plot
 from ..analysis.results import Result
 from ..base.budget import parse_budget, parse_count
 from ..base.errors import UserError
-from ..base.settings import FLAGS, HEARTBEAT, Recipe, Settings, default_proxy_resolution
+from ..base.settings import (
+    FLAGS,
+    HEARTBEAT,
+    Recipe,
+    Settings,
+    default_proxy_resolution,
+    new_study_defaults,
+    proxy_preset,
+)
 from ..scaleout import claim, signals
 from ..search import objective
 from ..search.study import open_study, refuse_other_settings, resolve_space
@@ -29,7 +37,9 @@ from ..studies.store import (
 )
 from ..trial import data as datasets
 from ..trial import userdata
-from ..trial.candidate import Context, deploy_key, fit_latency_model, prepare
+from ..trial.candidate import Context, check_device, deploy_key, fit_latency_model, prepare
+from ..trial.device import device_settings
+from ..trial.trainer import resolve_device
 from . import pool
 
 DEFAULT = Settings()
@@ -69,12 +79,17 @@ def find_stored(study_name: str, url: str) -> Settings | None:
 
 
 STORED_AS_GIVEN = ("space", "resolution", "proxy_width", "proxy_depth", "train_images", "val_images", "sampler",
-                   "seed", "trials", "prescreen", "prescreen_score", "stochastic_depth", "prune", "prune_k")
+                   "seed", "trials", "prescreen", "prescreen_score", "stochastic_depth", "prune", "prune_k",
+                   "cudnn_benchmark")
 
 
-def make_settings(explicit: dict, stored: Settings | None) -> Settings:
-    """Flags given win; then what the study stored; then the defaults."""
-    base = vars(stored).copy() if stored else vars(DEFAULT).copy()
+def make_settings(explicit: dict, stored: Settings | None, here: dict | None = None) -> Settings:
+    """Flags given win; then what the study stored; then the defaults of the device's preset.
+
+    `here`: the device trials train on (explorer.trial.device.device_settings), stored by a new study;
+    a stored study keeps its own, checked against this one's by `check_device`."""
+    here = here or {"device": DEFAULT.device, "device_name": DEFAULT.device_name, "precision": DEFAULT.precision}
+    base = vars(stored).copy() if stored else {**vars(new_study_defaults(here["device"])), **here}
     if "budget" in explicit:
         base["budget"], base["latency_budget"] = parse_budget(explicit["budget"])
     elif not stored:
@@ -94,7 +109,8 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
                         f"{', '.join(datasets.DATASETS)}, {datasets.IMAGEFOLDER}PATH or {userdata.NPZ}PATH")
     data = userdata.identity_of(dataset)  # your own data, read and checked now: resuming with other data is refused
     proxy_resolution = explicit.get("proxy_resolution", base["proxy_resolution"] if stored
-                                    else default_proxy_resolution(dataset, data and data["shape"][-1]))
+                                    else default_proxy_resolution(dataset, data and data["shape"][-1],
+                                                                  proxy_preset(here["device"])))
     recipe = {**base["recipe"].to_dict(), "seed": values["seed"],
               **{key: explicit[key] for key in ("epochs", "batch_size", "lr") if key in explicit}}
     try:
@@ -118,7 +134,13 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
     stored = find_stored(study_name, url)
     if stored is None:
         explicit = with_dataset(explicit, data_dir, console)
-    settings = make_settings(explicit, stored)
+    try:
+        dev = resolve_device(device)
+    except ValueError as e:
+        raise UserError(f"--device: {e}") from None
+    if stored:
+        check_device(stored, dev)  # in one line, before the other settings are compared
+    settings = make_settings(explicit, stored, device_settings(dev))
     if not stored and (settings.latency_budget or settings.objective == "latency"):
         settings.latency_device = asdict(deploy_key(device))  # before any trial is priced on it
     if stored:

@@ -28,6 +28,7 @@ from ..scaleout.claim import requeue_interrupted_references, work
 from ..studies import internals
 from ..studies.record import FAIL_REASON, REJECTED
 from ..studies.store import settings_of
+from ..trial import latency
 from ..trial.candidate import (
     Context,
     over_limits,
@@ -135,7 +136,9 @@ class Objective:
         try:
             model = space.build(proxy, ctx.data.num_classes, ctx.data.in_channels).to(ctx.device)
             space.network.stochastic_depth(model, ctx.settings.stochastic_depth)
-            result = train(model, ctx.data, ctx.recipe, ctx.device, on_epoch=on_epoch)
+            with latency.training():  # never beside ops being timed (explorer.trial.latency.lock)
+                result = train(model, ctx.data, ctx.recipe, ctx.device, on_epoch=on_epoch,
+                               precision=ctx.settings.precision, autotune=ctx.settings.cudnn_benchmark)
         except Diverged as e:
             self._fail(trial, f"diverged: {e}")
         except torch.cuda.OutOfMemoryError:

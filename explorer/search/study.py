@@ -57,7 +57,8 @@ def open_study(study_name: str, url: str, settings: Settings, create: bool = Tru
         return study
     stored = settings_of(study)
     refuse_other_settings(study_name, settings, stored)
-    if settings.trials != stored.trials or (settings.prune, settings.prune_k) != (stored.prune, stored.prune_k):
+    changeable = ("trials", "prune", "prune_k", "cudnn_benchmark")  # on resume; they don't change what trials mean
+    if any(getattr(settings, key) != getattr(stored, key) for key in changeable):
         store_settings(study, settings)
     return study
 

@@ -22,6 +22,7 @@ from ..base.errors import UserError
 from ..base.settings import Recipe, Settings
 from . import data as datasets
 from . import latency
+from .device import device_settings
 from .proxy import make_proxy
 from .trainer import resolve_device
 
@@ -51,13 +52,17 @@ _PREDICTED: dict[tuple, float] = {}
 
 
 def deploy_key(device: str) -> latency.DeviceKey:
-    """The latency table's key a study's budget is priced on: the device's kind, every CPU core the
-    process may use (as the deployed network would), float32, batch 1."""
-    return latency.DeviceKey.here(resolve_device(device).type, len(allowed_cpus()))
+    """The latency table's key a study's budget is priced on: the device (`cuda:N`: GPU N's name and the
+    host CPU's), on CPU every core the process may use (as the deployed network would), float32, batch 1."""
+    return latency.DeviceKey.here(str(resolve_device(device)), len(allowed_cpus()))
 
 
-def latency_table(settings: Settings) -> latency.Table:
+def latency_table(settings: Settings, on: torch.device | None = None) -> latency.Table:
+    """The study's table; its new ops are timed on `on`, the device this process trains on, given once
+    (by `prepare`), else on the key's kind (GPU 0 on CUDA)."""
     key = latency.DeviceKey(**settings.latency_device)
+    if on is not None and (key not in _TABLES or _TABLES[key].on != on):
+        _TABLES[key] = latency.Table(key, on=on)
     return _TABLES.setdefault(key, latency.Table(key))
 
 
@@ -77,7 +82,7 @@ def fit_latency_model(settings: Settings, device: str) -> bool:
     if not settings.latency_device:
         return False
     check_latency_device(settings, device)  # never measure into another device's table
-    table = latency_table(settings)
+    table = latency_table(settings, resolve_device(device))
     if table.overhead:
         return False
     latency.calibrate(table)
@@ -132,9 +137,24 @@ class Context:
     device: torch.device
 
 
+def check_device(settings: Settings, device: torch.device) -> None:
+    """A study's trials all train on one kind of device, in one precision: a worker or a resume on
+    another is refused in one line (its trials would not compare)."""
+    here = device_settings(device)
+    if (settings.device, settings.precision) != (here["device"], here["precision"]):
+        made = " ".join(filter(None, (settings.device, settings.device_name)))
+        raise UserError(f"--device: this study's trials train on {made} in {settings.precision}; this is "
+                        f"{here['device']} {here['device_name']} ({here['precision']}), whose trials don't compare "
+                        f"with them: resume it on a {settings.device} device that trains in {settings.precision}, "
+                        "or start another --study")
+
+
 def prepare(settings: Settings, device: str, data_dir=None) -> Context:
     dev = resolve_device(device)
-    check_latency_device(settings, device)  # the trainer sets the CPU threads before each training
+    check_device(settings, dev)
+    check_latency_device(settings, device)
+    if settings.latency_device:
+        latency_table(settings, dev)  # new ops time on this process's GPU, not GPU 0
     data = load_data(settings, data_dir)
     check_splits(data, settings.recipe)
     return Context(settings, data, settings.recipe, dev)

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base.cpus import allowed_cpus, busy_cores, threads_for
-from ..base.settings import Recipe
+from ..base.settings import CUDNN_BENCHMARK, Recipe
+from .device import autocast, cudnn_benchmark, grad_scaler, precision_for
 
 AUX_WEIGHT = 0.3
 
@@ -165,15 +166,11 @@ def split_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
     return output, []
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _batches(x_uint8, y, batch_size, scale, shift, padding, flip, generator):
     """One epoch of shuffled, normalised, augmented batches, built on the device.
 
-    The last partial batch is dropped so every step has the same shape, which
-    lets cudnn.benchmark pick kernels once.
+    The last partial batch is dropped so every step has the same shape (one set of kernels, and one
+    round of autotuning where cudnn.benchmark is on).
     """
     order = torch.randperm(len(y), device=y.device, generator=generator)
     for i in range(len(y) // batch_size):
@@ -203,6 +200,8 @@ def train(
     recipe: Recipe,
     device: torch.device,
     on_epoch: Callable[[int, float], None] | None = None,
+    precision: str | None = None,
+    autotune: bool = CUDNN_BENCHMARK,
 ) -> Result:
     """Train ``model`` in place and report validation accuracy after each epoch.
 
@@ -210,17 +209,24 @@ def train(
     e.g. for pruning; the exception propagates.  Raises ``Diverged`` when the
     loss of an epoch is not finite.  Data order and augmentation depend only on
     ``recipe.seed`` (bitwise reproducible on CPU given the same initial weights and the same number of
-    threads, which follows the machine's load unless OMP_NUM_THREADS pins it).
+    threads, which follows the machine's load unless OMP_NUM_THREADS pins it). ``precision``: fp32, bf16
+    or fp16 (default: the device's, explorer.trial.device.precision_for); ``autotune``: cudnn.benchmark
+    for this run only.
     """
+    with cudnn_benchmark(autotune):
+        return _train(model, data, recipe, device, on_epoch, precision or precision_for(device))
+
+
+def _train(model, data, recipe: Recipe, device: torch.device, on_epoch, precision: str) -> Result:
     start = time.perf_counter()
-    run = _set_up(model, data, recipe, device)
+    run = _set_up(model, data, recipe, device, precision)
     history: list[float] = []
     epoch_seconds: list[float] = []
     for epoch in range(1, recipe.epochs + 1):
         epoch_start = time.perf_counter()
         _train_epoch(model, run, recipe, epoch)
         epoch_seconds.append(time.perf_counter() - epoch_start)
-        val_acc = _evaluate(model, run.val_x, run.val_y, run.scale, run.shift, device, batch_size=1024)
+        val_acc = _evaluate(model, run.val_x, run.val_y, run.scale, run.shift, device, 1024, precision)
         history.append(val_acc)
         if on_epoch is not None:
             on_epoch(epoch, val_acc)
@@ -248,15 +254,15 @@ class _Run:
     flip: bool
     generator: torch.Generator
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    precision: str
     criterion: nn.Module
     steps_per_epoch: int
     step: int = 0
 
 
-def _set_up(model: nn.Module, data, recipe: Recipe, device: torch.device) -> _Run:
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    else:
+def _set_up(model: nn.Module, data, recipe: Recipe, device: torch.device, precision: str) -> _Run:
+    if device.type == "cpu":
         set_cpu_threads()
     steps_per_epoch = len(data.train_y) // recipe.batch_size
     if steps_per_epoch == 0:
@@ -265,8 +271,8 @@ def _set_up(model: nn.Module, data, recipe: Recipe, device: torch.device) -> _Ru
     scale, shift = normalisation(data, device)
     return _Run(data.train_x.to(device), data.train_y.to(device), data.val_x.to(device), data.val_y.to(device),
                 scale, shift, bool(data.flip), torch.Generator(device=device).manual_seed(recipe.seed),
-                _make_optimizer(model, recipe), nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
-                steps_per_epoch)
+                _make_optimizer(model, recipe), grad_scaler(device, precision), precision,
+                nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), steps_per_epoch)
 
 
 def _train_epoch(model: nn.Module, run: _Run, recipe: Recipe, epoch: int) -> None:
@@ -279,14 +285,15 @@ def _train_epoch(model: nn.Module, run: _Run, recipe: Recipe, epoch: int) -> Non
                          run.flip, run.generator):
         for group in run.optimizer.param_groups:
             group["lr"] = recipe.peak_lr * lr_factor(run.step, total_steps, recipe.schedule)
-        with _autocast(device):
+        with autocast(device, run.precision):
             logits, aux = split_output(model(x))
             loss = run.criterion(logits, y)
             for aux_logits in aux:
                 loss = loss + AUX_WEIGHT * run.criterion(aux_logits, y)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)  # with fp16: unscaled first, skipped if a gradient overflowed
+        run.scaler.update()
         loss_sum += loss.detach()
         run.step += 1
     if not torch.isfinite(loss_sum):
@@ -300,20 +307,22 @@ def evaluate(
     data,
     device: torch.device,
     batch_size: int = 1024,
+    precision: str | None = None,
 ) -> float:
     """Accuracy in [0, 1] of ``model`` on uint8 images, normalised with ``data``'s statistics."""
     scale, shift = normalisation(data, device)
-    return _evaluate(model, x_uint8.to(device), y.to(device), scale, shift, device, batch_size)
+    return _evaluate(model, x_uint8.to(device), y.to(device), scale, shift, device, batch_size,
+                     precision or precision_for(device))
 
 
-def _evaluate(model, x_uint8, y, scale, shift, device, batch_size) -> float:
+def _evaluate(model, x_uint8, y, scale, shift, device, batch_size, precision: str) -> float:
     """Counts correct predictions on the device; a single sync reads the total."""
     if len(y) == 0:
         raise ValueError("cannot evaluate on an empty set")
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         for i in range(0, len(y), batch_size):
             x = normalise(x_uint8[i : i + batch_size], scale, shift)
             logits, _ = split_output(model(x.contiguous(memory_format=torch.channels_last)))

@@ -1,6 +1,7 @@
 """Latency as a budget: a per-device lookup table of measured op latencies (table.py), the ops a
 network runs (trace.py), and a fitted model that sums them into a network's latency (model.py)."""
+from .lock import timing, training
 from .model import Prediction, calibrate, measure, predict
 from .table import DeviceKey, Table
 
-__all__ = ["DeviceKey", "Prediction", "Table", "calibrate", "measure", "predict"]
+__all__ = ["DeviceKey", "Prediction", "Table", "calibrate", "measure", "predict", "timing", "training"]

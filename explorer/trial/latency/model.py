@@ -32,6 +32,7 @@ from scipy.optimize import nnls
 import space
 from space.sampling import load_space, sample, space_names
 
+from .lock import timing
 from .table import DTYPES, STDERR, DeviceKey, Table, time_call
 from .trace import Op, distinct, trace
 
@@ -97,15 +98,15 @@ def predict(genotype, resolution: int, table: Table) -> Prediction:
     return Prediction(ms, float(x[1:1 + len(KINDS)].sum()), sorted(rows, key=lambda r: -r["ms"] * r["count"]))
 
 
-def measure(genotype, resolution: int, key: DeviceKey) -> float:
-    """The built network's median forward time in ms, timed as the table times ops (random weights,
-    eval mode, inference mode)."""
-    device = torch.device(key.device)
+def measure(genotype, resolution: int, key: DeviceKey, on: torch.device | None = None) -> float:
+    """The built network's median forward time in ms on `on` (default: the key's kind), timed as the
+    table times ops (random weights, eval mode, inference mode, alone on the machine)."""
+    device = torch.device(on or key.device)
     dtype = DTYPES[key.dtype]
     net = space.build(genotype, num_classes=1000, resolution=resolution).to(device, dtype).eval()
     x = torch.rand(key.batch, 3, resolution, resolution, device=device, dtype=dtype)
-    with threads(key.threads), torch.inference_mode():
-        return 1e3 * time_call(lambda: net(x), key.device)
+    with timing(), threads(key.threads), torch.inference_mode():
+        return 1e3 * time_call(lambda: net(x), device)
 
 
 def draws(space_name: str, seed: int, n: int, max_flops: float, resolution: int = 224) -> list:
@@ -129,7 +130,8 @@ def calibration_networks() -> list:
             for g in draws(name, CALIBRATION_SEED, CALIBRATION_PER_SPACE, CALIBRATION_MAX_FLOPS)]
 
 
-def measure_passes(networks: list, resolution: int, key: DeviceKey, passes: int = PASSES) -> list[list[float]]:
+def measure_passes(networks: list, resolution: int, key: DeviceKey, passes: int = PASSES,
+                   on: torch.device | None = None) -> list[list[float]]:
     """Each network's measurement in `passes` rounds over all of them: a burst of load from the VM's
     neighbours (a single forward time on this CPU can jump by 40% for a second) then spoils one of a
     network's measurements, not all, and their median is kept."""
@@ -137,7 +139,7 @@ def measure_passes(networks: list, resolution: int, key: DeviceKey, passes: int 
     found: list[list[float]] = [[] for _ in networks]
     for i, g in track(rounds, f"timing {len(networks)} networks, {passes} passes", console=STDERR,
                       transient=True, disable=not STDERR.is_terminal):
-        found[i].append(measure(g, resolution, key))
+        found[i].append(measure(g, resolution, key, on))
     return found
 
 
@@ -146,7 +148,7 @@ def calibrate(table: Table, networks: list | None = None, resolution: int = 224)
     The defaults are what a prediction uses when its table has no fit yet; tests fit small networks."""
     networks = networks or calibration_networks()
     x = np.array([terms(network_ops(g, resolution, table), table) for g in networks])
-    y = np.array([statistics.median(m) for m in measure_passes(networks, resolution, table.key)])
+    y = np.array([statistics.median(m) for m in measure_passes(networks, resolution, table.key, on=table.on)])
     coef, _ = nnls(x / y[:, None], np.ones(len(y)))  # relative error: every network weighs the same
     table.overhead = dict(zip(TERMS, map(float, coef)))
     table.save()

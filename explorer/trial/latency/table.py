@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +34,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ...base import files
+from ..device import cpu_model, device_name
+from .lock import cache_dir, timing
 from .trace import Op
 
 METHOD = 8       # bump when how ops are measured changes: every cached table is then rebuilt
@@ -51,24 +51,7 @@ ESTIMATOR = statistics.median  # of the timed runs; benchmarks/latency.py --esti
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def cache_dir() -> Path:
-    """Shared by every project on the machine, like the dataset cache (explorer.trial.data)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "explore" / "latency"
-
-
-def device_name(device: str) -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one) or the GPU's."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+CUDA_HOST_THREADS = 1  # a CUDA key's: the host only launches kernels, from one thread
 
 
 @dataclass(frozen=True)
@@ -76,26 +59,35 @@ class DeviceKey:
     device: str        # cpu or cuda
     name: str          # the model name of the CPU or GPU
     torch: str
-    threads: int
+    threads: int       # intra-op CPU threads; CUDA_HOST_THREADS on CUDA, whatever the machine has
     dtype: str = "float32"
     batch: int = 1
     method: int = METHOD
+    host: str = ""     # CUDA: the CPU's model, which sets how fast eager PyTorch launches kernels at batch 1
 
     @classmethod
     def here(cls, device: str = "cpu", threads: int | None = None, dtype: str = "float32",
              batch: int = 1) -> DeviceKey:
-        """This machine's key; `threads` defaults to torch's current intra-op thread count."""
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        return cls(kind, device_name(device), torch.__version__, threads or torch.get_num_threads(), dtype, batch)
+        """This machine's key for `device` (`cuda:N`: GPU N's name); on CPU `threads` defaults to torch's
+        current intra-op thread count; a CUDA key counts none (CUDA_HOST_THREADS), whoever asks."""
+        if device.startswith("cuda"):
+            return cls("cuda", device_name(device), torch.__version__, CUDA_HOST_THREADS, dtype, batch,
+                       host=cpu_model())
+        return cls("cpu", device_name(device), torch.__version__, threads or torch.get_num_threads(), dtype, batch)
 
     def short(self) -> str:
         """One line for messages: `cpu AMD EPYC, 2 threads, float32, batch 1, torch 2.x`."""
         threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
-        return (f"{self.device} {self.name}, {threads}, {self.dtype}, batch {self.batch}, "
-                f"torch {self.torch}")
+        where = f"{self.name} (host {self.host})" if self.host else f"{self.name}, {threads}"
+        return f"{self.device} {where}, {self.dtype}, batch {self.batch}, torch {self.torch}"
+
+    def stored(self) -> dict:
+        """The key as its table's file holds it; a CPU key has no host (its name is the CPU), so CPU
+        tables made before the host was keyed stay valid."""
+        return {k: v for k, v in asdict(self).items() if k != "host" or v}
 
     def file(self) -> Path:
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(self.stored(), sort_keys=True).encode()).hexdigest()[:16]
         return cache_dir() / f"{self.device}-{digest}.json"
 
 
@@ -105,9 +97,10 @@ def settle_allocator() -> None:
     del block  # freed at once: what counts is that glibc saw a block this large come back
 
 
-def time_call(call: Callable[[], object], device: str) -> float:
+def time_call(call: Callable[[], object], device: torch.device | str) -> float:
     """Median seconds per call of `call`, as the module docstring says."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for _ in range(WARMUP):
         call()
     sync()
@@ -127,10 +120,13 @@ def time_call(call: Callable[[], object], device: str) -> float:
 
 
 class Table:
-    """Op key -> measured milliseconds on one device key, plus the fitted overheads (model.py)."""
+    """Op key -> measured milliseconds on one device key, plus the fitted overheads (model.py).
+    New ops are timed on `on` (default: the key's kind, i.e. GPU 0 on CUDA): `cuda:N` for a process
+    on GPU N, whose name the key holds."""
 
-    def __init__(self, key: DeviceKey, path: Path | None = None):
+    def __init__(self, key: DeviceKey, path: Path | None = None, on: torch.device | None = None):
         self.key, self.path = key, path or key.file()
+        self.on = torch.device(on or key.device)
         self.ops: dict[str, float] = {}
         self.overhead: dict[str, float] | None = None
         self._read()
@@ -140,7 +136,7 @@ class Table:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return  # none yet, or unreadable: measured again
-        if not isinstance(data, dict) or data.get("key") != asdict(self.key):
+        if not isinstance(data, dict) or data.get("key") != self.key.stored():
             return  # another device, torch, thread count or method: stale
         self.ops.update({k: float(v) for k, v in data.get("ops", {}).items()})
         self.overhead = self.overhead or data.get("overhead")
@@ -149,26 +145,33 @@ class Table:
         mine = dict(self.ops)
         self._read()  # keep what other processes measured meanwhile
         self.ops.update(mine)
-        text = json.dumps({"key": asdict(self.key), "overhead": self.overhead, "ops": self.ops}, indent=0)
+        text = json.dumps({"key": self.key.stored(), "overhead": self.overhead, "ops": self.ops}, indent=0)
         files.write(self.path, text, "latency table", own=True)
 
     def missing(self, ops: Iterable[Op]) -> dict[str, Op]:
         return {op.key: op for op in ops if op.key not in self.ops}
 
     def measure(self, ops: Iterable[Op]) -> int:
-        """Measure the ops not yet in the table, with a progress bar when there are many; returns how
-        many were new."""
-        new = list(self.missing(ops).values())
-        if not new:
+        """Measure the ops not yet in the table, with a progress bar when there are many, alone on the
+        machine (lock.timing); returns how many were new."""
+        ops = list(ops)
+        if not self.missing(ops):
             return 0
-        device = torch.device(self.key.device)
+        with timing():
+            self._read()  # what another process measured while this one waited
+            new = list(self.missing(ops).values())
+            if new:
+                self._time(new)
+        return len(new)
+
+    def _time(self, new: list[Op]) -> None:
+        device = self.on
         if device.type == "cpu":
             settle_allocator()
         with Progress(console=STDERR, transient=True,
                       disable=len(new) < PROGRESS_FROM or not STDERR.is_terminal) as bar, torch.inference_mode():
             task = bar.add_task(f"measuring {len(new)} new ops ({self.key.device})", total=len(new))
             for op in new:
-                self.ops[op.key] = 1e3 * time_call(op.bind(device, COLD_BYTES), self.key.device)
+                self.ops[op.key] = 1e3 * time_call(op.bind(device, COLD_BYTES), device)
                 bar.advance(task)
         self.save()
-        return len(new)
