@@ -100,8 +100,8 @@ def test_the_gpu_preset_is_the_full_faithful_proxy():
 def test_flags_win_over_the_preset():
     s = runner.make_settings({"budget": "2GFLOPs", "space": "mobilenet", "dataset": "digits", "proxy_width": 0.25,
                               "batch_size": 128, "train_images": 500}, None, H200)
-    assert (s.proxy_width, s.recipe["batch_size"], s.train_images) == (0.25, 128, 500)
-    assert s.proxy_depth == GPU_PROXY.depth and s.recipe["epochs"] == GPU_PROXY.epochs
+    assert (s.proxy_width, s.recipe.batch_size, s.train_images) == (0.25, 128, 500)
+    assert s.proxy_depth == GPU_PROXY.depth and s.recipe.epochs == GPU_PROXY.epochs
 
 
 def test_studies_made_before_the_device_was_stored_trained_on_cpu_in_fp32():
