@@ -81,7 +81,10 @@ def open_samples(study_name: str, storage: str | None, min_trials: int = REFINE_
     """(study, settings, samples) of a study with enough drawn trials to bootstrap, else one UserError."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = load_study(study_name, storage)
-    settings = settings_of(study)
+    try:
+        settings = settings_of(study)
+    except (ValueError, TypeError) as e:  # a stored settings or space document that isn't JSON
+        raise UserError(f"study '{study_name}': its stored settings or space can't be read ({e})") from None
     samples = read_samples(study)
     if len(samples) < min_trials:
         raise UserError(f"study '{study_name}' has {len(samples)} completed drawn trial(s); good ranges need at "

@@ -29,7 +29,7 @@ from ..base.settings import Settings
 from ..studies.storage import redact
 from ..studies.store import load_study, settings_of, storage_url, study_dir
 from ..trial.candidate import nearest_named
-from . import pareto, stats
+from . import axes, axes_page, pareto, stats
 from .diff import genotype_diff
 from .figures import (
     budget_axis,
@@ -339,6 +339,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
 (Radosavovic et al., 2019). FLOP-normalised EDFs reweight each group to the same log-FLOPs distribution.
 Reference points are left out.{sampler_note}</p>
 {edfs}
+<h2>Design axes</h2>{axes_page.section(axes.read_samples(study), figs)}
 {_fidelity(study)}
 <h2>Trials over time</h2><div id="timeline" class="plot"></div>
 {_problems(trials)}
