@@ -5,6 +5,7 @@ import json
 import numpy as np
 import optuna
 import pytest
+from refine_helpers import constructed_study, good_residual, residual_error
 from scipy.stats import ks_2samp
 from typer.testing import CliRunner
 
@@ -13,7 +14,6 @@ from explorer.analysis import axes, compare, refine, stats
 from explorer.studies.store import SETTINGS_KEY, SPACE_KEY, settings_of
 from space.named import named
 from space.sampling import RandomSource, load_space, match, option_labels, rewrite, sample
-from refine_helpers import constructed_study, good_residual, residual_error
 
 TRIALS = 80
 
@@ -138,10 +138,10 @@ def test_refusals_are_one_line(cli, home, args, phrase):
 def test_an_unreadable_stored_space_is_refused_in_one_line(cli, home, tmp_path, monkeypatch):
     for name, broken in (("nojson", "{not json"), ("nospace", json.dumps({"choice": []}))):
         (home / "studies" / name).mkdir(exist_ok=True)
-        s = constructed_study(name, f"sqlite:///{home}/studies/{name}/study.db", 30, 5)
+        s = constructed_study(name, f"sqlite:///{home}/studies/{name}/study.db", 5, 5)
         digest = json.loads(s.user_attrs[SETTINGS_KEY])["space_digest"]
         s._storage.set_study_system_attr(s._study_id, SPACE_KEY + digest, broken)
-        run = cli("refine", name, "-o", str(tmp_path / "r.yaml"))
+        run = cli("refine", name, "-o", str(tmp_path / "r.yaml"), "--min-trials", "5")
         assert run.exit_code == 2 and "can't be read" in run.stderr, run.output
         assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.yaml").exists()
 

@@ -4,7 +4,8 @@ The report is one self-contained HTML file (plotly.js inlined once, no network
 reference): the study's settings, the Pareto plot, a sortable table of the
 Pareto genotypes (each with its nearest named architecture and a diff from it),
 the hypervolume over trials, error EDFs by any genotype field (raw and
-FLOP-normalised, with Kolmogorov-Smirnov statistics), a timeline of every
+FLOP-normalised, with Kolmogorov-Smirnov statistics), the design axes that matter
+(explorer.analysis.axes: importance, bootstrap good ranges, EDFs by axis), a timeline of every
 trial with the failures and rejections and their reasons, and a network
 graph of each Pareto genotype (collapsed; drawn when opened).
 """
@@ -338,8 +339,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
 <p class="note">Error = 1 - proxy accuracy; F(e) is the fraction of a group's models with error at most e
 (Radosavovic et al., 2019). FLOP-normalised EDFs reweight each group to the same log-FLOPs distribution.
 Reference points are left out.{sampler_note}</p>
-{edfs}
-<h2>Design axes</h2>{axes_page.section(axes.read_samples(study), figs)}
+{edfs}<h2>Design axes</h2>{axes_page.section(axes.read_samples(study), figs)}
 {_fidelity(study)}
 <h2>Trials over time</h2><div id="timeline" class="plot"></div>
 {_problems(trials)}
