@@ -77,8 +77,9 @@ def read_samples(study) -> list[Sample]:
     return out
 
 
-def open_samples(study_name: str, storage: str | None, min_trials: int = REFINE_MIN_TRIALS):
-    """(study, settings, samples) of a study with enough drawn trials to bootstrap, else one UserError."""
+def open_samples(study_name: str, storage: str | None, min_trials: int = REFINE_MIN_TRIALS,
+                 purpose: str = "good ranges"):
+    """(study, settings, samples) of a study with at least `min_trials` drawn trials, else one UserError."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = load_study(study_name, storage)
     try:
@@ -87,7 +88,7 @@ def open_samples(study_name: str, storage: str | None, min_trials: int = REFINE_
         raise UserError(f"study '{study_name}': its stored settings or space can't be read ({e})") from None
     samples = read_samples(study)
     if len(samples) < min_trials:
-        raise UserError(f"study '{study_name}' has {len(samples)} completed drawn trial(s); good ranges need at "
+        raise UserError(f"study '{study_name}' has {len(samples)} completed drawn trial(s); {purpose} need at "
                         f"least {min_trials} (reference points are not samples): run `explore search --study "
                         f"{study_name} --trials {len(completed(study)) + min_trials - len(samples)}`")
     return study, settings, samples

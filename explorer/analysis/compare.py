@@ -65,7 +65,7 @@ def compare(names: list[str], storage: str | None):
     """The studies' groups (FLOP-normalised), the raw ones, each study's verdict against the first, and notes."""
     if len(set(names)) < 2:
         raise UserError("STUDIES: name at least two different studies to compare")
-    opened = [open_samples(name, storage, MIN_TRIALS) for name in names]
+    opened = [open_samples(name, storage, MIN_TRIALS, "error EDFs") for name in names]
     studies = [(name, samples) for name, (_, _, samples) in zip(names, opened)]
     groups, raw = groups_of(studies), groups_of(studies, raw=True)
     verdicts = [verdict(groups[0], g) for g in groups[1:]]
