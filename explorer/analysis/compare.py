@@ -34,7 +34,8 @@ class Verdict:
 
     def line(self, groups: dict[str, stats.Group]) -> str:
         a, b = groups[self.baseline], groups[self.other]
-        sizes = f"n {a.n} vs {b.n}, mean error {a.mean:.4f} vs {b.mean:.4f}"
+        sizes = (f"n: {b.label} {b.n}, {a.label} {a.n}; mean error (FLOP-weighted): {b.label} {b.mean:.4f}, "
+                 f"{a.label} {a.mean:.4f}")
         test = f"KS D {self.d:.3f}, p {self.p:.2g}"
         if self.better is None:
             return f"{self.other} vs {self.baseline}: no significant difference ({test}; {sizes})"
@@ -72,7 +73,8 @@ def compare(names: list[str], storage: str | None):
     first = opened[0][1]
     notes = []
     for name, (_, settings, _) in zip(names[1:], opened[1:]):
-        diffs = [d for d in settings.differences(first) if not d.startswith("space ")]
+        # another space is what is compared, and another seed only another draw (of trials and validation split)
+        diffs = [d for d in settings.differences(first) if not d.startswith(("space ", "seed "))]
         if diffs:
             notes.append(f"{name} differs from {names[0]} in more than its space ({'; '.join(diffs)}): "
                          "its accuracies may not compare")
