@@ -644,7 +644,8 @@ def report(study: str = typer.Argument(..., help="the study to report on"),
     """One self-contained HTML page for the whole study, as studies/STUDY/report.html.
 
     Settings, the Pareto plot and table (with diffs from the nearest named architectures), hypervolume
-    over trials, error EDFs, the design axes that matter (as `explore axes`), a timeline of trials with failures and rejections, and network graphs.
+    over trials, error EDFs, the design axes that matter (as `explore axes`), a timeline of trials with failures
+    and rejections, and network graphs.
     """
     from explorer.analysis import report as rep
     path = rep.write_report(study, storage, by or ["family"])
