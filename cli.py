@@ -722,7 +722,7 @@ def _refinement_options():
     """The options `explore axes` and `explore refine` share."""
     return dict(
         storage=typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
-        seed=typer.Option(0, help="seed of the bootstrap and of fANOVA's forests: equal seeds, equal results"),
+        seed=typer.Option(0, help="seed of the bootstrap: equal seeds, equal results"),
         raw=typer.Option(False, "--raw-error", help="rank trials by their plain error, not relative to trials of "
                          "like FLOPs, and compare unweighted EDFs"),
         min_trials=typer.Option(REFINE_MIN_TRIALS, "--min-trials", help="completed drawn trials the study needs"))
@@ -739,7 +739,7 @@ def axes(study: str = typer.Argument(..., help="the study"), storage: Optional[s
     """Which design axes matter: importance, bootstrap good range and error EDFs, per axis and space parameter.
 
     Per design axis (family, depth, width, cardinality, growth, kernels, separable, residual) and per
-    parameter of the study's space: fANOVA's importance, pycls's bootstrap good range (95%) and the KS
+    parameter of the study's space: PED-ANOVA's importance, pycls's bootstrap good range (95%) and the KS
     statistic between the error EDFs inside and outside it, complexity-normalised as in NDS.
     """
     from explorer.commands.refinement import axes_command

@@ -3,7 +3,7 @@ bootstrap good range and the error EDFs it splits (Radosavovic et al.: NDS 2019,
 
 Complexity normalisation. Under a budget a bigger network is more accurate for that reason alone, so
 every statistic here compares a model with models of like complexity, as NDS does:
-- importance (Optuna's fANOVA) and the bootstrap rank trials by their *relative error*: the error
+- importance (Optuna's PED-ANOVA) and the bootstrap rank trials by their *relative error*: the error
   (1 - proxy accuracy) less the mean error of the trials in its log10-FLOPs bin (the equal-width bins
   of explorer.analysis.stats, those `explore edf --flop-normalised` reweights by);
 - the EDFs and KS statistics reweight each group to the pooled FLOP distribution (stats.normalise); the
@@ -16,9 +16,12 @@ one's value, many times. A number's good range is the central 95% of the kept va
 97.5th percentiles, both values some trial took); an option is good when it was kept in at least 2.5% of
 the resamples, the share the 95% interval cuts from each end of a range.
 
-Importance is fANOVA's share of the relative error's variance that a parameter explains alone (not
-normalised to sum to 1), among the trials that took it: the union's per-family parameters are scored
-within their family's trials.
+Importance is PED-ANOVA's (Watanabe et al. 2023, Optuna's PedAnovaImportanceEvaluator): how far a
+parameter's distribution among the best tenth of the trials (by relative error) departs from its
+distribution among all of them, as shares summing to 1 over the axes, or over the space's parameters.
+Optuna scores a conditional parameter (a union family's) on the trials that took it. fANOVA was tried
+first: its marginals over one-hot options grow as 2^options (a union study's `kernels` axis alone took
+minutes), where PED-ANOVA takes a second.
 """
 from __future__ import annotations
 
@@ -197,23 +200,20 @@ def split_ks(finding: Finding, values: list, samples: list[Sample], raw: bool) -
     return d, p
 
 
-def importances(columns: dict[str, list], distributions: dict[str, Any], target: np.ndarray,
-                seed: int) -> dict[str, float]:
-    """fANOVA's variance share of `target` each column explains alone; a constant column explains none."""
-    varied = [k for k, col in columns.items() if len({str(v) for v in col}) > 1]
-    out = {k: 0.0 for k in columns}
-    if not varied or len(target) < 2:
-        return out
+def importances(rows: list[dict[str, Any]], distributions: dict[str, Any], target: np.ndarray) -> dict[str, float]:
+    """PED-ANOVA's importance of each parameter for reaching the best tenth of `target` (lowest), as shares
+    summing to 1; a trial's row holds only the parameters it took (Optuna handles conditional ones)."""
+    if len(target) < 2:
+        return {}
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the scratch study's creation is no news
     study = optuna.create_study()
-    for i, y in enumerate(target):
-        study.add_trial(optuna.trial.create_trial(params={k: columns[k][i] for k in varied},
-                                                  distributions={k: distributions[k] for k in varied}, value=float(y)))
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-    with warnings.catch_warnings():  # normalize=False is marked experimental; its meaning is fANOVA's own
+    study.add_trials([optuna.trial.create_trial(params=row, distributions={k: distributions[k] for k in row},
+                                                value=float(y)) for row, y in zip(rows, target)])
+    with warnings.catch_warnings():  # the evaluator is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        found = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=False)
-    return {k: float(found.get(k, 0.0)) for k in columns}
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    return {k: float(v) for k, v in found.items()}
 
 
 def axis_distribution(values: list):
@@ -254,42 +254,36 @@ def analyse(study_name: str, samples: list[Sample], seed: int = 0, raw: bool = F
 
 def axis_findings(samples: list[Sample], scores: np.ndarray, seed: int, raw: bool) -> list[Finding]:
     columns = {a: [s.axes[a] for s in samples] for a in AXES}
-    weights = importances(columns, {a: axis_distribution(columns[a]) for a in AXES}, scores, seed)
+    weights = importances([s.axes for s in samples], {a: axis_distribution(columns[a]) for a in AXES}, scores)
     out = []
     for a in AXES:
         f = good_range(a, "axis", columns[a], scores, a in NUMERIC_AXES, seed)
-        f.importance = weights[a]
+        f.importance = weights.get(a, 0.0)
         f.ks, f.p = split_ks(f, columns[a], samples, raw)
         out.append(f)
     return out
 
 
 def parameter_findings(samples: list[Sample], scores: np.ndarray, seed: int, raw: bool) -> list[Finding]:
-    """Each space parameter over the trials that took it; fANOVA runs once per set of such trials."""
-    takers: dict[str, tuple[int, ...]] = {}
+    """Each space parameter, over the trials that took it."""
+    takers: dict[str, list[int]] = {}
+    distributions: dict[str, Any] = {}
     for i, s in enumerate(samples):
         for name in s.params:
-            takers[name] = takers.get(name, ()) + (i,)
-    weights: dict[str, float] = {}
-    for scope in set(takers.values()):
-        if len(scope) < PARAM_MIN_TRIALS:
-            continue
-        names = [n for n, who in takers.items() if set(scope) <= set(who)]  # every parameter all of them took
-        dists = {n: next(samples[i].distributions[n] for i in scope if n in samples[i].distributions) for n in names}
-        found = importances({n: [samples[i].params[n] for i in scope] for n in names}, dists, scores[list(scope)], seed)
-        weights.update({n: found[n] for n in names if takers[n] == scope})
+            takers.setdefault(name, []).append(i)
+            distributions.setdefault(name, s.distributions[name])
+    weights = importances([s.params for s in samples], distributions, scores)
     out = []
     for name in sorted(takers):
-        who = list(takers[name])
+        who = takers[name]
         values = [samples[i].params[name] for i in who]
-        dist = next(samples[i].distributions.get(name) for i in who)
-        numeric = isinstance(dist, (IntDistribution, FloatDistribution))
+        numeric = isinstance(distributions[name], (IntDistribution, FloatDistribution))
         if len(who) < PARAM_MIN_TRIALS:
             out.append(Finding(name, "parameter", len(who), numeric,
                                note=f"only {len(who)} trials took it (fewer than {PARAM_MIN_TRIALS}): left as it is"))
             continue
         f = good_range(name, "parameter", values, scores[who], numeric, seed)
-        f.importance = weights.get(name)
+        f.importance = weights.get(name, 0.0)
         f.ks, f.p = split_ks(f, values, [samples[i] for i in who], raw)
         out.append(f)
     return out

@@ -41,7 +41,8 @@ def section(samples: list[axes.Sample], figs: dict, seed: int = 0) -> str:
         edfs.append(f"<details data-fig='{fid}'><summary>error EDFs by {axis}</summary>"
                     f"<div id='{fid}' class='plot'></div></details>")
     return (f"<p class='note'>Which design choices matter, from the {analysis.trials} drawn trials (seed {seed}): "
-            "importance is fANOVA's share of the variance of each trial's error relative to trials of like FLOPs; "
+            "importance is PED-ANOVA's (how far the values of the best tenth of the trials, by error relative to "
+            "trials of like FLOPs, depart from all trials'; shares summing to 1); "
             "the good range is pycls's bootstrap (the best of a quarter of the trials, resampled); KS compares "
             "the FLOP-normalised error EDFs inside and outside it. <code>explore refine</code> writes the "
             "narrowed space.</p>" + _table("axes-table", analysis.axes)

@@ -38,8 +38,9 @@ def axes_command(study: str, storage: str | None, seed: int, raw: bool, min_tria
         return
     error = "error" if raw else "error relative to trials of like FLOPs (multiply-adds)"
     edfs = "unweighted" if raw else "FLOP-normalised"
-    console.print(f"{study}: {analysis.trials} completed drawn trials, ranked by {error}; importance is fANOVA's "
-                  f"share of its variance; KS compares the {edfs} error EDFs inside and outside the good range",
+    console.print(f"{study}: {analysis.trials} completed drawn trials, ranked by {error}; importance is PED-ANOVA's "
+                  "(shares summing to 1: how far the best tenth's values depart from all trials'); KS compares "
+                  f"the {edfs} error EDFs inside and outside the good range",
                   highlight=False, soft_wrap=True)
     console.print(findings_table("design axes", analysis.axes))
     console.print(findings_table("space parameters", analysis.parameters))
