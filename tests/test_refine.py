@@ -5,6 +5,7 @@ import json
 import numpy as np
 import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from refine_helpers import constructed_study, good_residual, residual_error
 from scipy.stats import ks_2samp
 from typer.testing import CliRunner
@@ -54,6 +55,18 @@ def test_bootstrap_good_range_finds_the_good_region_of_a_number_and_of_options()
     errors = np.array([0.1 if o == "a" else 0.3 for o in options]) + rng.uniform(0, 0.05, len(options))
     f = axes.good_range("y", "parameter", options, errors, False, seed=0)
     assert f.good == ["a"] and f.shares["a"] == 1.0 and f.shares["b"] == f.shares["c"] == 0.0
+
+
+def test_importance_goes_to_the_parameter_that_decides_the_error():
+    rng = np.random.default_rng(1)
+    rows = [{"matters": int(rng.integers(0, 10)), "noise": str(rng.choice(["x", "y", "z"])), "constant": 3}
+            for _ in range(200)]
+    errors = np.array([0.1 * (r["matters"] > 2) for r in rows]) + rng.uniform(0, 0.01, 200)
+    dists = {"matters": IntDistribution(0, 9), "noise": CategoricalDistribution(["x", "y", "z"]),
+             "constant": IntDistribution(3, 3)}
+    found = axes.importances(rows, dists, errors)
+    assert found["matters"] > 0.8 and found["constant"] == 0.0 and sum(found.values()) == pytest.approx(1.0)
+    assert axes.importances(rows[:10], dists, errors[:10]) == {}  # the best tenth of 10 trials is one trial
 
 
 def test_the_study_analysis_finds_the_known_good_region(home):

@@ -45,6 +45,7 @@ from .pareto import stored_genotype
 
 AXES = ("family", "depth", "width", "cardinality", "growth", "kernels", "separable", "residual")
 NUMERIC_AXES = ("depth", "width", "cardinality", "growth")
+IMPORTANCE_MIN_TRIALS = 20  # PED-ANOVA contrasts the best tenth with all: below 20 trials that tenth is one trial
 
 
 # ---------------------------------------------------------------------------- reading trials (one place)
@@ -202,18 +203,23 @@ def split_ks(finding: Finding, values: list, samples: list[Sample], raw: bool) -
 
 def importances(rows: list[dict[str, Any]], distributions: dict[str, Any], target: np.ndarray) -> dict[str, float]:
     """PED-ANOVA's importance of each parameter for reaching the best tenth of `target` (lowest), as shares
-    summing to 1; a trial's row holds only the parameters it took (Optuna handles conditional ones)."""
-    if len(target) < 2:
+    summing to 1; a trial's row holds only the parameters it took (Optuna handles conditional ones). A
+    parameter that never varies scores 0; with fewer than IMPORTANCE_MIN_TRIALS trials nothing is scored."""
+    if len(target) < IMPORTANCE_MIN_TRIALS:
         return {}
+    varied = {k for k in distributions if len({repr(row[k]) for row in rows if k in row}) > 1}
+    if not varied:
+        return dict.fromkeys(distributions, 0.0)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the scratch study's creation is no news
     study = optuna.create_study()
-    study.add_trials([optuna.trial.create_trial(params=row, distributions={k: distributions[k] for k in row},
+    study.add_trials([optuna.trial.create_trial(params={k: v for k, v in row.items() if k in varied},
+                                                distributions={k: distributions[k] for k in row if k in varied},
                                                 value=float(y)) for row, y in zip(rows, target)])
     with warnings.catch_warnings():  # the evaluator is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         found = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    return {k: float(v) for k, v in found.items()}
+    return {k: float(found.get(k, 0.0)) for k in distributions}
 
 
 def axis_distribution(values: list):
@@ -258,7 +264,7 @@ def axis_findings(samples: list[Sample], scores: np.ndarray, seed: int, raw: boo
     out = []
     for a in AXES:
         f = good_range(a, "axis", columns[a], scores, a in NUMERIC_AXES, seed)
-        f.importance = weights.get(a, 0.0)
+        f.importance = weights.get(a)
         f.ks, f.p = split_ks(f, columns[a], samples, raw)
         out.append(f)
     return out
@@ -283,7 +289,7 @@ def parameter_findings(samples: list[Sample], scores: np.ndarray, seed: int, raw
                                note=f"only {len(who)} trials took it (fewer than {PARAM_MIN_TRIALS}): left as it is"))
             continue
         f = good_range(name, "parameter", values, scores[who], numeric, seed)
-        f.importance = weights.get(name, 0.0)
+        f.importance = weights.get(name)
         f.ks, f.p = split_ks(f, values, [samples[i] for i in who], raw)
         out.append(f)
     return out
