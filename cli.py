@@ -25,6 +25,7 @@ from explorer.base.settings import (
     FLAGS,
     HEARTBEAT,
     PROXY,
+    REFINE_MIN_TRIALS,
     RESOLUTIONS,
     SCORE_BATCH,
     SCORES,
@@ -128,7 +129,7 @@ FLAG_RANGES = {
     "seed": (0, 2**32 - 1), "classes": (1, 100_000), "jobs": (1, 1024),
     "top": (0, 100_000), "random_": (0, 100_000), "epochs_multiplier": (1, 1000), "trial": (0, 2**31 - 1),
     "k": (1, 1000), "draws": (1, 10_000), "heartbeat": (1, 86_400), "grace": (1, 7 * 86_400),
-    "threads": (1, 1024), "batch": (1, 4096), "jobs_per_gpu": (1, 1024),
+    "threads": (1, 1024), "batch": (1, 4096), "jobs_per_gpu": (1, 1024), "min_trials": (5, 1_000_000),
 }
 
 
@@ -658,7 +659,8 @@ def report(study: str = typer.Argument(..., help="the study to report on"),
     """One self-contained HTML page for the whole study, as studies/STUDY/report.html.
 
     Settings, the Pareto plot and table (with diffs from the nearest named architectures), hypervolume
-    over trials, error EDFs, a timeline of trials with failures and rejections, and network graphs.
+    over trials, error EDFs, the design axes that matter (as `explore axes`), a timeline of trials with failures
+    and rejections, and network graphs.
     """
     from explorer.analysis import report as rep
     path = rep.write_report(study, storage, by or ["family"])
@@ -727,6 +729,68 @@ def edf(study: str = typer.Argument(..., help="the study"),
                 ks.add_row(a, b, f"{d:.3f}", "" if p is None else f"{p:.3g}")
             out.print(ks)
     out.print(f"EDFs: {path}", highlight=False, soft_wrap=True)
+    if open_:
+        _open_in_browser(path)
+
+
+def _refinement_options():
+    """The options `explore axes` and `explore refine` share."""
+    return dict(
+        storage=typer.Option(None, help="Optuna storage URL [default: the study's SQLite file]"),
+        seed=typer.Option(0, help="seed of the bootstrap: equal seeds, equal results"),
+        raw=typer.Option(False, "--raw-error", help="rank trials by their plain error, not relative to trials of "
+                         "like FLOPs, and compare unweighted EDFs"),
+        min_trials=typer.Option(REFINE_MIN_TRIALS, "--min-trials", help="completed drawn trials the study needs"))
+
+
+_REFINING = _refinement_options()
+
+
+@app.command()
+@friendly
+def axes(study: str = typer.Argument(..., help="the study"), storage: Optional[str] = _REFINING["storage"],
+         seed: int = _REFINING["seed"], raw: bool = _REFINING["raw"], min_trials: int = _REFINING["min_trials"],
+         as_json: bool = typer.Option(False, "--json", help="the findings as JSON")) -> None:
+    """Which design axes matter: importance, bootstrap good range and error EDFs, per axis and space parameter.
+
+    Per design axis (family, depth, width, cardinality, growth, kernels, separable, residual) and per
+    parameter of the study's space: PED-ANOVA's importance, pycls's bootstrap good range (95%) and the KS
+    statistic between the error EDFs inside and outside it, complexity-normalised as in NDS.
+    """
+    from explorer.commands.refinement import axes_command
+    axes_command(study, storage, seed, raw, min_trials, as_json, out)
+
+
+@app.command()
+@friendly
+def refine(study: str = typer.Argument(..., help="the study whose space to narrow"),
+           output: Path = typer.Option(..., "--output", "-o", help="the refined space's YAML file"),
+           storage: Optional[str] = _REFINING["storage"], seed: int = _REFINING["seed"],
+           raw: bool = _REFINING["raw"], min_trials: int = _REFINING["min_trials"],
+           force: bool = typer.Option(False, "--force", help="replace the output file if it exists")) -> None:
+    """Write a narrower space: ranges cut to their bootstrap good range, never-good options dropped.
+
+    The file is in the space grammar, a valid `--space`; a comment line explains each narrowing.
+    """
+    from explorer.commands.refinement import refine_command
+    refine_command(study, output, storage, seed, raw, min_trials, force, out)
+
+
+@app.command()
+@friendly
+def compare(studies: list[str] = typer.Argument(..., help="two or more studies; the first is the baseline"),
+            storage: Optional[str] = typer.Option(None, help="Optuna storage URL [default: each study's SQLite "
+                                                  "file]"),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="the page [default: "
+                                                  "studies/FIRST/compare.html]"),
+            force: bool = typer.Option(False, "--force", help="replace the -o file if it exists"),
+            open_: bool = open_option()) -> None:
+    """Which space is better: FLOP-normalised error EDFs overlaid (NDS), KS statistic, p-value and a verdict.
+
+    The studies may have been drawn from different spaces; each is compared with the first.
+    """
+    from explorer.commands.refinement import compare_command
+    path = compare_command(studies, storage, output, force, out)
     if open_:
         _open_in_browser(path)
 

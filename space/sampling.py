@@ -125,6 +125,11 @@ def _labels(node: dict, path: str) -> list:
     return [o.get("family") or o.get("name") or i if isinstance(o, dict) else i for i, o in enumerate(options)]
 
 
+def option_labels(node: dict) -> list:
+    """The values a choice's parameter takes, one per option (what Optuna stores)."""
+    return _labels(node, "")
+
+
 ROOT_CHOICE = "arch"
 _ABBREVIATIONS = [(re.compile(r"stages\[(\d+)\]"), r"s\1"), (re.compile(r"blocks\[(\d+)\]"), r"b\1"),
                   (re.compile(r"branches\[(\d+)\]\[(\d+)\]"), r"br\1.op\2"),
@@ -168,6 +173,26 @@ def _walk(node: Any, path: str, src, prefix: str, short: bool) -> Any:
         return {k: _walk(v, join(path, k), src, prefix, short) for k, v in node.items()}
     if isinstance(node, list):
         return [_walk(v, join(path, i), src, prefix, short) for i, v in enumerate(node)]
+    return node
+
+
+def rewrite(node: Any, change, short: bool = False, path: str = "", prefix: str = "") -> Any:
+    """A copy of a space in which every choice and range is replaced by `change(name, node)`, named as
+    `sample` names its parameter; the options a new choice keeps are rewritten in turn. Tied choices get
+    the same name, so a `change` that depends only on (name, node) keeps them identical."""
+    if is_choice(node) or is_range(node):
+        name = _param_name(node, path, prefix, short)
+        new = change(name, node)
+        if not is_choice(new):
+            return new
+        labels = _labels(new, path)
+        return {**new, "choice": [o if isinstance(o, PRIMITIVE) else rewrite(o, change, short, "",
+                                                                                 _inner_prefix(name, label, short))
+                                  for label, o in zip(labels, new["choice"])]}
+    if isinstance(node, dict):
+        return {k: rewrite(v, change, short, join(path, k), prefix) for k, v in node.items()}
+    if isinstance(node, list):
+        return [rewrite(v, change, short, join(path, i), prefix) for i, v in enumerate(node)]
     return node
 
 

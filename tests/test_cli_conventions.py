@@ -41,7 +41,7 @@ def test_search_options_sit_in_help_panels():
         assert at[panel] < text.index(option) < (at[panel + 1] if panel + 1 < len(at) else len(text))
 
 
-@pytest.mark.parametrize("command", ["plot", "report", "edf", "graph"])
+@pytest.mark.parametrize("command", ["plot", "report", "edf", "graph", "compare"])
 def test_one_open_spelling_on_every_page_command(command):
     text = CliRunner().invoke(app, [command, "--help"], terminal_width=200).stdout
     assert "--open" in text and "--no-open" in text

@@ -4,7 +4,8 @@ The report is one self-contained HTML file (plotly.js inlined once, no network
 reference): the study's settings, the Pareto plot, a sortable table of the
 Pareto genotypes (each with its nearest named architecture and a diff from it),
 the hypervolume over trials, error EDFs by any genotype field (raw and
-FLOP-normalised, with Kolmogorov-Smirnov statistics), a timeline of every
+FLOP-normalised, with Kolmogorov-Smirnov statistics), the design axes that matter
+(explorer.analysis.axes: importance, bootstrap good ranges, EDFs by axis), a timeline of every
 trial with the failures and rejections and their reasons, and a network
 graph of each Pareto genotype (collapsed; drawn when opened).
 """
@@ -29,7 +30,7 @@ from ..base.settings import Settings
 from ..studies.record import TrialRecord, counts, reason_of, state_of
 from ..studies.storage import redact
 from ..studies.store import load_study, metric_names, settings_of, storage_url, study_dir
-from . import fidelity, pareto, stats, summary
+from . import axes, axes_page, fidelity, pareto, stats, summary
 from .diff import genotype_diff
 from .figures import budget_axis, graph_figure, hypervolume_figure, hypervolume_history, timeline_figure
 
@@ -327,7 +328,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
 <p class="note">Error = 1 - proxy accuracy; F(e) is the fraction of a group's models with error at most e
 (Radosavovic et al., 2019). FLOP-normalised EDFs reweight each group to the same log-FLOPs distribution.
 Reference points are left out.{sampler_note}</p>
-{edfs}
+{edfs}<h2>Design axes</h2>{axes_page.section(axes.read_samples(study), figs)}
 {_fidelity(study)}
 <h2>Trials over time</h2><div id="timeline" class="plot"></div>
 {_problems(trials)}

@@ -144,6 +144,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # how proxies train: explorer.trial.devic
 CUDNN_BENCHMARK = False
 HEARTBEAT = (60, 120)  # seconds: a running trial's heartbeat interval, and the grace before it is failed
 
+# Design-space refinement (explorer.analysis.axes and refine), after pycls's get_filters: resample this share of the
+# drawn trials, keep the best, this many times; the good range is the central GOOD_INTERVAL of the kept values.
+BOOTSTRAP = {"resamples": 10_000, "share": 0.25, "interval": 0.95}
+REFINE_MIN_TRIALS = 30  # completed drawn trials a study needs before its good ranges mean anything
+PARAM_MIN_TRIALS = 10   # a space parameter fewer drawn trials took is left as it is
+
 
 # What a study stores --------------------------------------------------------------------------------
 
