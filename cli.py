@@ -358,13 +358,14 @@ def search(
     prune: Optional[str] = setting("prune", "--prune"),
     prune_k: Optional[int] = setting("prune_k", "--prune-k"),
     stochastic_depth: Optional[float] = setting("stochastic_depth", "--stochastic-depth"),
+    rungs: Optional[str] = setting("rungs"),
     objective: Optional[str] = setting("objective"),
 ) -> None:
     """Search a design space under a FLOP or latency budget: Optuna draws genotypes, proxies train, a Pareto front
     emerges.
 
     Rerunning the same command resumes the study; settings that change what a trial means
-    (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth) can't change on resume.
+    (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth, rungs) can't change on resume.
     """
     from explorer.commands import runner
     explicit = {k: v for k, v in dict(
@@ -372,7 +373,8 @@ def search(
         val_images=val_images, trials=trials, epochs=epochs,
         batch_size=batch_size, lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
         proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen, prescreen_score=prescreen_score,
-        prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth, objective=objective).items() if v is not None}
+        prune=prune, prune_k=prune_k, stochastic_depth=stochastic_depth, rungs=rungs,
+        objective=objective).items() if v is not None}
     runner.search_command(explicit, study, storage, device, data_dir, no_run, out, jobs=jobs)
 
 
@@ -665,7 +667,7 @@ def pareto(study: str = typer.Argument(..., help="the study"),
     import csv
     writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["rank"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**r, "tied_with": " ".join(map(str, r["tied_with"]))} for r in rows)
 
 
 @app.command()

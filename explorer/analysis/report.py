@@ -25,6 +25,7 @@ from space.graph import offline_html
 
 from ..base import files
 from ..base.errors import UserError
+from ..base.ladder import describe
 from ..base.settings import Settings
 from ..studies.storage import redact
 from ..studies.store import load_study, settings_of, storage_url, study_dir
@@ -101,6 +102,7 @@ def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point])
                       f"{_images(settings.train_images)} training images"),
             ("recipe", recipe), ("sampler", f"{settings.sampler}, seed {settings.seed}"),
             ("completed trials aimed for", str(settings.trials)),
+            ("rungs above the proxy (promotion)", describe(settings.rungs)),
             ("objectives", " / ".join(study.metric_names or list(pareto.AXIS_TITLES.values())[:2])),
             ("parameter names", "short" if settings.short_names else "document paths (made before short names)")] + [
         (key.replace("_", " "), "off" if value is None else str(value))
@@ -108,7 +110,7 @@ def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point])
 
 
 _SHOWN = {"space", "space_doc", "space_digest", "budget", "max_params", "resolution", "dataset", "proxy_resolution",
-          "proxy_width", "proxy_depth", "train_images", "recipe", "sampler", "seed", "trials", "short_names"}
+          "proxy_width", "proxy_depth", "train_images", "recipe", "sampler", "seed", "trials", "short_names", "rungs"}
 
 
 def _images(count: int | None) -> str:
@@ -135,9 +137,14 @@ def _num(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+TIES_NOTE = ("Each accuracy is its genotype's at its highest rung, ± its seed spread (never less than the "
+             "validation's binomial error); \"tied with\" lists the front points whose ± intervals overlap it.")
+
+
 def _pareto_table(front: list[pareto.Point], settings: Settings) -> str:
-    head = ["rank", "trial", "family", "GFLOPs", "M params", "accuracy", "nearest named", "differences from it"]
-    rows = []
+    head = ["rank", "trial", "family", "GFLOPs", "M params", "accuracy ± noise", "tied with", "nearest named",
+            "differences from it"]
+    rows, ties = [], pareto.ties(front)
     for rank, p in enumerate(sorted(front, key=lambda p: -p.accuracy), 1):
         g = space.load(p.genotype)
         near = p.label or nearest_named(g, p.flops, p.params, settings.resolution)
@@ -152,8 +159,10 @@ def _pareto_table(front: list[pareto.Point], settings: Settings) -> str:
                         + "".join(f"<li><code>{_esc(c)}</code></li>" for c in changes[8:]) + "</ul></details>")
             shown = f"<ul class='diff'>{items}</ul>{more}"
         near_text = _esc(near) + (" (itself)" if p.label and near == p.label else "")
+        rung = f" <small>rung {p.rung}</small>" if p.rung else ""
         cells = [(rank, rank), (p.number, p.number), (p.family, _esc(p.family)), (p.flops, f"{p.flops / 1e9:.3f}"),
-                 (p.params, f"{p.params / 1e6:.2f}"), (p.accuracy, f"{p.accuracy:.4f}"), (near, near_text),
+                 (p.params, f"{p.params / 1e6:.2f}"), (p.accuracy, _esc(p.shown) + rung),
+                 (len(ties[p.number]), ", ".join(map(str, ties[p.number])) or "-"), (near, near_text),
                  (len(changes), shown)]
         rows.append("<tr>" + "".join(f"<td data-v='{_esc(v)}'>{text}</td>" for v, text in cells) + "</tr>")
     ths = "".join(f"<th title='sort'>{h}</th>" for h in head)
@@ -329,7 +338,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
 <h2>Pareto front</h2><div id="pareto" class="plot"></div>
 <h3>Pareto genotypes ({len(front)})</h3>
 <p class="note">Click a header to sort. Differences are from the nearest named architecture to the genotype
-(<code>path: theirs → this</code>).</p>
+(<code>path: theirs → this</code>). {TIES_NOTE}</p>
 {_pareto_table(front, settings)}
 <h2>Hypervolume</h2><p>Now {hv:.4f} of the box from (accuracy 0, {_esc(pareto.AXIS_TITLES[axis])} 0) to
 (accuracy 1, budget).</p>

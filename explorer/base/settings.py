@@ -14,6 +14,7 @@ from typing import Any
 
 from .budget import FLOP_FORMS, TIME_FORMS, format_flops, format_ms
 from .errors import UserError
+from .ladder import ETA, IMAGE_CAP, TOP_SEEDS, describe
 
 # Training -----------------------------------------------------------------------------------------
 
@@ -123,9 +124,11 @@ COMPARABLE = ("space_digest", "budget", "max_params", "resolution", "dataset", "
               # which genotypes get trained (pre-screening) and how they train (stochastic depth):
               "prescreen", "prescreen_score", "stochastic_depth",
               # what the second objective is, and the latency budget (the device is checked apart: resume_on)
-              "objective", "latency_budget")
+              "objective", "latency_budget",
+              # the rungs above the proxy that multi-fidelity promotion trains (explorer.base.ladder)
+              "rungs")
 # What a study made before a setting existed did instead (the new default may differ).
-LEGACY = {"short_names": False, "train_images": None}
+LEGACY = {"short_names": False, "train_images": None, "rungs": []}
 
 
 @dataclass
@@ -155,6 +158,7 @@ class Settings:
     stochastic_depth: float | None = None  # p_L of Huang et al.'s linear decay rule (None: off)
     prune: str = PRUNERS[0]        # "pareto": stop trials dominated at an epoch by >= prune_k others
     prune_k: int = 2
+    rungs: list = field(default_factory=list)  # rungs 1, 2, ... as explorer.base.ladder.Rung dicts ([]: no promotion)
     # Optuna parameter names: short (`mobilenet.s3.b0.repeat`) or the document paths studies made before used
     short_names: bool = True
 
@@ -195,6 +199,8 @@ class Settings:
             elif key == "latency_budget":
                 shown = [_shown(ms and format_ms(ms)) for ms in (theirs, mine)]
                 out.append(f"latency budget {shown[0]} → {shown[1]}")
+            elif key == "rungs":
+                out.append(f"rungs {describe(theirs)} → {describe(mine)}")
             elif key == "recipe":
                 out += [f"{k} {_shown(theirs.get(k))} → {_shown(mine.get(k))}"
                         for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
@@ -273,6 +279,10 @@ FLAGS = {
     "prune": Flag(BEYOND, "none, or pareto: stop a trial whose (FLOPs, accuracy at epoch e) is dominated by "
                   "--prune-k trials at epoch e", _DEFAULT.prune, choices=PRUNERS),
     "prune_k": Flag(BEYOND, "dominating trials needed to stop one", str(_DEFAULT.prune_k), 1, 1000),
+    "rungs": Flag(BEYOND, f"multi-fidelity promotion: N rungs in all, each training {ETA}x the images (up to "
+                  f"{IMAGE_CAP:,}) or epochs of the one below, the best 1/{ETA} of a rung by non-dominated sorting "
+                  f"promoted to the next, the top rung with {TOP_SEEDS} seeds; or the rungs above the proxy spelled "
+                  "out, e.g. 'images=9000, epochs=6/seeds=3'", "off"),
     "stochastic_depth": Flag(BEYOND, "train residual blocks with stochastic depth, survival decaying linearly "
                              "to this p_L, e.g. 0.5", "off", 0.0, 1.0),
 }

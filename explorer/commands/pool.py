@@ -21,6 +21,7 @@ from ..scaleout.signals import WorkerStopped, install_signal_handlers
 from ..search import objective
 from ..search.study import make_sampler
 from ..studies.progress import SearchProgress
+from ..studies.rungs import rung_of
 from ..studies.storage import open_storage, redact
 from ..studies.store import settings_of
 from ..trial import data as datasets
@@ -118,7 +119,7 @@ def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartb
         for p in procs:
             p.start()
         trials = watcher.get_trials(deepcopy=False)
-        with SearchProgress(settings.trials, _count(trials, TrialState.COMPLETE), 0, console) as progress:
+        with SearchProgress(settings.trials, len(_counted(trials)), 0, console) as progress:
             while any(p.is_alive() for p in procs):
                 for p in procs:
                     p.join(timeout=1.0 / jobs)
@@ -137,6 +138,11 @@ def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartb
     return (2 if 2 in codes else codes[0]) if codes else 0
 
 
+def _counted(trials) -> list:
+    """The completed trials that count towards --trials (promotions train them again)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and not rung_of(t)]
+
+
 def _count(trials, state) -> int:
     return sum(t.state == state for t in trials)
 
@@ -147,13 +153,14 @@ def _show(progress, study, jobs: int) -> None:
         target = settings_of(study).trials
     except Exception:  # noqa: BLE001 - a busy database: show the next poll
         return
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = _counted(trials)
     best = max(complete, key=lambda t: (t.values[0], -t.values[1]), default=None)
     running = []
     for t in trials:
         if claimed(t) and "flops" in t.user_attrs:
             epoch = f", epoch {max(t.intermediate_values)}" if t.intermediate_values else ""
-            running.append(f"trial {t.number} ({t.user_attrs.get('family')}, "
+            rung = f", rung {rung_of(t)}" if rung_of(t) else ""
+            running.append(f"trial {t.number} ({t.user_attrs.get('family')}{rung}, "
                            f"{format_flops(t.user_attrs['flops'])}{epoch})")
     current = f"{jobs} workers; training: " + "; ".join(running) if running else f"{jobs} workers"
     progress.sync(target, len(complete), sum("rejected" in t.user_attrs for t in trials),

@@ -14,6 +14,7 @@ from space.schema import load as load_genotype
 from ..analysis import pareto
 from ..base.budget import parse_budget, parse_count
 from ..base.errors import UserError
+from ..base.ladder import Rung, parse_rungs
 from ..base.settings import FLAGS, HEARTBEAT, Recipe, Settings, default_proxy_resolution
 from ..scaleout import claim, signals
 from ..search import objective
@@ -100,6 +101,9 @@ def make_settings(explicit: dict, stored: Settings | None) -> Settings:
         recipe = Recipe.from_dict(recipe).to_dict()
     except ValueError as e:
         raise UserError(f"recipe: {e}") from None
+    if "rungs" in explicit:  # the ladder is stored resolved, from rung 0: the proxy just settled
+        base["rungs"] = parse_rungs(explicit["rungs"], Rung(recipe["epochs"], values["train_images"], proxy_resolution,
+                                                            values["proxy_width"]))
     return Settings(**{**base, **values, "dataset": dataset, "proxy_resolution": proxy_resolution, "recipe": recipe})
 
 
@@ -156,15 +160,19 @@ def report(study, settings: Settings, console: Console, plot: bool = True, pts: 
         return
     table = Table(title=f"Pareto front of {study.study_name} (FLOPs are multiply-adds at {settings.resolution}px)")
     timed = front_axis(pts, settings) == "latency"
-    for col in ("rank", "trial", "family", "GFLOPs", "M params", *(["ms (predicted)"] if timed else []), "accuracy",
-                "nearest named"):
-        table.add_column(col, justify="left" if col in ("family", "nearest named") else "right", no_wrap=True)
+    rungs = any(p.rung for p in pts)
+    for col in ("rank", "trial", "family", "GFLOPs", "M params", *(["ms (predicted)"] if timed else []),
+                *(["rung"] if rungs else []), "accuracy ± noise", "tied with", "nearest named"):
+        table.add_column(col, justify="left" if col in ("family", "tied with", "nearest named") else "right",
+                         no_wrap=True)
     for r in pareto_rows(pts, settings):
         table.add_row(str(r["rank"]), str(r["trial"]), r["family"], f"{r['flops'] / 1e9:.3f}",
                       f"{r['params'] / 1e6:.2f}", *([f"{r['latency_ms']:.2f}"] if timed else []),
-                      f"{r['accuracy']:.4f}",
+                      *([f"{r['rung']}" + (f" ({r['seeds']} seeds)" if r["seeds"] > 1 else "")] if rungs else []),
+                      f"{r['accuracy']:.4f} ± {r['noise']:.4f}", ", ".join(map(str, r["tied_with"])) or "-",
                       r["nearest_named"] if not r["reference"] else f"{r['nearest_named']} (itself)")
     console.print(table)
+    console.print(TIES_NOTE, highlight=False, soft_wrap=True)
     noise = pareto.noise_floor(pts)
     if noise:
         console.print(noise, highlight=False, soft_wrap=True)
@@ -176,6 +184,11 @@ def report(study, settings: Settings, console: Console, plot: bool = True, pts: 
     console.print(f"plot: {path}", highlight=False)
 
 
+TIES_NOTE = ("± noise: the seed spread of a genotype's highest rung where it trained several seeds, never less than "
+             "the validation split's binomial standard error; \"tied with\": front points whose ± intervals overlap, "
+             "which this search can't tell apart")
+
+
 def front_axis(pts, settings: Settings) -> str:
     """The cost the study's front is on: its second objective, where every point has it."""
     return settings.objective if settings.objective in pareto.axes_of(pts) else "flops"
@@ -183,11 +196,13 @@ def front_axis(pts, settings: Settings) -> str:
 
 def pareto_rows(pts, settings: Settings) -> list[dict]:
     """The Pareto set, most accurate first, as plain rows (`explore pareto --json/--csv`)."""
-    rows = []
-    for rank, p in enumerate(sorted(pareto.front(pts, front_axis(pts, settings)), key=lambda p: -p.accuracy), 1):
+    rows, axis = [], front_axis(pts, settings)
+    ties = pareto.ties(pts, axis)
+    for rank, p in enumerate(sorted(pareto.front(pts, axis), key=lambda p: -p.accuracy), 1):
         near = p.reference or nearest_named(load_genotype(p.genotype), p.flops, p.params, settings.resolution)
         rows.append(dict(rank=rank, trial=p.number, family=p.family, flops=p.flops, params=p.params,
-                         accuracy=p.accuracy, nearest_named=near, reference=bool(p.reference), digest=p.digest,
+                         accuracy=p.accuracy, noise=p.noise, tied_with=ties[p.number], rung=p.rung, seeds=p.seeds,
+                         nearest_named=near, reference=bool(p.reference), digest=p.digest,
                          **({"latency_ms": p.latency_ms} if p.latency_ms is not None else {})))
     return rows
 

@@ -23,6 +23,7 @@ from typing import Iterable
 import optuna
 
 from ..base.settings import Settings
+from ..studies.rungs import rung_of
 
 DEFAULT_K = Settings.prune_k
 
@@ -45,8 +46,8 @@ def points_at_epoch(trials: Iterable[optuna.trial.FrozenTrial], epoch: int, excl
     """(flops, accuracy at `epoch`) of every trial that reached `epoch`, except trial number `exclude`."""
     out = []
     for t in trials:
-        if t.number == exclude or epoch not in t.intermediate_values or "flops" not in t.user_attrs:
-            continue
+        if t.number == exclude or epoch not in t.intermediate_values or "flops" not in t.user_attrs or rung_of(t):
+            continue  # a promotion's epochs are at another fidelity (explorer.search.promotion)
         out.append((float(t.user_attrs["flops"]), float(t.intermediate_values[epoch])))
     return out
 

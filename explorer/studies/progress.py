@@ -15,6 +15,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..base.budget import format_flops
+from .rungs import rung_of
 
 
 class SearchProgress:
@@ -82,8 +83,9 @@ class SearchProgress:
         """An Optuna callback: runs after every trial, whatever its state."""
         if trial.values is None:
             return
-        self.durations.append(time.perf_counter() - self.trial_started)
-        self.done += 1
+        if not rung_of(trial):  # a promotion trains a counted genotype again
+            self.durations.append(time.perf_counter() - self.trial_started)
+            self.done += 1
         accuracy, flops = trial.values[0], trial.user_attrs.get("flops", trial.values[1])  # values[1]: the objective
         if self.best is None or accuracy > self.best[0] or (accuracy == self.best[0] and flops < self.best[1]):
             self.best = (accuracy, int(flops), trial.number)
