@@ -57,10 +57,9 @@ def parse_rungs(text: str, base: Rung) -> list[dict]:
         return [r.to_dict() for r in default_ladder(base, int(text))[1:]]
     rungs, given = [base], {}
     for number, spec in enumerate(text.split(","), 1):
-        values = dict(_pair(part, number) for part in spec.split("/") if part.strip())
-        given = values
-        rungs.append(replace(rungs[-1], seeds=1, **{("train_images" if k == "images" else k): v
-                                                     for k, v in values.items()}))
+        given = dict(_pair(part, number) for part in spec.split("/") if part.strip())
+        rungs.append(replace(rungs[-1], **{"seeds": 1, **{("train_images" if k == "images" else k): v
+                                                           for k, v in given.items()}}))
     return [r.to_dict() for r in _top_seeds(rungs, given)[1:]]
 
 

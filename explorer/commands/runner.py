@@ -17,7 +17,7 @@ from ..base.errors import UserError
 from ..base.ladder import Rung, parse_rungs
 from ..base.settings import FLAGS, HEARTBEAT, Recipe, Settings, default_proxy_resolution
 from ..scaleout import claim, signals
-from ..search import objective
+from ..search import objective, promotion
 from ..search.study import open_study, refuse_other_settings, resolve_space
 from ..studies.progress import SearchProgress
 from ..studies.storage import open_storage, redact
@@ -141,7 +141,7 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
         console.print("--no-run: the study and its settings are stored; start workers with "
                       f"`explore worker --study {study_name}" + (f" --storage {storage}`" if storage else "`"))
         return
-    if done < settings.trials:
+    if done < settings.trials or promotion.pending(study, len(settings.rungs)):
         train_study(study, url, settings, device, data_dir, jobs, HEARTBEAT, console, ctx)
     report(study, settings, console)
 
@@ -274,7 +274,7 @@ def worker_command(study_name: str, storage: str | None, jobs: int, device: str,
                   f"budget {settings.budget_text}, dataset {settings.dataset}, "
                   f"{done}/{settings.trials} trials done, {jobs} worker{'s' if jobs > 1 else ''} here",
                   highlight=False)
-    if done < settings.trials:
+    if done < settings.trials or promotion.pending(study, len(settings.rungs)):
         train_study(study, url, settings, device, data_dir, jobs, (heartbeat, grace), console)
     console.print(f"study {study_name}: {len(completed(study))}/{settings_of(study).trials} trials done",
                   highlight=False)

@@ -88,3 +88,10 @@ def promote(study: optuna.Study, rungs: int) -> optuna.Trial | None:
                            distributions=source.distributions, user_attrs=attrs, system_attrs={},
                            intermediate_values={}, trial_id=-1)
     return optuna.Trial(study, internals.create_running_trial(study, template))
+
+
+def pending(study: optuna.Study, rungs: int) -> bool:
+    """Whether a promotion waits to be trained (so a study whose rung-0 trials are all done isn't finished)."""
+    trials = study.get_trials(deepcopy=False)
+    return bool(rungs) and (any(t.state == TrialState.WAITING and rung_of(t) for t in trials)
+                            or due(trials, rungs) is not None)
