@@ -1,15 +1,14 @@
 """Multi-fidelity promotion (`explore search --rungs`): the rule on constructed rungs and studies, the claim
 protocol with promotions (one process, PostgreSQL workers), resume mid-rung, the ladder setting, and the
 ± / tied display of the front. Accuracy figures belong in benchmarks/, not here."""
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
+from test_scale_out import ENV, explore, quick
 from typer.testing import CliRunner
 
 from cli import app
@@ -26,20 +25,9 @@ from explorer.search.promotion import Entry, to_promote
 from explorer.studies.rungs import ROOT, RUNG, highest_rungs, root_of, rung_of
 from explorer.studies.storage import open_storage
 
-ROOT_DIR = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT_DIR), "OMP_NUM_THREADS": "1"}
 COMPLETE, FAIL, RUNNING, WAITING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
                                     optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-QUICK = ["--budget", "300MFLOPs", "--dataset", "digits", "--space", "mobilenet", "--epochs", "1",
-         "--proxy-resolution", "8", "--batch-size", "128", "--proxy-width", "0.05"]
-
-
-def explore(*args, cwd, check=True):
-    run = subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True, env=ENV,
-                         timeout=300)
-    if check:
-        assert run.returncode == 0, run.stderr + run.stdout
-    return run
+QUICK = quick(epochs=1)
 
 
 # The rule on one rung ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What `explore search` does, from flags to a Pareto table: settings, study, live view, results."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,12 +15,13 @@ from space.schema import load as load_genotype
 from ..analysis import pareto
 from ..base.budget import parse_budget, parse_count
 from ..base.errors import UserError
-from ..base.ladder import Rung, parse_rungs
+from ..base.ladder import Rung, describe, parse_rungs
 from ..base.settings import FLAGS, HEARTBEAT, Recipe, Settings, default_proxy_resolution
 from ..scaleout import claim, signals
 from ..search import objective, promotion
 from ..search.study import open_study, refuse_other_settings, resolve_space
 from ..studies.progress import SearchProgress
+from ..studies.rungs import rung_of
 from ..studies.storage import open_storage, redact
 from ..studies.store import (
     completed,
@@ -156,6 +158,11 @@ def report(study, settings: Settings, console: Console, plot: bool = True, pts: 
     replaced = sum("replaced" in t.user_attrs for t in trials)
     if stopped or replaced:
         console.print(f"{stopped} stopped early by --prune, {replaced} draws replaced by --prescreen", highlight=False)
+    promoted = Counter(rung_of(t) for t in trials if rung_of(t) and t.state == optuna.trial.TrialState.COMPLETE)
+    if promoted:
+        counts = ", ".join(f"{n} at rung {r}" for r, n in sorted(promoted.items()))
+        console.print(f"promoted and trained again: {counts} (rungs above the proxy: {describe(settings.rungs)})",
+                      highlight=False, soft_wrap=True)
     if not pts:
         return
     table = Table(title=f"Pareto front of {study.study_name} (FLOPs are multiply-adds at {settings.resolution}px)")
