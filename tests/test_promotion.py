@@ -2,6 +2,7 @@
 protocol with promotions (one process, PostgreSQL workers), resume mid-rung, the ladder setting, and the
 ± / tied display of the front. Accuracy figures belong in benchmarks/, not here."""
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from explorer.scaleout import claim
 from explorer.scaleout.claim import CLAIM_KEY, INTERRUPTED
 from explorer.search import promotion
 from explorer.search.promotion import Entry, to_promote
-from explorer.studies.rungs import ROOT, RUNG, highest_rungs, root_of, rung_of
+from explorer.studies.rungs import ACCURACY_STD, ROOT, RUNG, SEED_ACCURACIES, highest_rungs, root_of, rung_of
 from explorer.studies.storage import open_storage
 
 COMPLETE, FAIL, RUNNING, WAITING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
@@ -200,12 +201,15 @@ def test_explore_workers_on_postgres_promote_and_finish(postgres, tmp_path):
     promoted = [t for t in done if rung_of(t)]
     assert len(promoted) == 1 and all(t.user_attrs["digest"] == trials[root_of(t)].user_attrs["digest"] for t in promoted)
     assert all(len(t.intermediate_values) == 1 + rung_of(t) for t in done)  # each rung's epochs: 1, 2
+    seeds = promoted[0].user_attrs[SEED_ACCURACIES]  # the top rung trains TOP_SEEDS seeds; its value is their mean
+    assert len(seeds) == TOP_SEEDS and promoted[0].values[0] == pytest.approx(sum(seeds) / len(seeds))
+    assert promoted[0].user_attrs[ACCURACY_STD] == pytest.approx(statistics.stdev(seeds))
 
 
 # Resume mid-rung -------------------------------------------------------------------------------------
 
 def test_a_promotion_interrupted_mid_rung_is_trained_again_on_resume(tmp_path):
-    args = ["search", "--study", "m", "--trials", "3", "--rungs", "epochs=20", *QUICK]
+    args = ["search", "--study", "m", "--trials", "3", "--rungs", "epochs=20/seeds=1", *QUICK]
     proc = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=tmp_path, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"sqlite:///{tmp_path}/studies/m/study.db"
