@@ -12,8 +12,9 @@ import pytest
 from test_scale_out import ENV, explore, quick
 from typer.testing import CliRunner
 
+import space
 from cli import app
-from explorer.analysis import pareto
+from explorer.analysis import pareto, report
 from explorer.base.dominance import accuracy_noise, near_front
 from explorer.base.errors import UserError
 from explorer.base.ladder import IMAGE_CAP, TOP_SEEDS, Rung, default_ladder, parse_rungs
@@ -25,6 +26,7 @@ from explorer.search import promotion
 from explorer.search.promotion import Entry, to_promote
 from explorer.studies.rungs import ACCURACY_STD, ROOT, RUNG, SEED_ACCURACIES, highest_rungs, root_of, rung_of
 from explorer.studies.storage import open_storage
+from space.named import named
 
 COMPLETE, FAIL, RUNNING, WAITING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
                                     optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -158,6 +160,7 @@ from explorer.scaleout import claim
 from explorer.search import promotion
 from explorer.studies.rungs import rung_of
 from explorer.studies.storage import open_storage
+from space.named import named
 url, worker = sys.argv[1:]
 study = optuna.load_study(study_name="p", storage=open_storage(url, (1, 5)), sampler=optuna.samplers.RandomSampler())
 
@@ -280,8 +283,8 @@ def test_rungs_are_stored_with_the_study_and_compared_on_resume(tmp_path, monkey
 # Ties on the front -------------------------------------------------------------------------------------
 
 def point(number, acc, flops, std=None, seeds=1, rung=0):
-    return pareto.Point(number, acc, flops, 1, "x", {}, "resnet18", val_images=2000, rung=rung, accuracy_std=std,
-                        seeds=seeds)
+    return pareto.Point(number, acc, flops, 1, "x", space.dump(named("mobilenet")), "mobilenet", val_images=2000,
+                        rung=rung, accuracy_std=std, seeds=seeds)
 
 
 def test_the_noise_is_the_seed_spread_never_below_the_binomial_error():
@@ -304,3 +307,6 @@ def test_front_points_within_each_others_noise_are_marked_tied():
     rows = runner.pareto_rows(pts, Settings())
     assert [(r["trial"], r["tied_with"], r["rung"], r["seeds"]) for r in rows] == [(0, [1], 2, 2), (1, [0], 0, 1),
                                                                                    (2, [], 0, 1)]
+    table = report._pareto_table(pareto.front(pts), Settings())  # the report's
+    assert "<th title='sort'>tied with</th>" in table and "0.9000 ± 0.0100 <small>rung 2</small>" in table
+    assert "<td data-v='1'>1</td>" in table and "<td data-v='0'>-</td>" in table  # a tie of 1, and none
