@@ -377,13 +377,14 @@ def search(
     prune: Optional[str] = setting("prune", "--prune"),
     prune_k: Optional[int] = setting("prune_k", "--prune-k"),
     stochastic_depth: Optional[float] = setting("stochastic_depth", "--stochastic-depth"),
+    rungs: Optional[str] = setting("rungs"),
     objective: Optional[str] = setting("objective"),
 ) -> None:
     """Search a design space under a FLOP or latency budget: Optuna draws genotypes, proxies train, a Pareto front
     emerges.
 
     Rerunning the same command resumes the study; settings that change what a trial means
-    (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth) can't change on resume.
+    (space, budget, dataset, resolution, proxy, recipe, pre-screening, stochastic depth, rungs) can't change on resume.
     From Python, on your own arrays: explorer.search (README "From Python").
     """
     import explorer
@@ -394,7 +395,7 @@ def search(
                         lr=lr, resolution=resolution, proxy_resolution=proxy_resolution, proxy_width=proxy_width,
                         proxy_depth=proxy_depth, sampler=sampler, seed=seed, prescreen=prescreen,
                         prescreen_score=prescreen_score, prune=prune, prune_k=prune_k,
-                        stochastic_depth=stochastic_depth, objective=objective,
+                        stochastic_depth=stochastic_depth, rungs=rungs, objective=objective,
                         cudnn_benchmark=cudnn_benchmark, jobs_per_gpu=jobs_per_gpu)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # the study is resumable, and the search has said so
@@ -691,7 +692,7 @@ def pareto(study: str = typer.Argument(..., help="the study"),
     import csv
     writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["rank"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**r, "tied_with": " ".join(map(str, r["tied_with"]))} for r in rows)
 
 
 @app.command()

@@ -113,7 +113,8 @@ def test_the_front_is_a_staircase_and_dominated_points_fade():
     assert list(dense.marker.opacity) == [0.3, 1.0]  # trial 2 is dominated by trial 1
     params_button = fig.layout.updatemenus[0].buttons[1]
     data, layout = params_button.args
-    assert data["visible"][-2:] == [False, True] and "parameters" in layout["xaxis.title.text"]
+    fronts = [i for i, t in enumerate(fig.data) if t.meta == "front"]
+    assert [data["visible"][i] for i in fronts] == [False, True] and "parameters" in layout["xaxis.title.text"]
 
 
 def test_pareto_prints_the_table(cli, home):

@@ -112,7 +112,7 @@ def test_records_read_costs_by_name_and_states_by_reason(tmp_path):
     assert TrialRecord.of(second, "params").params == 1234 and TrialRecord.of(second, "params").flops is None
     assert TrialRecord.of(second, "flops").flops == 1234  # read as FLOPs only in a FLOPs study
     assert (TrialRecord.of(third).state, TrialRecord.of(third).reason) == ("replaced", "by trial 9")
-    assert record.rung is None and record.seeds == ()
+    assert record.rung == 0 and record.seed_accuracies == () and record.accuracy_std is None
     assert counts(study.get_trials()) == {"complete": 2, "replaced": 1}
 
 

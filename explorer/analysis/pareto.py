@@ -23,8 +23,10 @@ from space.graph import offline_html
 from space.named import named, names
 
 from ..base import files
+from ..base.dominance import accuracy_noise, tied
 from ..base.errors import UserError
 from ..studies.record import TrialRecord
+from ..studies.rungs import highest_rungs
 from ..studies.store import SECOND, settings_of
 
 AXES = ("flops", "params", "latency")  # latency: where every trial has one (a study with a latency device)
@@ -32,6 +34,7 @@ AXIS_TITLES = SECOND  # each axis titled as a study on it names its second objec
 # Families in the order the shipped spaces list them, then the classics' own; others are appended.
 FAMILY_ORDER = ("vanilla", "residual", "resnext", "dense", "inception", "inception-resnet", "separable",
                 "mobilenet", "metanext", "custom")
+TIE_RING = 22  # px: the ring round a front point tied with another within noise
 PALETTE = ("#1f77b4", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e", "#8c564b", "#17becf", "#e377c2",
            "#7f7f7f", "#bcbd22", "#393b79", "#637939")
 
@@ -48,6 +51,9 @@ class Point:
     digest: str = ""
     val_images: int | None = None  # the validation split its accuracy was measured on
     latency_ms: float | None = None  # predicted on the study's device, where it has one
+    rung: int = 0                    # the highest rung it completed (explorer.search.promotion)
+    accuracy_std: float | None = None  # the seed spread of `accuracy`, a mean, where its rung trained seeds
+    seeds: int = 1
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial, objective: str) -> "Point":
@@ -56,7 +62,18 @@ class Point:
         if r.flops is None:
             raise UserError(f"trial {trial.number} has no stored FLOPs")
         return cls(r.number, r.accuracy, r.flops, r.params or 0, r.family or "custom",
-                   space.dump(stored_genotype(trial)), r.reference, r.digest, r.val_images, r.latency_ms)
+                   space.dump(stored_genotype(trial)), r.reference, r.digest, r.val_images, r.latency_ms, r.rung,
+                   r.accuracy_std, len(r.seed_accuracies) or 1)
+
+    @property
+    def noise(self) -> float:
+        """One standard error: the seed spread, never less than the validation split's binomial error."""
+        return accuracy_noise(self.accuracy, self.val_images, self.accuracy_std)
+
+    @property
+    def shown(self) -> str:
+        """`0.8123 ± 0.0087`: the accuracy and its noise."""
+        return f"{self.accuracy:.4f} ± {self.noise:.4f}"
 
     @property
     def label(self) -> str:
@@ -85,12 +102,12 @@ def stored_genotype(trial, key: str = "genotype") -> space.Genotype:
 
 
 def points(study, objective: str | None = None) -> list[Point]:
-    """The completed trials as points (`objective`: the study's second objective, by default as its settings
-    say); one whose stored genotype is corrupt is left out with a one-line warning on stderr naming it,
-    and every other trial still counts."""
+    """The completed genotypes as points, each at its highest rung (`objective`: the study's second objective,
+    by default as its settings say); one whose stored genotype is corrupt is left out with a one-line warning
+    on stderr naming it, and every other trial still counts."""
     objective = objective or settings_of(study).objective
     pts = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in highest_rungs(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
         try:
             pts.append(Point.of(t, objective))
         except UserError as e:
@@ -122,6 +139,14 @@ def front(pts: list[Point], x: str = "flops") -> list[Point]:
             out.append(p)
             best = p.accuracy
     return out
+
+
+def ties(pts: list[Point], x: str = "flops") -> dict[int, list[int]]:
+    """For each point on the front, the other front points it can't be told apart from: their
+    accuracies' ± noise intervals overlap. Trial numbers, most accurate first."""
+    on_front = sorted(front(pts, x), key=lambda p: -p.accuracy)
+    return {p.number: [q.number for q in on_front if q is not p and tied((p.accuracy, p.noise), (q.accuracy, q.noise))]
+            for p in on_front}
 
 
 @lru_cache(maxsize=1)
@@ -243,30 +268,53 @@ def _trial_traces(go, groups, x: str, style: _Style) -> list:
         text=[p.label for p in fam], textposition="top center", textfont=dict(size=11),
         marker=dict(color=style.colours[family], size=style.size(fam, x), opacity=style.opacity(fam, x),
                     symbol="star" if labelled else "circle", line=dict(width=1, color="#222222")),
+        error_y=dict(type="data", array=[p.noise for p in fam], thickness=1, width=0, color=style.colours[family]),
         customdata=[[p.number, p.family, si(p.flops), f"{p.params:,}", summary(p.genotype),
-                     f" ({p.label})" if p.label else ""] for p in fam],
+                     f" ({p.label})" if p.label else "", _fidelity(p)] for p in fam],
         hovertemplate=("<b>trial %{customdata[0]}</b>%{customdata[5]}<br>family: %{customdata[1]}<br>"
                        "FLOPs (multiply-adds): %{customdata[2]}<br>params: %{customdata[3]}<br>"
-                       "accuracy: %{y:.4f}<br>%{customdata[4]}<extra></extra>"))
+                       "accuracy: %{customdata[6]}<br>%{customdata[4]}<extra></extra>"))
         for family, fam, labelled in groups]
 
 
+def _fidelity(p: Point) -> str:
+    """`0.8123 ± 0.0087 (rung 2, 2 seeds)`: what a point's accuracy and its error bar rest on."""
+    at = [f"rung {p.rung}"] if p.rung else []
+    at += [f"{p.seeds} seeds"] if p.seeds > 1 else ["1 seed: the error bar is the validation's binomial error"]
+    return f"{p.shown} ({', '.join(at)})"
+
+
+def _tied(pts: list[Point], axis: str) -> list[Point]:
+    tie = ties(pts, axis)
+    return [p for p in front(pts, axis) if tie[p.number]]
+
+
 def _front_traces(go, pts: list[Point], x: str) -> list:
-    return [go.Scatter(x=[p.cost(axis) for p in front(pts, axis)], y=[p.accuracy for p in front(pts, axis)],
-                       mode="lines", meta="front", hoverinfo="skip", visible=axis == x,
-                       name="Pareto front" if axis == "flops" else f"Pareto front ({axis})",
-                       line=dict(color="black", width=1.5, shape="hv"))
-            for axis in axes_of(pts)]
+    """Per axis: the front as a step line, and a ring round each front point tied with another within noise."""
+    traces = []
+    for axis in axes_of(pts):
+        suffix, tie = ("" if axis == "flops" else f" ({axis})"), ties(pts, axis)
+        said = {n: f"trial {n}: tied within noise with trial{'s' * (len(t) > 1)} {', '.join(map(str, t))}"
+                for n, t in tie.items()}
+        traces += [go.Scatter(x=[p.cost(axis) for p in front(pts, axis)], y=[p.accuracy for p in front(pts, axis)],
+                              mode="lines", meta="front", hoverinfo="skip", visible=axis == x,
+                              name=f"Pareto front{suffix}", line=dict(color="black", width=1.5, shape="hv")),
+                   go.Scatter(x=[p.cost(axis) for p in _tied(pts, axis)], y=[p.accuracy for p in _tied(pts, axis)],
+                              mode="markers", meta="ties", visible=axis == x, name=f"tied within noise{suffix}",
+                              marker=dict(symbol="circle-open", size=TIE_RING, color="black", line=dict(width=1.5)),
+                              text=[said[p.number] for p in _tied(pts, axis)],
+                              hovertemplate="%{text}<extra></extra>")]
+    return traces
 
 
 def _axis_switch(axis: str, study_name: str, pts, groups, style: _Style, limits, resolution) -> list[dict]:
     """The button's restyle (every trace's x, fading and visibility) and relayout for x = `axis`."""
     families, axes = [fam for _, fam, _ in groups], axes_of(pts)
-    data = {"x": [[p.cost(axis) for p in fam] for fam in families] + [[p.cost(a) for p in front(pts, a)]
-                                                                      for a in axes],
-            "marker.opacity": [style.opacity(fam, axis) for fam in families] + [None] * len(axes),
-            "marker.size": [style.size(fam, axis) for fam in families] + [None] * len(axes),
-            "visible": [True] * len(families) + [a == axis for a in axes]}
+    per_axis = [[p.cost(a) for p in shown] for a in axes for shown in (front(pts, a), _tied(pts, a))]
+    data = {"x": [[p.cost(axis) for p in fam] for fam in families] + per_axis,
+            "marker.opacity": [style.opacity(fam, axis) for fam in families] + [None, 1.0] * len(axes),
+            "marker.size": [style.size(fam, axis) for fam in families] + [None, TIE_RING] * len(axes),
+            "visible": [True] * len(families) + [a == axis for a in axes for _ in range(2)]}
     layout = {"xaxis.title.text": _axis_title(axis, resolution), "title.text": _title(study_name, axis)}
     for i, (kind, _) in enumerate(limits):
         layout[f"shapes[{i}].visible"] = kind == axis

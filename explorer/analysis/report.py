@@ -26,6 +26,7 @@ from space.graph import offline_html, without_cdn
 
 from ..base import files
 from ..base.errors import UserError
+from ..base.ladder import describe
 from ..base.settings import Settings
 from ..studies.record import TrialRecord, counts, reason_of, state_of
 from ..studies.storage import redact
@@ -94,6 +95,7 @@ def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point],
             ("proxy", found.proxy),
             ("recipe", recipe), ("sampler", f"{settings.sampler}, seed {settings.seed}"),
             ("completed trials aimed for", str(settings.trials)),
+            ("rungs above the proxy (promotion)", describe(settings.rungs)),
             ("objectives", " / ".join(study.metric_names or metric_names(settings))),
             ("parameter names", "short" if settings.short_names else "document paths (made before short names)")] + [
         (key.replace("_", " "), "off" if value is None else str(value))
@@ -101,7 +103,7 @@ def _settings_rows(study, settings: Settings, url: str, pts: list[pareto.Point],
 
 
 _SHOWN = {"space", "space_doc", "space_digest", "budget", "max_params", "resolution", "dataset", "proxy_resolution",
-          "proxy_width", "proxy_depth", "train_images", "recipe", "sampler", "seed", "trials", "short_names"}
+          "proxy_width", "proxy_depth", "train_images", "recipe", "sampler", "seed", "trials", "short_names", "rungs"}
 
 
 def _fidelity(study) -> str:
@@ -124,9 +126,13 @@ def _num(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+TIES_NOTE = ("Each accuracy is its genotype's at its highest rung, ± its seed spread (never less than the "
+             "validation's binomial error); \"tied with\" lists the front points whose ± intervals overlap it.")
+
+
 def _pareto_table(found: summary.Summary) -> str:
     head = ["rank", "trial", "family", "GFLOPs", "M params", *(["ms (predicted)"] if found.timed else []),
-            "accuracy", "nearest named", "differences from it"]
+            "accuracy ± noise", "tied with", "nearest named", "differences from it"]
     rows = []
     for r in found.front:
         p = r.point
@@ -141,10 +147,12 @@ def _pareto_table(found: summary.Summary) -> str:
                         + "".join(f"<li><code>{_esc(c)}</code></li>" for c in changes[8:]) + "</ul></details>")
             shown = f"<ul class='diff'>{items}</ul>{more}"
         near_text = _esc(r.nearest) + (" (itself)" if r.itself else "")
+        rung = f" <small>rung {p.rung}</small>" if p.rung else ""
         cells = [(r.rank, r.rank), (p.number, p.number), (p.family, _esc(p.family)), (p.flops, f"{p.flops / 1e9:.3f}"),
                  (p.params, f"{p.params / 1e6:.2f}"),
                  *([(p.latency_ms, f"{p.latency_ms:.2f}")] if found.timed else []),
-                 (p.accuracy, f"{p.accuracy:.4f}"), (r.nearest, near_text), (len(changes), shown)]
+                 (p.accuracy, _esc(p.shown) + rung), (len(r.tied_with), ", ".join(map(str, r.tied_with)) or "-"),
+                 (r.nearest, near_text), (len(changes), shown)]
         rows.append("<tr>" + "".join(f"<td data-v='{_esc(v)}'>{text}</td>" for v, text in cells) + "</tr>")
     ths = "".join(f"<th title='sort'>{h}</th>" for h in head)
     return (f"<table id='pareto-table' class='sortable'><thead><tr>{ths}</tr></thead>"
@@ -319,7 +327,7 @@ def build(study, settings: Settings, pts: list[pareto.Point], url: str, by: list
 <h2>Pareto front</h2><div id="pareto" class="plot"></div>
 <h3>Pareto genotypes ({len(found.front)}, on {_esc(pareto.AXIS_TITLES[found.axis])})</h3>
 <p class="note">Click a header to sort. Differences are from the nearest named architecture to the genotype
-(<code>path: theirs → this</code>).</p>
+(<code>path: theirs → this</code>). {TIES_NOTE}</p>
 {_pareto_table(found)}
 <h2>Hypervolume</h2><p>Now {hv:.4f} of the box from (accuracy 0, {_esc(pareto.AXIS_TITLES[axis])} 0) to
 (accuracy 1, budget).</p>

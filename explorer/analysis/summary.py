@@ -6,12 +6,16 @@ report all read this, so they can't disagree on the front, its labels or its axi
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+
+import optuna
 
 import space
 
 from ..base.settings import Settings
 from ..studies.record import counts
+from ..studies.rungs import rung_of
 from ..trial.candidate import nearest_named
 from . import pareto
 
@@ -23,12 +27,14 @@ class FrontRow:
     point: pareto.Point
     nearest: str   # the named architecture the point is, else the closest one ("" if none prices)
     itself: bool   # the point is that named architecture (a reference, or a draw with its digest)
+    tied_with: list[int]  # the other front points within its noise (pareto.ties), most accurate first
 
     def as_dict(self) -> dict:
         """The row as `explore pareto --json/--csv` writes it (FLOPs are multiply-adds)."""
         p = self.point
         return dict(rank=self.rank, trial=p.number, family=p.family, flops=p.flops, params=p.params,
-                    accuracy=p.accuracy, nearest_named=self.nearest, itself=self.itself,
+                    accuracy=p.accuracy, noise=p.noise, tied_with=self.tied_with, rung=p.rung, seeds=p.seeds,
+                    nearest_named=self.nearest, itself=self.itself,
                     reference=bool(p.reference), digest=p.digest,
                     **({"latency_ms": p.latency_ms} if p.latency_ms is not None else {}))
 
@@ -38,6 +44,7 @@ class Summary:
     axis: str                  # the cost the front is on: flops, params or latency
     front: list[FrontRow]      # most accurate first
     states: dict[str, int]     # trials by state (explorer.studies.record.state_of)
+    promoted: dict[int, int]   # completed promotions by rung (explorer.search.promotion)
     proxy: str                 # what each trial trains, in words
 
     @property
@@ -62,5 +69,8 @@ def nearest(p: pareto.Point, resolution: int) -> tuple[str, bool]:
 def summarise(study, settings: Settings, pts: list[pareto.Point]) -> Summary:
     axis = front_axis(pts, settings)
     ranked = sorted(pareto.front(pts, axis), key=lambda p: -p.accuracy)
-    rows = [FrontRow(rank, p, *nearest(p, settings.resolution)) for rank, p in enumerate(ranked, 1)]
-    return Summary(axis, rows, counts(study.get_trials(deepcopy=False)), settings.proxy.describe())
+    ties = pareto.ties(pts, axis)
+    rows = [FrontRow(rank, p, *nearest(p, settings.resolution), ties[p.number]) for rank, p in enumerate(ranked, 1)]
+    trials = study.get_trials(deepcopy=False)
+    promoted = Counter(rung_of(t) for t in trials if rung_of(t) and t.state == optuna.trial.TrialState.COMPLETE)
+    return Summary(axis, rows, counts(trials), dict(promoted), settings.proxy.describe())

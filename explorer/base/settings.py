@@ -14,6 +14,7 @@ from typing import Any
 
 from .budget import FLOP_FORMS, TIME_FORMS, format_flops, format_ms
 from .errors import UserError
+from .ladder import ETA, IMAGE_CAP, TOP_SEEDS, describe
 
 # Training -----------------------------------------------------------------------------------------
 
@@ -163,10 +164,12 @@ COMPARABLE = ("space_digest", "budget", "max_params", "resolution", "dataset", "
               # your own data's identity: content digest, image shape and classes (explorer.trial.userdata)
               "data",
               # the kind of device trials train on, and the precision: bf16 or fp16 trials don't mix with fp32 ones
-              "device", "precision")
+              "device", "precision",
+              # the rungs above the proxy that multi-fidelity promotion trains (explorer.base.ladder)
+              "rungs")
 # What a study made before a setting existed did instead (the new default may differ). Before the device
 # was stored, no CUDA path had ever run: those studies trained on CPU, in fp32.
-LEGACY = {"short_names": False, "train_images": None, "device": "cpu", "precision": "fp32"}
+LEGACY = {"short_names": False, "train_images": None, "device": "cpu", "precision": "fp32", "rungs": []}
 
 
 @dataclass
@@ -197,6 +200,7 @@ class Settings:
     stochastic_depth: float | None = None  # p_L of Huang et al.'s linear decay rule (None: off)
     prune: str = PRUNERS[0]        # "pareto": stop trials dominated at an epoch by >= prune_k others
     prune_k: int = 2
+    rungs: list = field(default_factory=list)  # rungs 1, 2, ... as explorer.base.ladder.Rung dicts ([]: no promotion)
     # Optuna parameter names: short (`mobilenet.s3.b0.repeat`) or the document paths studies made before used
     short_names: bool = True
     device: str = "cpu"            # the kind of device trials train on: cpu or cuda (torch.device.type)
@@ -247,6 +251,8 @@ class Settings:
                 out.append(f"latency budget {shown[0]} → {shown[1]}")
             elif key == "data":
                 out.append(f"data {_data_text(theirs)} → {_data_text(mine)}")
+            elif key == "rungs":
+                out.append(f"rungs {describe(theirs)} → {describe(mine)}")
             elif key == "recipe":
                 mine, theirs = mine.to_dict(), theirs.to_dict()
                 out += [f"{k} {_shown(theirs[k])} → {_shown(mine[k])}" for k in sorted(mine) if mine[k] != theirs[k]]
@@ -353,6 +359,10 @@ FLAGS = {
     "prune": Flag(BEYOND, "none, or pareto: stop a trial whose (FLOPs, accuracy at epoch e) is dominated by "
                   "--prune-k trials at epoch e", _DEFAULT.prune, choices=PRUNERS),
     "prune_k": Flag(BEYOND, "dominating trials needed to stop one", str(_DEFAULT.prune_k), 1, 1000),
+    "rungs": Flag(BEYOND, f"multi-fidelity promotion: N rungs in all, each training {ETA}x the images (up to "
+                  f"{IMAGE_CAP:,}) or epochs of the one below, the best 1/{ETA} of a rung by non-dominated sorting "
+                  f"promoted to the next, the top rung with {TOP_SEEDS} seeds; or the rungs above the proxy spelled "
+                  "out, e.g. 'images=9000, epochs=6/seeds=3'", "off"),
     "stochastic_depth": Flag(BEYOND, "train residual blocks with stochastic depth, survival decaying linearly "
                              "to this p_L, e.g. 0.5", "off", 0.0, 1.0),
 }

@@ -22,6 +22,7 @@ from ..search import objective
 from ..search.study import make_sampler
 from ..studies.progress import SearchProgress
 from ..studies.record import TrialRecord, cost_at, counts
+from ..studies.rungs import rung_of
 from ..studies.storage import open_storage, redact
 from ..studies.store import settings_of
 from ..trial import data as datasets
@@ -135,7 +136,7 @@ def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartb
         for p in procs:
             p.start()
         trials = watcher.get_trials(deepcopy=False)
-        with SearchProgress(settings.trials, _count(trials, TrialState.COMPLETE), 0, console,
+        with SearchProgress(settings.trials, len(_counted(trials)), 0, console,
                             settings.objective) as progress:
             while any(p.is_alive() for p in procs):
                 for p in procs:
@@ -155,8 +156,9 @@ def run_pool(study_name: str, url: str, jobs: int, device: str, data_dir, heartb
     return (2 if 2 in codes else codes[0]) if codes else 0
 
 
-def _count(trials, state) -> int:
-    return sum(t.state == state for t in trials)
+def _counted(trials) -> list:
+    """The completed trials that count towards --trials (promotions train them again)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and not rung_of(t)]
 
 
 def _show(progress, study, jobs: int) -> None:
@@ -165,14 +167,16 @@ def _show(progress, study, jobs: int) -> None:
         target = settings_of(study).trials
     except Exception:  # noqa: BLE001 - a busy database: show the next poll
         return
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and cost_at(t, progress.objective) is not None]
+    complete = [t for t in _counted(trials) if cost_at(t, progress.objective) is not None]
     best = max(complete, key=lambda t: (t.values[0], -cost_at(t, progress.objective)), default=None)
     running = []
     for t in trials:
         record = TrialRecord.of(t)
         if claimed(t) and record.flops is not None:
             epoch = f", epoch {max(t.intermediate_values)}" if t.intermediate_values else ""
-            running.append(f"trial {t.number} ({record.family}, {format_flops(record.flops)} (multiply-adds){epoch})")
+            rung = f", rung {rung_of(t)}" if rung_of(t) else ""
+            running.append(f"trial {t.number} ({record.family}{rung}, {format_flops(record.flops)} "
+                           f"(multiply-adds){epoch})")
     current = f"{jobs} workers; training: " + "; ".join(running) if running else f"{jobs} workers"
     states = counts(trials)
     progress.sync(target, states.get("complete", 0), states.get("rejected", 0), states.get("fail", 0),

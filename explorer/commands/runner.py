@@ -14,6 +14,7 @@ from ..analysis.report import write_pareto_plot
 from ..analysis.results import Result
 from ..base.budget import parse_budget, parse_count
 from ..base.errors import UserError
+from ..base.ladder import Rung, describe, parse_rungs
 from ..base.settings import (
     FLAGS,
     HEARTBEAT,
@@ -24,7 +25,7 @@ from ..base.settings import (
     proxy_preset,
 )
 from ..scaleout import claim, signals
-from ..search import objective
+from ..search import objective, promotion
 from ..search.study import open_study, refuse_other_settings, resolve_space
 from ..studies.progress import SearchProgress
 from ..studies.storage import open_storage, redact
@@ -117,6 +118,9 @@ def make_settings(explicit: dict, stored: Settings | None, here: dict | None = N
         recipe = Recipe.from_dict(recipe)
     except ValueError as e:
         raise UserError(f"recipe: {e}") from None
+    if "rungs" in explicit:  # the ladder is stored resolved, from rung 0: the proxy just settled
+        base["rungs"] = parse_rungs(explicit["rungs"], Rung(recipe.epochs, values["train_images"], proxy_resolution,
+                                                            values["proxy_width"]))
     return Settings(**{**base, **values, "dataset": dataset, "data": data, "proxy_resolution": proxy_resolution,
                        "recipe": recipe})
 
@@ -161,7 +165,7 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
         console.print("--no-run: the study and its settings are stored; start workers with "
                       f"`explore worker --study {study_name}" + (f" --storage {storage}`" if storage else "`"))
         return Result(study, url)
-    if done < settings.trials:
+    if done < settings.trials or promotion.pending(study, len(settings.rungs)):
         train_study(study, url, settings, device, data_dir, jobs, HEARTBEAT, console, ctx)
     report(study, settings, console)
     return Result(study, url)
@@ -176,19 +180,28 @@ def report(study, settings: Settings, console: Console, plot: bool = True, pts: 
     if states.get("pruned") or states.get("replaced"):
         console.print(f"{states.get('pruned', 0)} stopped early by --prune, {states.get('replaced', 0)} draws "
                       "replaced by --prescreen", highlight=False)
+    if found.promoted:
+        counts = ", ".join(f"{n} at rung {r}" for r, n in sorted(found.promoted.items()))
+        console.print(f"promoted and trained again: {counts} (rungs above the proxy: {describe(settings.rungs)})",
+                      highlight=False, soft_wrap=True)
     if not pts:
         return
     table = Table(title=f"Pareto front of {study.study_name} on {pareto.AXIS_TITLES[found.axis]} "
                         f"(FLOPs are multiply-adds at {settings.resolution}px)")
+    rungs = any(r.point.rung for r in found.front)
     for col in ("rank", "trial", "family", "GFLOPs", "M params", *(["ms (predicted)"] if found.timed else []),
-                "accuracy", "nearest named"):
-        table.add_column(col, justify="left" if col in ("family", "nearest named") else "right", no_wrap=True)
+                *(["rung"] if rungs else []), "accuracy ± noise", "tied with", "nearest named"):
+        table.add_column(col, justify="left" if col in ("family", "tied with", "nearest named") else "right",
+                         no_wrap=True)
     for r in found.front:
         p = r.point
         table.add_row(str(r.rank), str(p.number), p.family, f"{p.flops / 1e9:.3f}", f"{p.params / 1e6:.2f}",
-                      *([f"{p.latency_ms:.2f}"] if found.timed else []), f"{p.accuracy:.4f}",
+                      *([f"{p.latency_ms:.2f}"] if found.timed else []),
+                      *([f"{p.rung}" + (f" ({p.seeds} seeds)" if p.seeds > 1 else "")] if rungs else []),
+                      p.shown, ", ".join(map(str, r.tied_with)) or "-",
                       f"{r.nearest} (itself)" if r.itself else r.nearest)
     console.print(table)
+    console.print(TIES_NOTE, highlight=False, soft_wrap=True)
     noise = pareto.noise_floor(pts)
     if noise:
         console.print(noise, highlight=False, soft_wrap=True)
@@ -196,6 +209,11 @@ def report(study, settings: Settings, console: Console, plot: bool = True, pts: 
         return
     path = write_pareto_plot(study.study_name, settings, pts, found.axis)
     console.print(f"plot: {path}", highlight=False)
+
+
+TIES_NOTE = ("± noise: the seed spread of a genotype's highest rung where it trained several seeds, never less than "
+             "the validation split's binomial standard error; \"tied with\": front points whose ± intervals overlap, "
+             "which this search can't tell apart")
 
 
 # Workers (explorer/claim.py) ---------------------------------------------------------------------
@@ -266,7 +284,7 @@ def worker_command(study_name: str, storage: str | None, jobs: int, device: str,
                   f"budget {settings.budget_text}, dataset {settings.dataset}, "
                   f"{done}/{settings.trials} trials done, {jobs} worker{'s' if jobs > 1 else ''} here",
                   highlight=False)
-    if done < settings.trials:
+    if done < settings.trials or promotion.pending(study, len(settings.rungs)):
         train_study(study, url, settings, device, data_dir, jobs, (heartbeat, grace), console)
     console.print(f"study {study_name}: {len(completed(study))}/{settings_of(study).trials} trials done",
                   highlight=False)

@@ -39,7 +39,9 @@ if that sum is below the target; the claim is marked on the trial (system
 attribute ``explore:worker`` = host:pid) inside the same lock. So at any time
 completed + claimed <= target, and every COMPLETE trial was claimed: the final
 count is exact. A claimed trial that is rejected (over budget) or fails frees
-its slot. When every remaining slot is held by running trials, a worker on a
+its slot. With promotion (``--rungs``) only rung-0 trials count: a promotion that is due
+(explorer.search.promotion) is claimed first, and a worker waits while a running
+trial may still make one due. When every remaining slot is held by running trials, a worker on a
 heartbeat storage waits (one of them may fail, or its worker may have died);
 on the journal it exits. The lock is ``pg_advisory_xact_lock`` on PostgreSQL
 (released when the connection drops), a POSIX ``lockf`` on ``study.db.claims``
@@ -96,6 +98,7 @@ from optuna.trial import TrialState
 
 from ..studies import internals
 from ..studies.record import FAIL_REASON, REFERENCE
+from ..studies.rungs import rung_of
 from ..studies.storage import retry_callback
 from .signals import WorkerStopped, deferred_signals, raise_pending
 
@@ -244,13 +247,14 @@ def requeue_interrupted_references(study) -> list[str]:
 
 def work(study, objective: Callable, target: Callable[[], int], callbacks: Sequence[Callable] = (),
          catch: tuple = (), stop: Callable[[], bool] = lambda: False,
-         on_wait: Callable[[list[int]], None] | None = None) -> Outcome:
-    """Claim, run and record trials until the study holds `target()` completed trials."""
+         on_wait: Callable[[list[int]], None] | None = None, promote: Callable | None = None) -> Outcome:
+    """Claim, run and record trials until the study holds `target()` completed rung-0 trials and, given
+    `promote` (study -> a new RUNNING promotion trial, or None; run under the lock), no promotion is due."""
     lock = claim_lock(study)
     beating = heartbeat_of(study)
     outcome = Outcome()
     while True:
-        got = _claim(study, lock, target(), beating)
+        got = _claim(study, lock, target(), beating, promote)
         if not isinstance(got, optuna.Trial):
             raise_pending()  # a signal that came during the claim: nothing is held
         if isinstance(got, list):          # every remaining slot is held by a running trial
@@ -273,7 +277,7 @@ def work(study, objective: Callable, target: Callable[[], int], callbacks: Seque
             return outcome
 
 
-def _claim(study, lock, target: int, beating):
+def _claim(study, lock, target: int, beating, promote=None):
     """A new RUNNING trial claimed by this worker; None when the target is reached; else the held slots.
 
     A signal that comes meanwhile waits for _run_one, which releases the trial.
@@ -282,13 +286,16 @@ def _claim(study, lock, target: int, beating):
         if beating:
             optuna.storages.fail_stale_trials(study)  # under the lock: the failure and its retry appear at once
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        counted = [t for t in trials if not rung_of(t)]  # promotions train counted genotypes again
+        complete = sum(t.state == TrialState.COMPLETE for t in counted)
         held = [t.number for t in trials if claimed(t)]
-        if complete >= target:
-            return None
-        if complete + len(held) >= target:
-            return held
-        trial = study.ask()  # a waiting trial (a classic, a retry) first
+        trial = promote(study) if promote else None  # a due promotion first, as ASHA does
+        if trial is None:
+            if complete >= target:
+                return held if promote and held else None  # a running trial may yet make a promotion due
+            if complete + sum(map(claimed, counted)) >= target:
+                return held
+            trial = study.ask()  # a waiting trial (a classic, a retry) first
         internals.storage(study).set_trial_system_attr(internals.trial_id(trial), CLAIM_KEY, worker_id())
         if beating:
             internals.storage(study).record_heartbeat(internals.trial_id(trial))

@@ -12,9 +12,11 @@ Optuna's samplers are given theirs: explorer.search.prescreen and explorer.searc
 """
 from __future__ import annotations
 
+import statistics
 import time
 import traceback
 import warnings
+from dataclasses import replace
 from typing import Callable
 
 import optuna
@@ -27,10 +29,12 @@ from ..base.errors import UserError
 from ..scaleout.claim import requeue_interrupted_references, work
 from ..studies import internals
 from ..studies.record import FAIL_REASON, REJECTED
+from ..studies.rungs import ACCURACY_STD, SEED_ACCURACIES, rung_of
 from ..studies.store import settings_of
 from ..trial import latency
 from ..trial.candidate import (
     Context,
+    at_rung,
     over_limits,
     price,
     proxy_of,
@@ -39,7 +43,7 @@ from ..trial.candidate import (
     trial_seed,
 )
 from ..trial.trainer import Diverged, train
-from . import prescreen, pruning
+from . import prescreen, promotion, pruning
 
 MAX_REJECTIONS_IN_A_ROW = 2000
 MAX_FAILURES_IN_A_ROW = 5
@@ -80,19 +84,23 @@ class Objective:
             self._error(trial, e)
 
     def _trial(self, trial: optuna.Trial):
-        s = self.ctx.settings
+        rung = rung_of(trial)  # a promotion (explorer.search.promotion) trains its genotype again, at its rung
+        ctx = at_rung(self.ctx, rung)
+        s = ctx.settings
         g, cx = self._draw(trial)
-        if self.prescreen:
+        if self.prescreen and not rung:
             self.prescreen(trial, g, cx)  # may enqueue a better-scoring draw and raise Replaced
         try:
-            proxy, pcx = proxy_of(g, s, self.ctx.data)
+            proxy, pcx = proxy_of(g, s, ctx.data)
         except space.GenotypeError as e:
             self._reject(trial, f"no proxy fits {s.proxy_resolution}px: {e}")
-        for key, value in trial_attrs(g, cx, proxy, pcx, s, self.ctx.device).items():
+        for key, value in trial_attrs(g, cx, proxy, pcx, s, ctx.device).items():
             trial.set_user_attr(key, value)
         if self.progress:
-            self.progress.start_trial(trial.number, g.family or "custom", cx.flops)
-        accuracy = self.train(trial, proxy)
+            self.progress.start_trial(trial.number, (g.family or "custom") + (f", rung {rung}" if rung else ""),
+                                      cx.flops)
+        seeds = s.rungs[rung - 1]["seeds"] if rung else 1
+        accuracy = self.train_seeds(trial, proxy, ctx, seeds) if seeds > 1 else self.train(trial, proxy, ctx)
         return accuracy, second_objective(g, cx, s)
 
     def _draw(self, trial):
@@ -118,10 +126,13 @@ class Objective:
                             "the budget is too small for this space: raise --budget or pick another --space")
         raise Rejected(reason)
 
-    def train(self, trial, proxy) -> float:
-        """Train a trial's proxy from the trial's seed, recording its learning curve; its accuracy."""
-        ctx = self.ctx
-        torch.manual_seed(trial_seed(ctx.settings.seed, trial.number))
+    def train(self, trial, proxy, ctx: Context | None = None, seed: int = 0) -> float:
+        """Train a trial's proxy from the trial's seed (shifted by `seed`, another seed of a rung), recording
+        its learning curve; its accuracy. `ctx`: a rung's (explorer.trial.candidate.at_rung); the study's if None."""
+        ctx = ctx or self.ctx
+        torch.manual_seed(trial_seed(ctx.settings.seed + seed, trial.number))
+        recipe = replace(ctx.recipe, seed=ctx.recipe.seed + seed)
+        prune = None if rung_of(trial) else self.prune  # epochs of other rungs don't compare
         started = time.perf_counter()
         history: list[float] = []
 
@@ -129,15 +140,15 @@ class Objective:
             history.append(acc)
             internals.report(trial, epoch, acc)
             if self.progress:
-                self.progress.epoch(epoch, ctx.recipe.epochs, acc)
-            if self.prune:
-                self.prune(trial, epoch, acc)
+                self.progress.epoch(epoch, recipe.epochs, acc)
+            if prune:
+                prune(trial, epoch, acc)
 
         try:
             model = space.build(proxy, ctx.data.num_classes, ctx.data.in_channels).to(ctx.device)
             space.network.stochastic_depth(model, ctx.settings.stochastic_depth)
             with latency.training():  # never beside ops being timed (explorer.trial.latency.lock)
-                result = train(model, ctx.data, ctx.recipe, ctx.device, on_epoch=on_epoch,
+                result = train(model, ctx.data, recipe, ctx.device, on_epoch=on_epoch,
                                precision=ctx.settings.precision, autotune=ctx.settings.cudnn_benchmark)
         except Diverged as e:
             self._fail(trial, f"diverged: {e}")
@@ -151,6 +162,16 @@ class Objective:
         trial.set_user_attr("train_images_per_s", result.train_images_per_s)
         self.failures_in_a_row = 0
         return result.val_accuracy
+
+    def train_seeds(self, trial, proxy, ctx: Context, seeds: int) -> float:
+        """A rung's seeds each train the proxy; the accuracy is their mean, recorded with each and their std."""
+        started = time.perf_counter()
+        accuracies = [self.train(trial, proxy, ctx, seed) for seed in range(seeds)]
+        mean = statistics.fmean(accuracies)
+        for key, value in ((SEED_ACCURACIES, accuracies), (ACCURACY_STD, statistics.stdev(accuracies)),
+                           ("accuracy", mean), ("wall_time", time.perf_counter() - started)):
+            trial.set_user_attr(key, value)
+        return mean
 
     def _error(self, trial, e: Exception):
         """An unexpected exception: its first line is the reason, its traceback is kept beside it."""
@@ -195,9 +216,11 @@ def run(study, ctx: Context, progress=None):
 
     requeue_interrupted_references(study)
     objective = Objective(ctx, progress, **hooks(ctx))
+    rungs = len(ctx.settings.rungs)
     outcome = work(study, objective, target, callbacks=[progress.trial_done] if progress else [],
                    catch=(TrialFailed,), stop=lambda: bool(objective.stopped),
-                   on_wait=getattr(progress, "waiting", None))
+                   on_wait=getattr(progress, "waiting", None),
+                   promote=(lambda study: promotion.promote(study, rungs)) if rungs else None)
     if objective.stopped:
         raise UserError(f"stopped: {objective.stopped}; check the recipe (e.g. a smaller --lr) and rerun to resume")
     return outcome

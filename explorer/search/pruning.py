@@ -25,6 +25,7 @@ import optuna
 
 from ..base.settings import Settings
 from ..studies.record import PRUNED_AT_EPOCH, REFERENCE, cost_at
+from ..studies.rungs import rung_of
 
 DEFAULT_K = Settings.prune_k
 
@@ -50,8 +51,8 @@ def points_at_epoch(trials: Iterable[optuna.trial.FrozenTrial], epoch: int, excl
     out = []
     for t in trials:
         cost = cost_at(t, objective)
-        if t.number == exclude or epoch not in t.intermediate_values or cost is None:
-            continue
+        if t.number == exclude or epoch not in t.intermediate_values or cost is None or rung_of(t):
+            continue  # a promotion's epochs are at another fidelity (explorer.search.promotion)
         out.append((cost, float(t.intermediate_values[epoch])))
     return out
 

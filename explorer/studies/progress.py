@@ -16,6 +16,7 @@ from rich.text import Text
 
 from ..base.budget import format_cost, format_flops
 from .record import cost_at
+from .rungs import rung_of
 
 
 class SearchProgress:
@@ -87,8 +88,9 @@ class SearchProgress:
         """An Optuna callback: runs after every trial, whatever its state."""
         if trial.values is None:
             return
-        self.durations.append(time.perf_counter() - self.trial_started)
-        self.done += 1
+        if not rung_of(trial):  # a promotion trains a counted genotype again
+            self.durations.append(time.perf_counter() - self.trial_started)
+            self.done += 1
         accuracy, cost = trial.values[0], cost_at(trial, self.objective)
         if cost is not None and (self.best is None or (accuracy, -cost) > (self.best[0], -self.best[1])):
             self.best = (accuracy, cost, trial.number)

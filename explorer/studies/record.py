@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import optuna
 
+from .rungs import ACCURACY_STD, SEED_ACCURACIES, rung_of
+
 States = optuna.trial.TrialState
 
 # The user attributes a trial is recorded under (stored studies hold these names).
@@ -20,7 +22,6 @@ REPLACED = "replaced"                # why pre-screening replaced a draw by a be
 PRUNED_AT_EPOCH = "pruned_at_epoch"  # the epoch `--prune pareto` stopped the trial after
 FAIL_REASON = "fail_reason"
 OVER_BUDGET = "over_budget"          # a reference trained though it is over the study's limits
-RUNG, SEEDS = "rung", "seeds"        # multi-fidelity promotion (issue 21): the rung reached, the seeds trained
 # Each second objective's cost, by Settings.objective, and the attribute it is stored under.
 COST_KEYS = {"flops": "flops", "params": "params", "latency": "latency_ms"}
 
@@ -39,8 +40,9 @@ class TrialRecord:
     digest: str
     reason: str                     # why it was rejected, replaced, stopped early or failed ("" if none)
     val_images: int | None          # the validation split its accuracy was measured on
-    rung: int | None = None         # filled by multi-fidelity promotion (issue 21); None before it
-    seeds: tuple[int, ...] = ()     # the seeds it was trained from, where more than the trial's own
+    rung: int = 0                   # the promotion rung it trained at (explorer.studies.rungs; 0: the proxy's)
+    seed_accuracies: tuple[float, ...] = ()  # each seed's accuracy where its rung trained several (their mean is `accuracy`)
+    accuracy_std: float | None = None        # their sample standard deviation
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial, objective: str = "flops") -> "TrialRecord":
@@ -53,7 +55,8 @@ class TrialRecord:
         return cls(trial.number, state_of(trial), trial.values[0] if trial.values else None,
                    _maybe(int, costs["flops"]), _maybe(int, costs["params"]), _maybe(float, costs["latency"]),
                    attrs.get("family"), attrs.get(REFERENCE), attrs.get("digest", ""),
-                   reason_of(trial), attrs.get("val_images"), attrs.get(RUNG), tuple(attrs.get(SEEDS) or ()))
+                   reason_of(trial), attrs.get("val_images"), rung_of(trial), tuple(attrs.get(SEED_ACCURACIES) or ()),
+                   attrs.get(ACCURACY_STD))
 
     def cost(self, axis: str) -> float | None:
         """The cost on `axis` ("flops", "params" or "latency"), None where it wasn't recorded."""

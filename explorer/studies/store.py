@@ -20,6 +20,7 @@ from ..base.errors import UserError
 from ..base.settings import Settings
 from . import internals
 from .record import counts
+from .rungs import rung_of
 from .storage import open_storage, redact
 
 STUDIES_DIR = Path("studies")
@@ -90,7 +91,8 @@ def settings_of(study) -> Settings:
 
 
 def completed(study) -> list:
-    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    """The completed trials that count towards `--trials`: rung 0's (promotions train them again)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if not rung_of(t)]
 
 
 def rejected_count(study) -> int:

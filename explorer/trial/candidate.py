@@ -8,7 +8,8 @@ genotype is priced, adapted and seeded the same way wherever it trains.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -135,6 +136,24 @@ class Context:
     data: datasets.Splits
     recipe: Recipe
     device: torch.device
+    data_dir: Path | None = None
+    rung_data: dict = field(default_factory=dict)  # (resolution, training images) -> the Splits a rung trains on
+
+
+def at_rung(ctx: Context, rung: int) -> Context:
+    """Where a promotion to `rung` trains: the study's context with the rung's epochs, training images,
+    resolution and width (explorer.base.ladder). Its validation images are the study's: the split is drawn
+    from the same seed before the training subset, so accuracies compare across rungs."""
+    if not rung:
+        return ctx
+    r = ctx.settings.rungs[rung - 1]
+    settings = replace(ctx.settings, proxy_resolution=r["resolution"], proxy_width=r["width"],
+                       train_images=r["train_images"], recipe=replace(ctx.settings.recipe, epochs=r["epochs"]))
+    key = (r["resolution"], r["train_images"])
+    if key not in ctx.rung_data:
+        ctx.rung_data[key] = load_data(settings, ctx.data_dir)
+    return Context(settings, ctx.rung_data[key], settings.recipe, ctx.device, ctx.data_dir,
+                   ctx.rung_data)
 
 
 def check_device(settings: Settings, device: torch.device) -> None:
@@ -157,7 +176,7 @@ def prepare(settings: Settings, device: str, data_dir=None) -> Context:
         latency_table(settings, dev)  # new ops time on this process's GPU, not GPU 0
     data = load_data(settings, data_dir)
     check_splits(data, settings.recipe)
-    return Context(settings, data, settings.recipe, dev)
+    return Context(settings, data, settings.recipe, dev, data_dir)
 
 
 def load_data(settings: Settings, data_dir=None) -> datasets.Splits:
