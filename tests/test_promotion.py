@@ -14,12 +14,11 @@ from typer.testing import CliRunner
 
 import space
 from cli import app
-from explorer.analysis import pareto, report
+from explorer.analysis import pareto, report, summary
 from explorer.base.dominance import accuracy_noise, near_front
 from explorer.base.errors import UserError
 from explorer.base.ladder import IMAGE_CAP, TOP_SEEDS, Rung, default_ladder, parse_rungs
 from explorer.base.settings import Settings
-from explorer.commands import runner
 from explorer.scaleout import claim
 from explorer.scaleout.claim import CLAIM_KEY, INTERRUPTED
 from explorer.search import promotion
@@ -304,9 +303,10 @@ def test_front_points_within_each_others_noise_are_marked_tied():
     assert sorted(rings.x) == [200, 300] and "tied within noise with trial 1" in " ".join(rings.text)
     bars = [t for t in fig.data if t.meta == "trials"][0].error_y.array
     assert bars[0] == pytest.approx(0.010)
-    rows = runner.pareto_rows(pts, Settings())
+    found = summary.summarise(optuna.create_study(directions=["maximize", "minimize"]), Settings(), pts)
+    rows = [r.as_dict() for r in found.front]
     assert [(r["trial"], r["tied_with"], r["rung"], r["seeds"]) for r in rows] == [(0, [1], 2, 2), (1, [0], 0, 1),
                                                                                    (2, [], 0, 1)]
-    table = report._pareto_table(pareto.front(pts), Settings())  # the report's
+    table = report._pareto_table(found)  # the report's
     assert "<th title='sort'>tied with</th>" in table and "0.9000 ± 0.0100 <small>rung 2</small>" in table
     assert "<td data-v='1'>1</td>" in table and "<td data-v='0'>-</td>" in table  # a tie of 1, and none
