@@ -42,7 +42,7 @@ from explorer.base.settings import (
     ProxySpec,  # noqa: E402
     Settings,  # noqa: E402
 )
-from explorer.search.study import reference_points  # noqa: E402
+from explorer.sweep.study import reference_points  # noqa: E402
 from explorer.trial import data as datasets  # noqa: E402
 from explorer.trial import scores as zero_cost  # noqa: E402
 from explorer.trial.candidate import DEPLOY_CLASSES  # noqa: E402

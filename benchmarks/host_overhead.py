@@ -23,7 +23,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from explorer.scaleout.claim import work
-from explorer.search.study import make_sampler
+from explorer.sweep.study import make_sampler
 
 PARAMS = {f"p{i}": FloatDistribution(0, 1) for i in range(20)}
 

@@ -33,7 +33,7 @@ import space
 from explorer.analysis.pareto import stored_genotype
 from explorer.base.dominance import sorted_by_fronts
 from explorer.base.settings import ProxySpec, Settings
-from explorer.search.study import reference_points
+from explorer.sweep.study import reference_points
 from explorer.trial import data as datasets
 from explorer.trial.candidate import DEPLOY_CLASSES, trial_seed
 from explorer.trial.proxy import make_proxy

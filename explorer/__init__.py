@@ -1,18 +1,14 @@
 """The explorer: Optuna searches the design space (`space`) under a compute budget. Its layers, from
-the bottom up: base, trial, studies, scaleout, search and analysis, commands (README "How the code is
+the bottom up: base, trial, studies, scaleout, sweep and analysis, commands (README "How the code is
 laid out"; the contracts in pyproject.toml).
 
 From Python: `explorer.search(...)`, `explorer.open_study(name)`, `explorer.report(...)` and
 `explorer.fidelity(...)` (explorer.commands.api), loaded on first use (PEP 562) so that importing
-`explorer.base` or running `explore --help` never loads torch.
-
-`explorer.search` is the function, although a layer is also named so: import the layer's modules by
-their full names (`from explorer.search import objective`), never through attributes of `explorer`.
+`explorer.base` or running `explore --help` never loads torch. (The layer that runs a search's trials is
+`explorer.sweep`, pycls's word for it, so that `explorer.search` is only ever the function.)
 """
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING
 
 __all__ = ["search", "open_study", "report", "fidelity", "Result"]
@@ -30,12 +26,3 @@ def __getattr__(name: str):
     globals().update(Result=results.Result, **{n: getattr(api, n) for n in __all__ if n != "Result"})
     return globals()[name]
 
-
-class _Explorer(types.ModuleType):
-    def __setattr__(self, name: str, value) -> None:
-        if name in __all__ and isinstance(value, types.ModuleType):
-            return  # importing the sub-package explorer.search binds it here: the function keeps the name
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Explorer

@@ -7,8 +7,8 @@ import optuna
 
 import space
 from explorer.base.settings import Settings
-from explorer.search.study import resolve_space
 from explorer.studies.store import store_settings
+from explorer.sweep.study import resolve_space
 from explorer.trial.candidate import price
 from space.axes import design_axes
 from space.sampling import sample

@@ -19,8 +19,8 @@ import optuna
 import pytest
 
 from explorer.base.settings import Recipe, Settings
-from explorer.search.study import reference_points, resolve_space
 from explorer.studies.store import METRICS, SETTINGS_KEY, SPACE_KEY, settings_of
+from explorer.sweep.study import reference_points, resolve_space
 from space.axes import design_axes
 from space.named import named, names
 from space.sampling import load_space, sample

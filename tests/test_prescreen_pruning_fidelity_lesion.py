@@ -17,8 +17,8 @@ import space
 from explorer.analysis import lesion
 from explorer.base.settings import Settings
 from explorer.commands import runner
-from explorer.search import objective as search
-from explorer.search import pruning
+from explorer.sweep import objective as search
+from explorer.sweep import pruning
 from explorer.trial import data as datasets
 from explorer.trial.trainer import Result
 from space.blocks import Block, lesioned

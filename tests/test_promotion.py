@@ -21,10 +21,10 @@ from explorer.base.ladder import IMAGE_CAP, TOP_SEEDS, Rung, default_ladder, par
 from explorer.base.settings import Settings
 from explorer.scaleout import claim
 from explorer.scaleout.claim import CLAIM_KEY, INTERRUPTED
-from explorer.search import promotion
-from explorer.search.promotion import Entry, to_promote
 from explorer.studies.rungs import ACCURACY_STD, ROOT, RUNG, SEED_ACCURACIES, highest_rungs, root_of, rung_of
 from explorer.studies.storage import open_storage
+from explorer.sweep import promotion
+from explorer.sweep.promotion import Entry, to_promote
 from space.named import named
 
 COMPLETE, FAIL, RUNNING, WAITING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
@@ -156,7 +156,7 @@ CONTENDER = """
 import sys
 import optuna
 from explorer.scaleout import claim
-from explorer.search import promotion
+from explorer.sweep import promotion
 from explorer.studies.rungs import rung_of
 from explorer.studies.storage import open_storage
 from space.named import named

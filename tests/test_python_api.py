@@ -19,7 +19,7 @@ import space
 from explorer.base.errors import DataError, UserError
 from explorer.base.settings import default_proxy_resolution
 from explorer.commands import USER_ERRORS
-from explorer.search import objective
+from explorer.sweep import objective
 from explorer.trial import userdata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,13 +287,13 @@ def test_the_held_data_is_a_copy_of_yours(digits):
 
 
 def test_explorer_loads_torch_only_when_its_api_is_used():
-    """`import explorer`, explorer.base and `explore search --help` stay light; the layer named explorer.search
-    never hides the function."""
+    """`import explorer`, explorer.base and `explore search --help` stay light; importing the layers (the sweep
+    among them) leaves `explorer.search` the function."""
     code = ("import sys, explorer, explorer.base.settings, cli\n"
             "sys.argv = ['explore', 'search', '--help']\n"
             "try:\n    cli.app()\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch loaded'\n"
-            "from explorer.search import objective\n"
+            "from explorer.sweep import objective\n"
             "assert explorer.search.__module__ == 'explorer.commands.api' and 'torch' in sys.modules\n"
             "assert explorer.open_study.__name__ == 'open_study' and explorer.Result.__name__ == 'Result'\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

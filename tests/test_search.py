@@ -17,7 +17,7 @@ from explorer.base.budget import parse_count, parse_flops
 from explorer.base.errors import UserError
 from explorer.base.settings import PROXY
 from explorer.commands import runner
-from explorer.search import objective as search
+from explorer.sweep import objective as search
 from explorer.trial.trainer import Diverged
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,11 +16,11 @@ import space
 from cli import app
 from explorer.analysis.pareto import AXIS_TITLES
 from explorer.base.settings import RESOLUTIONS, Settings
-from explorer.search import pruning
-from explorer.search.objective import hooks
 from explorer.studies.progress import SearchProgress
 from explorer.studies.record import TrialRecord, counts
 from explorer.studies.store import SETTINGS_KEY
+from explorer.sweep import pruning
+from explorer.sweep.objective import hooks
 from explorer.trial.candidate import Context, price
 from space.named import named
 

@@ -51,7 +51,7 @@ class Point:
     digest: str = ""
     val_images: int | None = None  # the validation split its accuracy was measured on
     latency_ms: float | None = None  # predicted on the study's device, where it has one
-    rung: int = 0                    # the highest rung it completed (explorer.search.promotion)
+    rung: int = 0                    # the highest rung it completed (explorer.sweep.promotion)
     accuracy_std: float | None = None  # the seed spread of `accuracy`, a mean, where its rung trained seeds
     seeds: int = 1
 

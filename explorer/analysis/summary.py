@@ -44,7 +44,7 @@ class Summary:
     axis: str                  # the cost the front is on: flops, params or latency
     front: list[FrontRow]      # most accurate first
     states: dict[str, int]     # trials by state (explorer.studies.record.state_of)
-    promoted: dict[int, int]   # completed promotions by rung (explorer.search.promotion)
+    promoted: dict[int, int]   # completed promotions by rung (explorer.sweep.promotion)
     proxy: str                 # what each trial trains, in words
 
     @property

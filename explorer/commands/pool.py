@@ -1,5 +1,5 @@
 """Several worker processes on one machine (`explore search --jobs N`, `explore worker --jobs N`), and
-joining an existing study as a worker. Each process runs explorer.search.objective.run on the shared
+joining an existing study as a worker. Each process runs explorer.sweep.objective.run on the shared
 study; the claim protocol (explorer.scaleout.claim) keeps the count of completed trials exact."""
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from ..base.budget import format_flops
 from ..base.errors import UserError
 from ..scaleout.claim import claimed
 from ..scaleout.signals import WorkerStopped, install_signal_handlers
-from ..search import objective
-from ..search.study import make_sampler
 from ..studies.progress import SearchProgress
 from ..studies.record import TrialRecord, cost_at, counts
 from ..studies.rungs import rung_of
 from ..studies.storage import open_storage, redact
 from ..studies.store import settings_of
+from ..sweep import objective
+from ..sweep.study import make_sampler
 from ..trial import data as datasets
 from ..trial.candidate import prepare
 from ..trial.trainer import resolve_device, set_cpu_threads

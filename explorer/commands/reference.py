@@ -2,7 +2,7 @@
 stored in the study as a labelled reference point (user attr `reference=NAME`).
 
 The trial gets the user attrs a search trial gets, through the same code
-(`explorer.search.objective.Objective.train`: seeded like a trial, per-epoch intermediate values,
+(`explorer.sweep.objective.Objective.train`: seeded like a trial, per-epoch intermediate values,
 history, wall time, failures recorded). It is created straight in the RUNNING
 state, never through the queue, so a worker of the same study can't pick it up.
 If the genotype belongs to the study's space its trial carries the parameters
@@ -22,10 +22,10 @@ import space
 from space.sampling import match, sample
 
 from ..base.errors import UserError
-from ..search.objective import Objective, TrialFailed
 from ..studies import internals
 from ..studies.record import OVER_BUDGET, REFERENCE, TrialRecord
 from ..studies.store import settings_of
+from ..sweep.objective import Objective, TrialFailed
 from ..trial.candidate import over_limits, prepare, price, proxy_of, second_objective, trial_attrs
 
 States = optuna.trial.TrialState

@@ -25,8 +25,6 @@ from ..base.settings import (
     proxy_preset,
 )
 from ..scaleout import claim, signals
-from ..search import objective, promotion
-from ..search.study import open_study, refuse_other_settings, resolve_space
 from ..studies.progress import SearchProgress
 from ..studies.storage import open_storage, redact
 from ..studies.store import (
@@ -36,6 +34,8 @@ from ..studies.store import (
     settings_of,
     storage_url,
 )
+from ..sweep import objective, promotion
+from ..sweep.study import open_study, refuse_other_settings, resolve_space
 from ..trial import data as datasets
 from ..trial import userdata
 from ..trial.candidate import Context, check_device, deploy_key, fit_latency_model, prepare

@@ -40,7 +40,7 @@ attribute ``explore:worker`` = host:pid) inside the same lock. So at any time
 completed + claimed <= target, and every COMPLETE trial was claimed: the final
 count is exact. A claimed trial that is rejected (over budget) or fails frees
 its slot. With promotion (``--rungs``) only rung-0 trials count: a promotion that is due
-(explorer.search.promotion) is claimed first, and a worker waits while a running
+(explorer.sweep.promotion) is claimed first, and a worker waits while a running
 trial may still make one due. When every remaining slot is held by running trials, a worker on a
 heartbeat storage waits (one of them may fail, or its worker may have died);
 on the journal it exits. The lock is ``pg_advisory_xact_lock`` on PostgreSQL

@@ -1,7 +1,7 @@
 """How multi-fidelity promotion is kept in a study: one Optuna trial per genotype and rung.
 
 A promotion is a new trial of the same parameters, created by the worker that claims it
-(explorer.search.promotion), carrying the user attrs RUNG and ROOT (the number of the rung-0 trial it
+(explorer.sweep.promotion), carrying the user attrs RUNG and ROOT (the number of the rung-0 trial it
 promotes). So promotions are claimed, heartbeaten, retried and resumed as any trial is, in any storage.
 A rung-0 trial carries neither attr. Only rung-0 trials count towards `--trials`; every view of the
 front takes each genotype at its highest completed rung (`highest_rungs`).

@@ -1,7 +1,7 @@
 """One candidate network, from a genotype to a trained proxy: what it costs deployed, whether the
 study may train it, the proxy that trains, the seed it trains from and the record it leaves.
 
-Search (explorer.search.objective), pre-screening (explorer.search.prescreen), `explore train`
+Search (explorer.sweep.objective), pre-screening (explorer.sweep.prescreen), `explore train`
 (explorer.commands.reference), `explore fidelity` and lesions all come through here, so a
 genotype is priced, adapted and seeded the same way wherever it trains.
 """

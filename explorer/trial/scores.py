@@ -29,7 +29,7 @@ params     the number of parameters of the network (aux heads included).
 
 Scores depend on the random initialisation; `score_proxy` seeds it, so a genotype
 scores the same in `explore score`, in pre-screening and in `explore fidelity`.
-Pre-screening search draws by a score is explorer.search.prescreen.
+Pre-screening search draws by a score is explorer.sweep.prescreen.
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def points_at_epoch(trials: Iterable[optuna.trial.FrozenTrial], epoch: int, excl
     for t in trials:
         cost = cost_at(t, objective)
         if t.number == exclude or epoch not in t.intermediate_values or cost is None or rung_of(t):
-            continue  # a promotion's epochs are at another fidelity (explorer.search.promotion)
+            continue  # a promotion's epochs are at another fidelity (explorer.sweep.promotion)
         out.append((cost, float(t.intermediate_values[epoch])))
     return out
 

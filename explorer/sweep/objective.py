@@ -8,7 +8,7 @@ before anything is built: the trial is stored as pruned with the reason in
 `--trials`, so no completed trial exceeds the budget.
 
 Pre-screening and early stopping are strategies the Objective is given (`hooks`), as
-Optuna's samplers are given theirs: explorer.search.prescreen and explorer.search.pruning.
+Optuna's samplers are given theirs: explorer.sweep.prescreen and explorer.sweep.pruning.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class Objective:
             self._error(trial, e)
 
     def _trial(self, trial: optuna.Trial):
-        rung = rung_of(trial)  # a promotion (explorer.search.promotion) trains its genotype again, at its rung
+        rung = rung_of(trial)  # a promotion (explorer.sweep.promotion) trains its genotype again, at its rung
         ctx = at_rung(self.ctx, rung)
         s = ctx.settings
         g, cx = self._draw(trial)
