@@ -4,6 +4,7 @@
     python benchmarks/fidelity.py noise     # seed-to-seed spread of the proxy and of the reference
     python benchmarks/fidelity.py cost      # Kendall's tau against CPU seconds for other proxy settings
     python benchmarks/fidelity.py score     # proxy settings and zero-cost scores against the truth: top-k metrics
+    python benchmarks/fidelity.py topk      # those metrics of `ranking`'s stored proxy and scores, on its reference
     python benchmarks/fidelity.py truth --pool sqlite:///POOL.db --minutes 85   # the ground truth, resumable
 
 The genotypes are the classics that fit 2 GFLOPs (multiply-adds) at 224 px and belong to the
@@ -243,11 +244,24 @@ def score(args) -> dict:
                                 "metrics": topk.report([r["accuracy"] for r in runs], truths)}
     zero = [scores(space.load(json.loads(r["genotype"])), ProxySpec()) for r in rows]
     out["scores"] = {name: topk.report([z[name] for z in zero], truths) for name in zero_cost.SCORES}
-    for name, row in [*out["proxies"].items(), *out["scores"].items()]:
-        metrics = row.get("metrics", row)
+    _print_metrics({**{n: row["metrics"] for n, row in out["proxies"].items()}, **out["scores"]})
+    return out
+
+
+def topk_on_reference(args) -> dict:
+    """The top-k metrics of round 2's stored ranking (the proxy and each zero-cost score against the
+    reference, the proxy trained longer): what the overall tau hides, measured without training anything."""
+    rows = _stored("ranking")["rows"]
+    reference = [r["reference"] for r in rows]
+    out = {name: topk.report([r[name] for r in rows], reference) for name in ("proxy", *zero_cost.SCORES)}
+    _print_metrics(out)
+    return {"against": "round 2's reference (benchmarks/fidelity-ranking.json)", "genotypes": len(rows), **out}
+
+
+def _print_metrics(named: dict[str, dict]) -> None:
+    for name, metrics in named.items():
         print(f"{name:10s} " + "  ".join(f"{m} {_fmt(v['value'])} [{_fmt(v['low'])}, {_fmt(v['high'])}]"
                                          for m, v in metrics.items()), flush=True)
-    return out
 
 
 def _ceiling(rows: list[dict]) -> dict:
@@ -265,7 +279,7 @@ def _stored(part: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("ranking", "noise", "cost", "truth", "score"))
+    parser.add_argument("part", choices=("ranking", "noise", "cost", "truth", "score", "topk"))
     parser.add_argument("--jobs", type=int, default=2, help="single-threaded training processes at once")
     parser.add_argument("--variants", nargs="*", help="cost: which proxy variants [default: all]")
     parser.add_argument("--pool", help="truth: the storage URL of a default-seed union search (for a new plan)")
@@ -274,7 +288,8 @@ def main() -> None:
     set_cpu_threads()
     started = time.perf_counter()
     result = {"ranking": ranking, "noise": noise, "cost": cost,
-              "truth": lambda a: truth.run(a.pool, a.jobs, a.minutes), "score": score}[args.part](args)
+              "truth": lambda a: truth.run(a.pool, a.jobs, a.minutes), "score": score,
+              "topk": topk_on_reference}[args.part](args)
     result["machine"] = {"threads": torch.get_num_threads(), "torch": torch.__version__,
                          "wall_s": time.perf_counter() - started,
                          "date": time.strftime("%Y-%m-%d")}

@@ -130,10 +130,10 @@ def test_report_renders_without_errors(browser, home):
     # sorting: accuracy ascending, then descending
     accuracy = page.locator("#pareto-table thead th", has_text="accuracy")
     accuracy.click()
-    acc = [float(rows.nth(i).locator("td").nth(5).inner_text()) for i in range(rows.count())]
+    acc = [float(rows.nth(i).locator("td").nth(5).inner_text().split(" ± ")[0]) for i in range(rows.count())]
     assert acc == sorted(acc)
     accuracy.click()
-    acc = [float(rows.nth(i).locator("td").nth(5).inner_text()) for i in range(rows.count())]
+    acc = [float(rows.nth(i).locator("td").nth(5).inner_text().split(" ± ")[0]) for i in range(rows.count())]
     assert acc == sorted(acc, reverse=True)
 
     # a network graph is drawn when its <details> opens
