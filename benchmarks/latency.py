@@ -34,7 +34,7 @@ import torch
 from scipy.stats import kendalltau
 
 import space
-from explorer.trial.latency import DeviceKey, Table, calibrate, predict
+from explorer.trial.latency import Table, calibrate, key_here, predict, table_file
 from explorer.trial.latency import table as table_module
 from explorer.trial.latency.model import draws, measure_passes
 from space.named import named, names
@@ -90,11 +90,11 @@ def main() -> None:
             ap.error("--clock thread needs --threads 1: one thread's CPU time is the latency only then")
         table_module.CLOCK = time.thread_time
     table_module.ESTIMATOR = {"median": statistics.median, "min": min}[args.estimator]
-    key = DeviceKey.here("cpu", threads=args.threads)
+    key = key_here("cpu", threads=args.threads)
     print("uptime before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     print(f"device: {key.short()}; clock: {args.clock}; estimator: {args.estimator}")
     cache = tempfile.TemporaryDirectory()  # a fresh device: nothing cached counts
-    table = Table(key, Path(cache.name) / key.file().name)
+    table = Table(key, Path(cache.name) / table_file(key).name)
     fit_s, fill_s, ops = fresh_device_cost(table)
     print(f"fresh device: fit {fit_s:.0f} s, then {ops} ops for {DEFAULT_SEARCH_DRAWS} default-search draws "
           f"{fill_s:.0f} s; total {(fit_s + fill_s) / 60:.1f} min")

@@ -24,7 +24,7 @@ from explorer.studies.store import settings_of, store_settings
 from explorer.trial import candidate
 from explorer.trial import device as devices
 from explorer.trial.candidate import check_device, deploy_key
-from explorer.trial.latency import DeviceKey, Table
+from explorer.trial.latency import DeviceKey, Table, key_here, table_file
 from explorer.trial.latency import lock as latency_lock
 from explorer.trial.latency.table import CUDA_HOST_THREADS
 from explorer.trial.latency.trace import trace
@@ -171,7 +171,7 @@ def test_a_cuda_key_names_the_indexed_gpu_and_the_host_cpu(monkeypatch):
     assert (key.device, key.name, key.host) == ("cuda", "NVIDIA H200", devices.cpu_model())
     assert deploy_key("cuda").name == "NVIDIA A100-SXM4-80GB"
     assert "NVIDIA H200 (host " in key.short() and "thread" not in key.short()
-    assert DeviceKey.here("cuda:1").file() != DeviceKey(**{**vars(key), "host": "another CPU"}).file()
+    assert table_file(key_here("cuda:1")) != table_file(DeviceKey(**{**vars(key), "host": "another CPU"}))
 
 
 def test_cuda_keys_count_threads_one_way(monkeypatch):
@@ -194,7 +194,7 @@ def test_explore_latency_auto_means_what_search_auto_means(monkeypatch):
 
 
 def test_a_cpu_key_file_is_the_one_made_before_the_host_was_keyed():
-    key = DeviceKey.here("cpu", threads=1)
+    key = key_here("cpu", threads=1)
     assert key.host == "" and "host" not in key.stored() and key.stored() == {
         k: v for k, v in dataclasses.asdict(key).items() if k != "host"}
 

@@ -19,7 +19,7 @@ from explorer.base.errors import UserError
 from explorer.base.settings import Settings
 from explorer.studies.store import settings_of, store_settings
 from explorer.trial.candidate import deploy_key, fit_latency_model
-from explorer.trial.latency import DeviceKey, Table, calibrate, measure, model, predict
+from explorer.trial.latency import DeviceKey, Table, calibrate, key_here, measure, model, predict, table_file
 from explorer.trial.latency.model import kind
 from explorer.trial.latency.trace import MAX_COPIES, distinct, trace
 
@@ -39,39 +39,39 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_the_key_names_device_torch_threads_dtype_and_batch(cache):
-    key = DeviceKey.here("cpu", threads=1)
-    assert key.file().parent == cache and key.file() == DeviceKey.here("cpu", threads=1).file()
+    key = key_here("cpu", threads=1)
+    assert table_file(key).parent == cache and table_file(key) == table_file(key_here("cpu", threads=1))
     assert key.torch == torch.__version__ and key.dtype == "float32" and key.batch == 1 and key.name
-    others = [DeviceKey.here("cpu", threads=2), DeviceKey.here("cpu", threads=1, batch=8),
-              DeviceKey.here("cpu", threads=1, dtype="bfloat16"),
+    others = [key_here("cpu", threads=2), key_here("cpu", threads=1, batch=8),
+              key_here("cpu", threads=1, dtype="bfloat16"),
               DeviceKey(**{**vars(key), "torch": "0.0.1"}), DeviceKey(**{**vars(key), "name": "another CPU"}),
               DeviceKey(**{**vars(key), "method": key.method + 1})]
-    assert len({k.file() for k in [key, *others]}) == 1 + len(others)
+    assert len({table_file(k) for k in [key, *others]}) == 1 + len(others)
 
 
 def test_ops_are_measured_once_and_cached(cache):
-    key = DeviceKey.here("cpu", threads=1)
+    key = key_here("cpu", threads=1)
     ops = trace(tiny(8), 16)
     table = Table(key)
     assert table.measure(ops) == len(distinct(ops)[0]) > 0
     assert table.measure(ops) == 0  # nothing new
     again = Table(key)
     assert again.ops == table.ops and all(v > 0 for v in again.ops.values())
-    assert json.loads(key.file().read_text())["key"]["threads"] == 1
+    assert json.loads(table_file(key).read_text())["key"]["threads"] == 1
 
 
 def test_a_stale_or_corrupt_table_is_rebuilt(cache):
-    key = DeviceKey.here("cpu", threads=1)
+    key = key_here("cpu", threads=1)
     table = Table(key)
     table.measure(trace(tiny(8), 16))
-    data = json.loads(key.file().read_text())
+    data = json.loads(table_file(key).read_text())
     data["key"]["torch"] = "0.0.1"  # as if written by another torch under the same name
-    key.file().write_text(json.dumps(data))
+    table_file(key).write_text(json.dumps(data))
     assert Table(key).ops == {}
-    key.file().write_text("{ half a file")
+    table_file(key).write_text("{ half a file")
     stale = Table(key)
     assert stale.ops == {} and stale.measure(trace(tiny(8), 16)) > 0
-    assert json.loads(key.file().read_text())["key"]["torch"] == torch.__version__
+    assert json.loads(table_file(key).read_text())["key"]["torch"] == torch.__version__
 
 
 def test_the_trace_counts_adds_concats_and_pools():
@@ -128,7 +128,7 @@ def test_no_timed_op_returns_nan_batch_norms_get_a_positive_running_variance():
 
 
 def test_a_tiny_network_is_predicted_within_a_generous_factor(cache):
-    key = DeviceKey.here("cpu", threads=1)
+    key = key_here("cpu", threads=1)
     table = Table(key)
     fit = calibrate(table, [tiny(c, skip) for c in (8, 16, 32, 64) for skip in (None, "residual")], resolution=32)
     assert set(fit) == {"per_network", "scale_conv", "scale_grouped", "scale_memory", "per_op"}
@@ -144,7 +144,7 @@ def test_networks_are_measured_in_passes_over_all_of_them(monkeypatch):
     order = []
     monkeypatch.setattr(model, "measure", lambda g, resolution, key, on=None: order.append(g["name"]) or len(order))
     nets = [tiny(8), tiny(16)]
-    assert model.measure_passes(nets, 32, DeviceKey.here("cpu", threads=1), passes=3) == [[1, 3, 5], [2, 4, 6]]
+    assert model.measure_passes(nets, 32, key_here("cpu", threads=1), passes=3) == [[1, 3, 5], [2, 4, 6]]
     assert order == ["tiny8", "tiny16"] * 3
 
 
@@ -186,6 +186,18 @@ def test_studies_made_before_latency_have_a_flop_objective():
     assert (old.objective, old.latency_budget, old.latency_device) == ("flops", None, None)
 
 
+def test_settings_hold_the_latency_key_typed_and_store_it_as_before():
+    """Settings.latency_device is a DeviceKey, stored as the same dict a study has always held; a key stored
+    before `host` existed loads with none."""
+    key = deploy_key("cpu")
+    stored = json.loads(Settings(budget=0, latency_budget=5.0, latency_device=key).to_json())
+    assert stored["latency_device"] == asdict(key)
+    assert Settings.from_json(json.dumps(stored)).latency_device == key
+    before_host = {k: v for k, v in asdict(key).items() if k != "host"}
+    loaded = Settings.from_json(json.dumps({**stored, "latency_device": before_host})).latency_device
+    assert isinstance(loaded, DeviceKey) and loaded == key and table_file(loaded) == table_file(key)
+
+
 def test_a_latency_study_refuses_to_resume_on_another_device(tmp_path, cache):
     calibrate(Table(deploy_key("cpu")), [tiny(c) for c in (8, 16, 32)], resolution=32)  # fitted small, for speed
     explore("search", "--budget", "5ms", "--study", "lat", "--no-run", "--resolution", "32", *QUICK, cwd=tmp_path)
@@ -193,9 +205,9 @@ def test_a_latency_study_refuses_to_resume_on_another_device(tmp_path, cache):
     study = optuna.load_study(study_name="lat", storage=url)
     stored = settings_of(study)
     assert stored.latency_budget == 5.0 and stored.budget == 0 and stored.objective == "latency"
-    assert stored.latency_device["name"] == DeviceKey.here().name
+    assert stored.latency_device.name == key_here().name
     assert study.metric_names == ["proxy accuracy", "latency (ms, predicted)"]
-    stored.latency_device = {**stored.latency_device, "name": "Another CPU 9000"}
+    stored.latency_device = dataclasses.replace(stored.latency_device, name="Another CPU 9000")
     store_settings(study, stored)
     run = explore("search", "--study", "lat", cwd=tmp_path, check=False)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
@@ -203,7 +215,7 @@ def test_a_latency_study_refuses_to_resume_on_another_device(tmp_path, cache):
 
 
 def test_explore_latency_json(tmp_path, cache):
-    key = DeviceKey.here("cpu", threads=1)
+    key = key_here("cpu", threads=1)
     calibrate(Table(key), [tiny(c) for c in (8, 16, 32)], resolution=32)
     (tmp_path / "tiny.yaml").write_text(json.dumps(tiny(16, skip="residual")))
     run = explore("latency", "tiny.yaml", "-r", "32", "--threads", "1", "--json", cwd=tmp_path)
@@ -243,7 +255,8 @@ def test_jobs_fit_the_latency_model_once_before_the_workers_and_never_for_anothe
     table = Table(deploy_key("cpu"))
     calibrate(table, [tiny(c) for c in (8, 16)], resolution=32)
     assert not fit_latency_model(settings, "cpu")  # already fitted: nothing measured
-    other = Settings(budget=0, latency_budget=5.0, latency_device={**settings.latency_device, "name": "Another CPU"})
+    other = Settings(budget=0, latency_budget=5.0, latency_device=dataclasses.replace(settings.latency_device,
+                                                                                           name="Another CPU"))
     with pytest.raises(UserError, match="Another CPU"):
         fit_latency_model(other, "cpu")
-    assert not DeviceKey(**other.latency_device).file().exists()
+    assert not table_file(other.latency_device).exists()

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .budget import FLOP_FORMS, TIME_FORMS, format_flops, format_ms
+from .device_key import DeviceKey
 from .errors import UserError
 from .ladder import ETA, IMAGE_CAP, TOP_SEEDS, describe
 
@@ -179,7 +180,7 @@ class Settings:
     space_digest: str = ""
     budget: int = 0                # FLOPs (multiply-adds) at `resolution`, 1000 classes (0: a latency budget)
     latency_budget: float | None = None  # ms per forward pass at batch 1 and `resolution`, predicted
-    latency_device: dict | None = None   # the latency table's key (explorer.trial.latency.DeviceKey)
+    latency_device: DeviceKey | None = None  # the latency table's key, stored as its dict
     objective: str = OBJECTIVES[0]
     max_params: int | None = None
     resolution: int = 224
@@ -211,6 +212,8 @@ class Settings:
     def __post_init__(self) -> None:
         if isinstance(self.recipe, dict):  # as stored, or as a caller wrote it
             self.recipe = Recipe.from_dict(self.recipe)
+        if isinstance(self.latency_device, dict):
+            self.latency_device = DeviceKey.from_dict(self.latency_device)
 
     def to_json(self) -> str:
         """The settings less the space document (stored apart, see explorer.studies.store)."""

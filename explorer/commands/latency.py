@@ -20,7 +20,7 @@ def device_key(device: str, threads: int | None, batch: int, dtype: str = "float
     if resolved.type == "cuda" and threads is not None:
         raise UserError("--threads: counts CPU threads, which time ops on --device cpu only; on CUDA the host "
                         "launches kernels from one thread")
-    return latency.DeviceKey.here(str(resolved), threads, dtype, batch), resolved
+    return latency.key_here(str(resolved), threads, dtype, batch), resolved
 
 
 def latency_report(genotype, name: str, resolution: int, key: latency.DeviceKey, measured: bool = True,

@@ -1,7 +1,6 @@
 """What `explore search` does, from flags to a Pareto table: settings, study, live view, results."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import optuna
@@ -146,7 +145,7 @@ def search_command(explicit: dict, study_name: str | None, storage: str | None, 
         check_device(stored, dev)  # in one line, before the other settings are compared
     settings = make_settings(explicit, stored, device_settings(dev))
     if not stored and (settings.latency_budget or settings.objective == "latency"):
-        settings.latency_device = asdict(deploy_key(device))  # before any trial is priced on it
+        settings.latency_device = deploy_key(device)  # before any trial is priced on it
     if stored:
         refuse_other_settings(study_name, settings, stored)  # before reading a dataset it may not need
     # the dataset is read (or, with --no-run, found) before the study exists: a bad or absent one leaves nothing

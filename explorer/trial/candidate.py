@@ -55,13 +55,13 @@ _PREDICTED: dict[tuple, float] = {}
 def deploy_key(device: str) -> latency.DeviceKey:
     """The latency table's key a study's budget is priced on: the device (`cuda:N`: GPU N's name and the
     host CPU's), on CPU every core the process may use (as the deployed network would), float32, batch 1."""
-    return latency.DeviceKey.here(str(resolve_device(device)), len(allowed_cpus()))
+    return latency.key_here(str(resolve_device(device)), len(allowed_cpus()))
 
 
 def latency_table(settings: Settings, on: torch.device | None = None) -> latency.Table:
     """The study's table; its new ops are timed on `on`, the device this process trains on, given once
     (by `prepare`), else on the key's kind (GPU 0 on CUDA)."""
-    key = latency.DeviceKey(**settings.latency_device)
+    key = settings.latency_device
     if on is not None and (key not in _TABLES or _TABLES[key].on != on):
         _TABLES[key] = latency.Table(key, on=on)
     return _TABLES.setdefault(key, latency.Table(key))
@@ -94,7 +94,7 @@ def check_latency_device(settings: Settings, device: str) -> None:
     """A study priced in latency resumes only on the device (and torch, threads) its table was measured on."""
     if not settings.latency_device:
         return
-    stored, here = latency.DeviceKey(**settings.latency_device), deploy_key(device)
+    stored, here = settings.latency_device, deploy_key(device)
     if stored != here:
         raise UserError(f"--device: this study's latencies were predicted for {stored.short()}; this is "
                         f"{here.short()}, whose latencies don't compare: resume it there, or start another --study")

@@ -21,11 +21,9 @@ same size, which stays at the threshold, so every call pays for fresh pages: a 1
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,6 +32,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ...base import files
+from ...base.device_key import DeviceKey
 from ..device import cpu_model, device_name
 from .lock import cache_dir, timing
 from .trace import Op
@@ -54,41 +53,18 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 CUDA_HOST_THREADS = 1  # a CUDA key's: the host only launches kernels, from one thread
 
 
-@dataclass(frozen=True)
-class DeviceKey:
-    device: str        # cpu or cuda
-    name: str          # the model name of the CPU or GPU
-    torch: str
-    threads: int       # intra-op CPU threads; CUDA_HOST_THREADS on CUDA, whatever the machine has
-    dtype: str = "float32"
-    batch: int = 1
-    method: int = METHOD
-    host: str = ""     # CUDA: the CPU's model, which sets how fast eager PyTorch launches kernels at batch 1
+def key_here(device: str = "cpu", threads: int | None = None, dtype: str = "float32", batch: int = 1) -> DeviceKey:
+    """This machine's key for `device` (`cuda:N`: GPU N's name); on CPU `threads` defaults to torch's
+    current intra-op thread count; a CUDA key counts none (CUDA_HOST_THREADS), whoever asks."""
+    if device.startswith("cuda"):
+        return DeviceKey("cuda", device_name(device), torch.__version__, CUDA_HOST_THREADS, METHOD, dtype, batch,
+                         host=cpu_model())
+    return DeviceKey("cpu", device_name(device), torch.__version__, threads or torch.get_num_threads(), METHOD,
+                     dtype, batch)
 
-    @classmethod
-    def here(cls, device: str = "cpu", threads: int | None = None, dtype: str = "float32",
-             batch: int = 1) -> DeviceKey:
-        """This machine's key for `device` (`cuda:N`: GPU N's name); on CPU `threads` defaults to torch's
-        current intra-op thread count; a CUDA key counts none (CUDA_HOST_THREADS), whoever asks."""
-        if device.startswith("cuda"):
-            return cls("cuda", device_name(device), torch.__version__, CUDA_HOST_THREADS, dtype, batch,
-                       host=cpu_model())
-        return cls("cpu", device_name(device), torch.__version__, threads or torch.get_num_threads(), dtype, batch)
 
-    def short(self) -> str:
-        """One line for messages: `cpu AMD EPYC, 2 threads, float32, batch 1, torch 2.x`."""
-        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
-        where = f"{self.name} (host {self.host})" if self.host else f"{self.name}, {threads}"
-        return f"{self.device} {where}, {self.dtype}, batch {self.batch}, torch {self.torch}"
-
-    def stored(self) -> dict:
-        """The key as its table's file holds it; a CPU key has no host (its name is the CPU), so CPU
-        tables made before the host was keyed stay valid."""
-        return {k: v for k, v in asdict(self).items() if k != "host" or v}
-
-    def file(self) -> Path:
-        digest = hashlib.sha256(json.dumps(self.stored(), sort_keys=True).encode()).hexdigest()[:16]
-        return cache_dir() / f"{self.device}-{digest}.json"
+def table_file(key: DeviceKey) -> Path:
+    return cache_dir() / f"{key.device}-{key.digest()}.json"
 
 
 def settle_allocator() -> None:
@@ -125,7 +101,7 @@ class Table:
     on GPU N, whose name the key holds."""
 
     def __init__(self, key: DeviceKey, path: Path | None = None, on: torch.device | None = None):
-        self.key, self.path = key, path or key.file()
+        self.key, self.path = key, path or table_file(key)
         self.on = torch.device(on or key.device)
         self.ops: dict[str, float] = {}
         self.overhead: dict[str, float] | None = None
