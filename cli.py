@@ -511,28 +511,26 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
 
     def progress(i, n, row):
         if not as_json:
-            err.print(f"retrained {i}/{n}: trial {row['number']} ({row['picked']}, {row['family']}): proxy "
-                      f"{row['proxy_accuracy']:.4f} -> {_num(row['long_accuracy'])} in {row['wall_time']:.1f}s",
-                      highlight=False)
+            err.print(f"retrained {i}/{n}: trial {row.number} ({row.picked}, {row.family}): proxy "
+                      f"{row.proxy_accuracy:.4f} -> {_num(row.long_accuracy)} in {row.wall_time:.1f}s", highlight=False)
 
     record = fid.run(st, settings, top, random_, epochs_multiplier, seed, str(dev), data_dir, progress)
     if as_json:
-        print(json.dumps(record, indent=2))
+        print(json.dumps(record.to_dict(), indent=2))
         return
-    p, r = record["proxy"], record["reference"]
-    trials = Table(title=f"{study}: proxy ({ProxySpec(**p).describe()}) against the reference "
-                         f"({ProxySpec(**r).describe()}), validation "
-                         f"accuracy on {record['dataset']}, {record['device']}")
+    trials = Table(title=f"{study}: proxy ({record.proxy.describe()}) against the reference "
+                         f"({record.reference.describe()}), validation accuracy on {record.dataset}, {record.device}; "
+                         "GFLOPs are multiply-adds")
     for col in ("trial", "picked", "family", "GFLOPs", "proxy acc", "long acc", "long test acc"):
         trials.add_column(col, justify="left" if col in ("picked", "family") else "right", no_wrap=True)
-    for r in record["trials"]:
-        trials.add_row(str(r["number"]), r["picked"], r["family"], f"{r['flops'] / 1e9:.3f}",
-                       f"{r['proxy_accuracy']:.4f}", _num(r["long_accuracy"]), _num(r["long_test_accuracy"]))
+    for r in record.trials:
+        trials.add_row(str(r.number), r.picked, r.family, f"{r.flops / 1e9:.3f}", f"{r.proxy_accuracy:.4f}",
+                       _num(r.long_accuracy), _num(r.long_test_accuracy))
     out.print(trials)
     corr = Table(title="rank agreement with the longer-trained accuracy")
     for col in ("ranked by", "n", "Kendall tau", "p", "Spearman rho", "p"):
         corr.add_column(col, justify="left" if col == "ranked by" else "right", no_wrap=True)
-    for name, c in record["correlations"].items():
+    for name, c in record.correlations.items():
         corr.add_row(name, str(c["n"]), _num(c["kendall_tau"], 3), _num(c["kendall_p"], 3),
                      _num(c["spearman_rho"], 3), _num(c["spearman_p"], 3), style="bold" if name == fid.PROXY else None)
     out.print(corr)

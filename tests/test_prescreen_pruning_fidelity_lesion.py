@@ -202,7 +202,10 @@ def test_fidelity_measures_and_stores_rank_agreement(screened):
     for name in ("synflow", "params"):
         c = record["correlations"][name]
         assert -1 <= c["kendall_tau"] <= 1 and -1 <= c["spearman_rho"] <= 1
-    assert "Kendall tau" in run.stdout and "Spearman rho" in run.stdout
+    assert "Kendall tau" in run.stdout and "Spearman rho" in run.stdout and "multiply-adds" in run.stdout
+    explore("report", "s", cwd=cwd)  # the report reads the same typed record
+    page = (cwd / "studies" / "s" / "report.html").read_text()
+    assert "<h2>Proxy fidelity</h2><p class='note'>3 trials retrained for 2 epochs" in page
 
 
 def test_a_reference_equal_to_the_proxy_reproduces_every_trial(screened, one_torch_thread):
@@ -214,10 +217,13 @@ def test_a_reference_equal_to_the_proxy_reproduces_every_trial(screened, one_tor
     study = load(cwd, "s")
     settings = settings_of(study)
     record = fidelity.run(study, settings, top=2, n_random=1, device="cpu", ref=settings.proxy)
-    for r in record["trials"]:
-        assert r["long_accuracy"] == pytest.approx(r["proxy_accuracy"], abs=1e-9)
-    proxy = record["correlations"]["proxy accuracy"]
+    for r in record.trials:
+        assert r.long_accuracy == pytest.approx(r.proxy_accuracy, abs=1e-9)
+    proxy = record.correlations["proxy accuracy"]
     assert proxy["kendall_tau"] == pytest.approx(1) and proxy["spearman_rho"] == pytest.approx(1)
+    assert fidelity.stored(study) == record  # the typed record survives its stored JSON
+    study.set_user_attr(fidelity.FIDELITY_KEY, json.dumps({"version": 1, "trials": []}))
+    assert fidelity.stored(study) is None  # a record of another shape is left to `explore fidelity` to rewrite
 
 
 def test_correlations_of_degenerate_columns_are_null():

@@ -9,8 +9,8 @@ validation split the search used) is measured with Kendall's tau and
 Spearman's rho (scipy.stats); so is the agreement of every zero-cost score of
 the sampled genotypes with the reference accuracy.
 
-The result is stored as JSON in the study user attr `explore:fidelity`
-(the latest run), with this structure:
+The result is a typed `FidelityRecord` (its trials `Retrained`), stored as JSON in the study user
+attr `explore:fidelity` (the latest run), with this structure:
 
     {"version": 2, "created": ISO time, "dataset", "device", "seed",
      "proxy": ProxySpec fields, "reference": ProxySpec fields, "proxy_epochs", "epochs", "top", "random",
@@ -29,7 +29,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import optuna
 import torch
@@ -49,6 +49,53 @@ from .pareto import stored_genotype
 
 FIDELITY_KEY = "explore:fidelity"
 PROXY = "proxy accuracy"
+VERSION = 2
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """One sampled trial, trained again as the reference."""
+    number: int
+    picked: str                      # top or random
+    family: str
+    digest: str | None
+    flops: int                       # multiply-adds of the deployed network
+    params: int
+    proxy_accuracy: float
+    long_accuracy: float | None      # None: the reference's training diverged
+    long_test_accuracy: float | None
+    wall_time: float
+    scores: dict                     # zero-cost score name -> value (None where undefined)
+
+
+@dataclass(frozen=True)
+class FidelityRecord:
+    """What `explore fidelity` measured, read once: the CLI, `--json`, the report and explorer.fidelity
+    all take this object rather than each re-parsing the stored JSON."""
+    created: str
+    dataset: str
+    device: str
+    seed: int
+    proxy: ProxySpec
+    reference: ProxySpec
+    top: int
+    random: int
+    trials: list[Retrained]
+    correlations: dict               # ranked by (PROXY or a score) -> correlation()'s dict
+
+    def to_dict(self) -> dict:
+        """The stored form (see the module doc); the epochs are repeated at the top for older readers."""
+        return {"version": VERSION, "created": self.created, "dataset": self.dataset, "device": self.device,
+                "seed": self.seed, "proxy": asdict(self.proxy), "reference": asdict(self.reference),
+                "proxy_epochs": self.proxy.epochs, "epochs": self.reference.epochs, "top": self.top,
+                "random": self.random, "trials": [asdict(t) for t in self.trials], "correlations": self.correlations}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> FidelityRecord:
+        """The record as stored; KeyError or TypeError for a record of another shape."""
+        names = {f.name for f in fields(cls)} - {"proxy", "reference", "trials"}
+        return cls(proxy=ProxySpec(**stored["proxy"]), reference=ProxySpec(**stored["reference"]),
+                   trials=[Retrained(**t) for t in stored["trials"]], **{k: stored[k] for k in names})
 
 
 def reference(proxy: ProxySpec) -> ProxySpec:
@@ -99,7 +146,7 @@ def reference_of(settings: Settings, multiplier: int | None = None) -> ProxySpec
 
 
 def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: int | None = None, seed: int = 0,
-        device: str = "auto", data_dir=None, on_trial=None, ref: ProxySpec | None = None) -> dict:
+        device: str = "auto", data_dir=None, on_trial=None, ref: ProxySpec | None = None) -> FidelityRecord:
     """Retrain the sample with the reference (`ref`, default `reference_of(settings, multiplier)`),
     measure rank agreement, store and return the result (see the module doc)."""
     trials = [t for t in completed(study) if "genotype" in t.user_attrs]
@@ -120,20 +167,17 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
         rows.append(_retrain(t, why, ref, settings, data, dev))
         if on_trial:
             on_trial(len(rows), len(picked), rows[-1])
-    longs = [r["long_accuracy"] for r in rows]
-    correlations = {PROXY: correlation([r["proxy_accuracy"] for r in rows], longs)}
+    longs = [r.long_accuracy for r in rows]
+    correlations = {PROXY: correlation([r.proxy_accuracy for r in rows], longs)}
     for name in zero_cost.SCORES:
-        correlations[name] = correlation([r["scores"][name] for r in rows], longs)
-    proxy = settings.proxy
-    record = {"version": 2, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "dataset": settings.dataset, "device": str(dev), "seed": seed, "proxy": asdict(proxy),
-              "reference": asdict(ref), "proxy_epochs": proxy.epochs, "epochs": ref.epochs,
-              "top": top, "random": n_random, "trials": rows, "correlations": correlations}
-    study.set_user_attr(FIDELITY_KEY, json.dumps(record))
+        correlations[name] = correlation([r.scores[name] for r in rows], longs)
+    record = FidelityRecord(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                            settings.dataset, str(dev), seed, settings.proxy, ref, top, n_random, rows, correlations)
+    study.set_user_attr(FIDELITY_KEY, json.dumps(record.to_dict()))
     return record
 
 
-def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> dict:
+def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> Retrained:
     """One trial's genotype adapted and trained as the reference, from the trial's seed."""
     proxy = make_proxy(stored_genotype(t), ref.resolution, ref.width, ref.depth, data.in_channels, data.num_classes)
     scores = zero_cost.score_proxy(proxy, data, zero_cost.SCORES, seed=settings.seed, device=dev)
@@ -147,12 +191,17 @@ def _retrain(t, why: str, ref: ProxySpec, settings: Settings, data, dev) -> dict
     except Diverged:
         long_acc = test_acc = None
     record = TrialRecord.of(t, settings.objective)
-    return {"number": t.number, "picked": why, "family": record.family or "custom", "digest": record.digest or None,
-            "flops": record.flops, "params": record.params, "proxy_accuracy": record.accuracy,
-            "long_accuracy": long_acc, "long_test_accuracy": test_acc, "wall_time": time.perf_counter() - started,
-            "scores": {k: _clean(v) for k, v in scores.items()}}
+    return Retrained(t.number, why, record.family or "custom", record.digest or None, record.flops, record.params,
+                     record.accuracy, long_acc, test_acc, time.perf_counter() - started,
+                     {k: _clean(v) for k, v in scores.items()})
 
 
-def stored(study) -> dict | None:
+def stored(study) -> FidelityRecord | None:
+    """The study's latest record; None if it has none or one of another shape (`explore fidelity` rewrites it)."""
     text = study.user_attrs.get(FIDELITY_KEY)
-    return json.loads(text) if text else None
+    if not text:
+        return None
+    try:
+        return FidelityRecord.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError):
+        return None

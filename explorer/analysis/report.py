@@ -108,18 +108,15 @@ _SHOWN = {"space", "space_doc", "space_digest", "budget", "max_params", "resolut
 
 def _fidelity(study) -> str:
     """`explore fidelity`'s result, when the study holds one."""
-    try:
-        record = fidelity.stored(study)
-        if not record:
-            return ""
-        rows = "".join(f"<tr><td>{_esc(name)}</td><td>{c['n']}</td><td>{_num(c.get('kendall_tau'))}</td>"
-                       f"<td>{_num(c.get('spearman_rho'))}</td></tr>" for name, c in record["correlations"].items())
-        return (f"<h2>Proxy fidelity</h2><p class='note'>{len(record['trials'])} trials retrained for "
-                f"{record['epochs']} epochs; rank agreement with that longer training (<code>explore fidelity</code>)."
-                f"</p><table><thead><tr><th>ranked by</th><th>n</th><th>Kendall tau</th><th>Spearman rho</th></tr>"
-                f"</thead><tbody>{rows}</tbody></table>")
-    except (ValueError, KeyError, TypeError):  # a record of another shape: leave it to `explore fidelity`
+    record = fidelity.stored(study)
+    if not record:
         return ""
+    rows = "".join(f"<tr><td>{_esc(name)}</td><td>{c['n']}</td><td>{_num(c.get('kendall_tau'))}</td>"
+                   f"<td>{_num(c.get('spearman_rho'))}</td></tr>" for name, c in record.correlations.items())
+    return (f"<h2>Proxy fidelity</h2><p class='note'>{len(record.trials)} trials retrained for "
+            f"{record.reference.epochs} epochs; rank agreement with that longer training (<code>explore fidelity"
+            f"</code>).</p><table><thead><tr><th>ranked by</th><th>n</th><th>Kendall tau</th><th>Spearman rho</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def _num(value) -> str:

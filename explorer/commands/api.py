@@ -96,7 +96,7 @@ def report(study: Result | str, path: str | Path | None = None, *, by: list[str]
 
 
 def fidelity(study: Result | str, top: int = 5, random: int = 5, *, data: Any = None, validation_data: Any = None,
-             device: str = "auto", storage: str | None = None) -> dict:
+             device: str = "auto", storage: str | None = None) -> fidelity_check.FidelityRecord:
     """`explore fidelity`: retrain the `top` and `random` trials longer and measure how well the proxy ranks
     them. A study made on data from Python in another process needs that `data` again."""
     result = _result(study, storage)
