@@ -170,9 +170,9 @@ def _show(progress, study, jobs: int) -> None:
     complete = [t for t in _counted(trials) if cost_at(t, progress.objective) is not None]
     best = max(complete, key=lambda t: (t.values[0], -cost_at(t, progress.objective)), default=None)
     running = []
-    for t in trials:
+    for t in filter(claimed, trials):  # the running ones only: a poll a second over a large study
         record = TrialRecord.of(t)
-        if claimed(t) and record.flops is not None:
+        if record.flops is not None:
             epoch = f", epoch {max(t.intermediate_values)}" if t.intermediate_values else ""
             rung = f", rung {rung_of(t)}" if rung_of(t) else ""
             running.append(f"trial {t.number} ({record.family}{rung}, {format_flops(record.flops)} "

@@ -94,8 +94,7 @@ class Objective:
             proxy, pcx = proxy_of(g, s, ctx.data)
         except space.GenotypeError as e:
             self._reject(trial, f"no proxy fits {s.proxy_resolution}px: {e}")
-        for key, value in trial_attrs(g, cx, proxy, pcx, s, ctx.device).items():
-            trial.set_user_attr(key, value)
+        internals.set_user_attrs(trial, trial_attrs(g, cx, proxy, pcx, s, ctx.device))
         if self.progress:
             self.progress.start_trial(trial.number, (g.family or "custom") + (f", rung {rung}" if rung else ""),
                                       cx.flops)
@@ -135,6 +134,7 @@ class Objective:
         prune = None if rung_of(trial) else self.prune  # epochs of other rungs don't compare
         started = time.perf_counter()
         history: list[float] = []
+        measured: dict = {}
 
         def on_epoch(epoch: int, acc: float) -> None:
             history.append(acc)
@@ -150,16 +150,16 @@ class Objective:
             with latency.training():  # never beside ops being timed (explorer.trial.latency.lock)
                 result = train(model, ctx.data, recipe, ctx.device, on_epoch=on_epoch,
                                precision=ctx.settings.precision, autotune=ctx.settings.cudnn_benchmark)
+            measured = {"accuracy": result.val_accuracy,
+                        "val_images": len(ctx.data.val_y),  # what the accuracy's noise floor rests on
+                        "train_images_per_s": result.train_images_per_s}
         except Diverged as e:
             self._fail(trial, f"diverged: {e}")
         except torch.cuda.OutOfMemoryError:
             self._fail(trial, "out of memory")
         finally:  # any other error is the trial's failure too, recorded by __call__
-            trial.set_user_attr("wall_time", time.perf_counter() - started)
-            trial.set_user_attr("history", history)
-        trial.set_user_attr("accuracy", result.val_accuracy)
-        trial.set_user_attr("val_images", len(ctx.data.val_y))  # what the accuracy's noise floor rests on
-        trial.set_user_attr("train_images_per_s", result.train_images_per_s)
+            internals.set_user_attrs(trial, {"wall_time": time.perf_counter() - started, "history": history,
+                                             **measured})
         self.failures_in_a_row = 0
         return result.val_accuracy
 
@@ -168,9 +168,8 @@ class Objective:
         started = time.perf_counter()
         accuracies = [self.train(trial, proxy, ctx, seed) for seed in range(seeds)]
         mean = statistics.fmean(accuracies)
-        for key, value in ((SEED_ACCURACIES, accuracies), (ACCURACY_STD, statistics.stdev(accuracies)),
-                           ("accuracy", mean), ("wall_time", time.perf_counter() - started)):
-            trial.set_user_attr(key, value)
+        internals.set_user_attrs(trial, {SEED_ACCURACIES: accuracies, ACCURACY_STD: statistics.stdev(accuracies),
+                                         "accuracy": mean, "wall_time": time.perf_counter() - started})
         return mean
 
     def _error(self, trial, e: Exception):
