@@ -496,11 +496,12 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
              device: str = typer.Option("auto", help="auto, cpu or cuda"),
              data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset cache"),
              as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Proxy fidelity: retrain a sample of trials with the reference; Kendall tau and Spearman rho against the proxy.
+    """Proxy fidelity: retrain a sample of trials with the reference; Kendall tau, Spearman rho and top-k metrics.
 
     The reference is the same proxy trained longer (explorer/analysis/fidelity.py, as in benchmarks/fidelity.py):
-    4x the epochs on 3x the training images. Zero-cost scores of the
-    same genotypes are ranked against it too. The result is stored in the study (user attr
+    4x the epochs on 3x the training images. Zero-cost scores of the same genotypes are ranked against it
+    too. The top-k metrics (tau within the reference's best half, precision@k, BR@5, regret) come with
+    bootstrap 95% intervals over the retrained trials. The result is stored in the study (user attr
     explore:fidelity) for the report.
     """
     from explorer.analysis import fidelity as fid
@@ -534,7 +535,22 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
         corr.add_row(name, str(c["n"]), _num(c["kendall_tau"], 3), _num(c["kendall_p"], 3),
                      _num(c["spearman_rho"], 3), _num(c["spearman_p"], 3), style="bold" if name == fid.PROXY else None)
     out.print(corr)
+    _print_top_k(record)
     out.print(f"stored in study '{study}' as user attr {fid.FIDELITY_KEY}", highlight=False)
+
+
+def _print_top_k(record) -> None:
+    """What the overall tau hides: whether each ranking's best are the longer training's best."""
+    from explorer.analysis import fidelity as fid
+    from explorer.analysis import topk
+    names = topk.telling(len(record.trials))
+    table = Table(title="the top of each ranking against the longer training (the reference), with bootstrap 95% "
+                        "intervals over the retrained trials", caption=topk.legend(names))
+    for col in ("ranked by", *names):
+        table.add_column(col, justify="left" if col == "ranked by" else "right", no_wrap=True)
+    for name, metrics in record.top_k.items():
+        table.add_row(name, *(topk.shown(metrics[m]) for m in names), style="bold" if name == fid.PROXY else None)
+    out.print(table)
 
 
 @app.command()

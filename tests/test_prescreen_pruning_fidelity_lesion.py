@@ -203,9 +203,15 @@ def test_fidelity_measures_and_stores_rank_agreement(screened):
         c = record["correlations"][name]
         assert -1 <= c["kendall_tau"] <= 1 and -1 <= c["spearman_rho"] <= 1
     assert "Kendall tau" in run.stdout and "Spearman rho" in run.stdout and "multiply-adds" in run.stdout
+    # the top of each ranking, with intervals; at 3 trials the @5 metrics would say nothing and are not shown
+    assert set(record["top_k"]) == set(record["correlations"])
+    top = record["top_k"]["proxy accuracy"]
+    assert top["regret"]["n"] == 3 and 0 <= top["regret"]["low"] <= top["regret"]["value"] <= top["regret"]["high"]
+    assert "the top of each ranking" in run.stdout and "regret" in run.stdout and "BR@5" not in run.stdout
     explore("report", "s", cwd=cwd)  # the report reads the same typed record
     page = (cwd / "studies" / "s" / "report.html").read_text()
     assert "<h2>Proxy fidelity</h2><p class='note'>3 trials retrained for 2 epochs" in page
+    assert "<th>tau_top_half</th><th>regret</th>" in page
 
 
 def test_a_reference_equal_to_the_proxy_reproduces_every_trial(screened, one_torch_thread):

@@ -48,6 +48,15 @@ def test_intervals_bracket_the_value_and_skip_missing_pairs():
     assert out["regret"]["high"] > 0  # resamples that keep genotype 0 lose 0.1
 
 
+def test_only_metrics_that_can_tell_proxies_apart_are_shown():
+    """At n genotypes precision@k and BR@k with k >= n are 1 whatever the proxy: not shown."""
+    assert topk.telling(6) == ["tau_top_half", "precision@5", "BR@5", "regret"]
+    assert topk.telling(11) == ["tau_top_half", "precision@5", "precision@10", "BR@5", "regret"]
+    assert topk.telling(3) == ["tau_top_half", "regret"]
+    assert topk.shown({"value": 0.4286, "low": -0.5294, "high": 1.0, "n": 14}) == "0.429 [-0.529, 1]"
+    assert topk.shown({"value": None, "low": None, "high": None, "n": 1}) == "n/a"
+
+
 def test_nondominated_sorting_peels_fronts():
     # (accuracy, cost): 0 and 1 are non-dominated; 2 is dominated by 1 only; 3 by everything
     pts = [(0.9, 10.0), (0.8, 5.0), (0.7, 6.0), (0.6, 20.0)]

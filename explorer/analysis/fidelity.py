@@ -17,7 +17,11 @@ attr `explore:fidelity` (the latest run), with this structure:
      "trials": [{"number", "picked": "top"|"random", "family", "digest", "flops", "params",
                  "proxy_accuracy", "long_accuracy", "long_test_accuracy", "wall_time", "scores": {name: value}}],
      "correlations": {"proxy accuracy" | score name:
-                      {"n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p"}}}
+                      {"n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p"}},
+     "top_k": {"proxy accuracy" | score name: {metric: {"value", "low", "high", "n"}}}}
+
+`top_k` (explorer.analysis.topk, with bootstrap 95% intervals over the sampled trials) says what an
+overall tau hides: whether the proxy's best are the reference's best. Records made before it have none.
 
 Correlations that are undefined (fewer than 2 finite pairs, or a constant
 column) are null.
@@ -29,7 +33,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import optuna
 import torch
@@ -45,6 +49,7 @@ from ..trial import scores as zero_cost
 from ..trial.candidate import trial_seed
 from ..trial.proxy import make_proxy
 from ..trial.trainer import Diverged, evaluate, resolve_device, set_cpu_threads, train
+from . import topk
 from .pareto import stored_genotype
 
 FIDELITY_KEY = "explore:fidelity"
@@ -82,20 +87,22 @@ class FidelityRecord:
     random: int
     trials: list[Retrained]
     correlations: dict               # ranked by (PROXY or a score) -> correlation()'s dict
+    top_k: dict = field(default_factory=dict)  # ranked by -> topk.report()'s metrics
 
     def to_dict(self) -> dict:
         """The stored form (see the module doc); the epochs are repeated at the top for older readers."""
         return {"version": VERSION, "created": self.created, "dataset": self.dataset, "device": self.device,
                 "seed": self.seed, "proxy": asdict(self.proxy), "reference": asdict(self.reference),
                 "proxy_epochs": self.proxy.epochs, "epochs": self.reference.epochs, "top": self.top,
-                "random": self.random, "trials": [asdict(t) for t in self.trials], "correlations": self.correlations}
+                "random": self.random, "trials": [asdict(t) for t in self.trials], "correlations": self.correlations,
+                "top_k": self.top_k}
 
     @classmethod
     def from_dict(cls, stored: dict) -> FidelityRecord:
         """The record as stored; KeyError or TypeError for a record of another shape."""
         names = {f.name for f in fields(cls)} - {"proxy", "reference", "trials"}
         return cls(proxy=ProxySpec(**stored["proxy"]), reference=ProxySpec(**stored["reference"]),
-                   trials=[Retrained(**t) for t in stored["trials"]], **{k: stored[k] for k in names})
+                   trials=[Retrained(**t) for t in stored["trials"]], **{k: stored[k] for k in names if k in stored})
 
 
 def reference(proxy: ProxySpec) -> ProxySpec:
@@ -168,11 +175,12 @@ def run(study, settings: Settings, top: int = 5, n_random: int = 5, multiplier: 
         if on_trial:
             on_trial(len(rows), len(picked), rows[-1])
     longs = [r.long_accuracy for r in rows]
-    correlations = {PROXY: correlation([r.proxy_accuracy for r in rows], longs)}
-    for name in zero_cost.SCORES:
-        correlations[name] = correlation([r.scores[name] for r in rows], longs)
+    rankings = {PROXY: [r.proxy_accuracy for r in rows], **{name: [r.scores[name] for r in rows]
+                                                              for name in zero_cost.SCORES}}
     record = FidelityRecord(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                            settings.dataset, str(dev), seed, settings.proxy, ref, top, n_random, rows, correlations)
+                            settings.dataset, str(dev), seed, settings.proxy, ref, top, n_random, rows,
+                            {name: correlation(column, longs) for name, column in rankings.items()},
+                            {name: topk.report(column, longs, seed) for name, column in rankings.items()})
     study.set_user_attr(FIDELITY_KEY, json.dumps(record.to_dict()))
     return record
 

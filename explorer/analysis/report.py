@@ -31,7 +31,7 @@ from ..base.settings import Settings
 from ..studies.record import TrialRecord, counts, reason_of, state_of
 from ..studies.storage import redact
 from ..studies.store import load_study, metric_names, settings_of, storage_url, study_dir
-from . import axes, axes_page, fidelity, pareto, stats, summary
+from . import axes, axes_page, fidelity, pareto, stats, summary, topk
 from .diff import genotype_diff
 from .figures import budget_axis, graph_figure, hypervolume_figure, hypervolume_history, timeline_figure
 
@@ -111,12 +111,17 @@ def _fidelity(study) -> str:
     record = fidelity.stored(study)
     if not record:
         return ""
+    top = topk.telling(len(record.trials)) if record.top_k else []  # a record made before top-k has none
     rows = "".join(f"<tr><td>{_esc(name)}</td><td>{c['n']}</td><td>{_num(c.get('kendall_tau'))}</td>"
-                   f"<td>{_num(c.get('spearman_rho'))}</td></tr>" for name, c in record.correlations.items())
+                   f"<td>{_num(c.get('spearman_rho'))}</td>"
+                   + "".join(f"<td>{topk.shown(record.top_k[name][m])}</td>" for m in top) + "</tr>"
+                   for name, c in record.correlations.items())
+    head = "".join(f"<th>{_esc(m)}</th>" for m in ("ranked by", "n", "Kendall tau", "Spearman rho", *top))
     return (f"<h2>Proxy fidelity</h2><p class='note'>{len(record.trials)} trials retrained for "
             f"{record.reference.epochs} epochs; rank agreement with that longer training (<code>explore fidelity"
-            f"</code>).</p><table><thead><tr><th>ranked by</th><th>n</th><th>Kendall tau</th><th>Spearman rho</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table>")
+            "</code>), and the top of each ranking with bootstrap 95% intervals over the retrained trials"
+            f"{': ' + _esc(topk.legend(top)) if top else ''}.</p><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _num(value) -> str:

@@ -94,3 +94,27 @@ def report(pred: Sequence[float], truth: Sequence[float], seed: int = 0,
         bounds = interval(metric, p, t, seed, resamples) if value is not None else None
         out[name] = {"value": value, "low": bounds and bounds[0], "high": bounds and bounds[1], "n": len(pairs)}
     return out
+
+
+def telling(n: int) -> list[str]:
+    """The top-k metrics worth showing for `n` genotypes beside a table of τ and ρ: @k ones only where k < n
+    (at k >= n precision is 1 and the best-of-k is the best, whatever the proxy)."""
+    return [name for name in METRICS if name not in ("tau", "rho") and ("@" not in name or int(name.split("@")[1]) < n)]
+
+
+MEANING = {"tau_top_half": "tau within the reference's best half", "precision@5": "share of the top 5 in the "
+           "reference's top 5", "precision@10": "the same for the top 10", "BR@5": "the reference's rank of the best "
+           "of the top 5 (1: its best)", "regret": "the reference's best accuracy minus that of the ranking's pick"}
+
+
+def legend(names: list[str]) -> str:
+    """What each shown metric means, in one line under its table."""
+    return "; ".join(f"{name}: {MEANING[name]}" for name in names)
+
+
+def shown(metric: dict) -> str:
+    """`0.43 [-0.53, 1]`: a metric with its bootstrap interval, as tables print it."""
+    if metric["value"] is None:
+        return "n/a"
+    bounds = f" [{metric['low']:.3g}, {metric['high']:.3g}]" if metric["low"] is not None else ""
+    return f"{metric['value']:.3g}{bounds}"
