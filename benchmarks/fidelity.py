@@ -260,8 +260,7 @@ def topk_on_reference(args) -> dict:
 
 def _print_metrics(named: dict[str, dict]) -> None:
     for name, metrics in named.items():
-        print(f"{name:10s} " + "  ".join(f"{m} {_fmt(v['value'])} [{_fmt(v['low'])}, {_fmt(v['high'])}]"
-                                         for m, v in metrics.items()), flush=True)
+        print(f"{name:10s} " + "  ".join(f"{m} {topk.shown(v)}" for m, v in metrics.items()), flush=True)
 
 
 def _ceiling(rows: list[dict]) -> dict:
