@@ -145,8 +145,8 @@ def train_one(index: int, entry: dict, seed: int) -> dict:
 
 
 def _flops(entry: dict) -> int:
-    """A run's truth-network multiply-adds: the parts run cheapest first, so a partial truth already holds
-    the most runs, both seeds of the cheap good genotypes among them (the truth's own seed-to-seed ceiling)."""
+    """A run's truth-network multiply-adds: the parts run every genotype's first seed cheapest first, then
+    the second seeds, so a partial truth already measures as many genotypes as its CPU-hours allow."""
     g = space.load(json.loads(entry["genotype"]))
     net = make_proxy(g, TRUTH.resolution, TRUTH.width, TRUTH.depth, 1, 10)  # Fashion-MNIST: 1 channel, 10 classes
     return space.complexity(net, breakdown=False, in_channels=1).flops
@@ -161,7 +161,7 @@ def run(pool: str | None, jobs: int, minutes: float) -> dict:
     entries = plan(pool)
     todo = sorted(((i, e, s) for s in (0, 1) for i, e in enumerate(entries)
                    if s in e["seeds"] and not run_path(i, e, s).exists()),
-                  key=lambda task: (_flops(task[1]), task[2]))
+                  key=lambda task: (task[2], _flops(task[1])))
     print(f"truth: {len(todo)} runs to go", flush=True)
     deadline = time.monotonic() + 60 * minutes
     os.environ["OMP_NUM_THREADS"] = "1"
