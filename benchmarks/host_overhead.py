@@ -17,8 +17,10 @@ them), a trial each in turn so that a change in the machine's load hits them ali
 Each trial's time is host overhead: the claim under the lock (counting complete and claimed trials), the
 sampler's draw, the writes, recording the result. Prints, per way, the first trial's time (a new worker
 reads the study once) and the median of the rest, with the client's CPU time and SQL statements per
-trial. The issue's target: under 50 ms per trial at 2,000 trials on PostgreSQL (`--postgres` starts a
-throwaway server on loopback, tests/conftest.py's; the default is SQLite in a scratch folder).
+trial, and the median by phase: the claim (with Optuna's study.ask), the draw, the attributes, the
+epochs' values, the pruning checks and study.tell. The issue's target: a claim or pruning check under
+50 ms per trial at 2,000 trials on PostgreSQL (`--postgres` starts a throwaway server on loopback,
+tests/conftest.py's; the default is SQLite in a scratch folder).
 """
 from __future__ import annotations
 
@@ -66,17 +68,24 @@ def one_by_one(trial, attrs: dict) -> None:
         trial.set_user_attr(key, value)
 
 
-def objective(record):
-    """A trial's storage traffic with training left out; `record` writes a group of attributes, or None: draw only."""
+def objective(record, mark):
+    """A trial's storage traffic with training left out; `record` writes a group of attributes, or None: draw
+    only. `mark(phase)` is called as each phase ends, so the trial's time splits into phases."""
     def run(trial):
+        mark("claim")
         accuracy = sum(trial.suggest_float(k, 0, 1) for k in PARAMS) / 20
+        mark("draw")
         if record:
             record(trial, {**BEFORE, "flops": BEFORE["flops"] - trial.number})  # cheaper than any before: never pruned
+            mark("attributes")
             for epoch in range(1, EPOCHS + 1):
                 internals.report(trial, epoch, accuracy)
+                mark("epoch values")
                 pruning.check(trial, epoch, EPOCHS, accuracy)
+                mark("pruning check")
             record(trial, {"wall_time": 0.1, "history": [accuracy] * EPOCHS, "accuracy": accuracy,
                            "val_images": 1000, "train_images_per_s": 1e4})
+            mark("attributes")
         return accuracy, 1e9
     return run
 
@@ -87,25 +96,36 @@ class Worker:
     def __init__(self, url: str, name: str, sampler: str, record):
         self.study = optuna.load_study(study_name=name, storage=open_storage(url, DEFAULT_HEARTBEAT),
                                        sampler=make_sampler(sampler, 0))
-        self.objective = objective(record)
-        self.statements = 0
+        self.objective = objective(record, self.mark)
+        self.statements, self.marks = 0, []
         sqlalchemy.event.listen(internals.rdb_backend(self.study).engine, "before_cursor_execute", self._count)
 
     def _count(self, *args):
         self.statements += 1
 
-    def trial(self, target: int) -> tuple[float, float, int]:
-        """One more trial, up to `target` completed: its wall and CPU seconds and SQL statements, claim to result."""
-        start, done = (time.perf_counter(), time.process_time(), self.statements), []
-        work(self.study, self.objective, target=lambda: target,
-             callbacks=[lambda study, frozen: done.append((time.perf_counter(), time.process_time(), self.statements))])
-        return tuple(b - a for a, b in zip(start, done[0]))
+    def mark(self, phase: str) -> None:
+        self.marks.append((phase, time.perf_counter(), time.process_time(), self.statements))
+
+    def trial(self, target: int) -> dict[str, tuple[float, float, int]]:
+        """One more trial, up to `target` completed: wall and CPU seconds and SQL statements, claim to result,
+        in all ("trial") and by phase (the claim and Optuna's study.ask, the draw, ..., study.tell)."""
+        self.marks = []
+        self.mark("start")
+        work(self.study, self.objective, target=lambda: target, callbacks=[lambda study, frozen: self.mark("tell")])
+        spent = {"trial": tuple(b - a for a, b in zip(self.marks[0][1:], self.marks[-1][1:]))}
+        for (_, *before), (phase, *after) in zip(self.marks, self.marks[1:]):
+            spent[phase] = tuple(s + b - a for s, a, b in zip(spent.get(phase, (0, 0, 0)), before, after))
+        return spent
 
 
-def summary(first: tuple, steady: list[tuple]) -> str:
-    wall, cpu, sql = (statistics.median(column) for column in zip(*steady))
-    return (f"first {1e3 * first[0]:.0f} ms (a new worker reads the study), then median {1e3 * wall:.0f} ms "
-            f"(max {1e3 * max(t[0] for t in steady):.0f}; client CPU {1e3 * cpu:.0f} ms, {sql:.0f} SQL statements)")
+def summary(first: dict, steady: list[dict]) -> str:
+    wall, cpu, sql = (statistics.median(column) for column in zip(*(t["trial"] for t in steady)))
+    phases = ", ".join(f"{phase} {1e3 * statistics.median(t[phase][0] for t in steady):.0f} ms "
+                       f"({statistics.median(t[phase][2] for t in steady):.0f})"
+                       for phase in steady[0] if phase != "trial")
+    return (f"first {1e3 * first['trial'][0]:.0f} ms (a new worker reads the study), then median {1e3 * wall:.0f} ms "
+            f"(max {1e3 * max(t['trial'][0] for t in steady):.0f}; client CPU {1e3 * cpu:.0f} ms, {sql:.0f} SQL "
+            f"statements)\n{'':14}by phase, median (SQL statements): {phases}")
 
 
 def measure(url: str, name: str, sampler: str, target: int, trials: int) -> None:
