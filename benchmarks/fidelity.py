@@ -4,6 +4,7 @@
     python benchmarks/fidelity.py noise     # seed-to-seed spread of the proxy and of the reference
     python benchmarks/fidelity.py cost      # Kendall's tau against CPU seconds for other proxy settings
     python benchmarks/fidelity.py score     # proxy settings and zero-cost scores against the truth: top-k metrics
+                                            # ([--seeds N] [--variants ...]; runs kept in fidelity-score-runs.json)
     python benchmarks/fidelity.py topk      # those metrics of `ranking`'s stored proxy and scores, on its reference
     python benchmarks/fidelity.py truth --pool sqlite:///POOL.db --minutes 85   # the ground truth, resumable
 
@@ -39,6 +40,7 @@ import truth  # noqa: E402  (benchmarks/truth.py, beside this file)
 import space  # noqa: E402
 from explorer.analysis import fidelity, topk  # noqa: E402
 from explorer.analysis.fidelity import correlation  # noqa: E402
+from explorer.base.ladder import Rung, default_ladder  # noqa: E402
 from explorer.base.settings import (
     ProxySpec,  # noqa: E402
     Settings,  # noqa: E402
@@ -219,33 +221,89 @@ def cost(args) -> dict:
     return table
 
 
-TRUTH_VARIANTS = {"default": ProxySpec(), "16 px": replace(ProxySpec(), resolution=16),
-                  "20 px": replace(ProxySpec(), resolution=20), "28 px": replace(ProxySpec(), resolution=28),
-                  "width x1": replace(ProxySpec(), width=1.0), "epochs x2": replace(ProxySpec(), epochs=4)}
+def _rung(number: int) -> ProxySpec:
+    """The default ladder's rung `number` (`explore search --rungs 3`) as a proxy setting, one seed."""
+    base = ProxySpec()
+    rung = default_ladder(Rung(base.epochs, base.train_images, base.resolution, base.width), 3)[number]
+    return replace(base, epochs=rung.epochs, train_images=rung.train_images)
+
+
+_BASE = ProxySpec()
+TRUTH_VARIANTS = {"default": _BASE, "16 px": replace(_BASE, resolution=16), "20 px": replace(_BASE, resolution=20),
+                  "28 px": replace(_BASE, resolution=28), "width x1": replace(_BASE, width=1.0),
+                  "epochs x2": replace(_BASE, epochs=2 * _BASE.epochs),
+                  # the default's cost spent on more steps: twice the epochs on half the images
+                  "epochs x2, images /2": replace(_BASE, epochs=2 * _BASE.epochs, train_images=_BASE.train_images // 2),
+                  "rung 1": _rung(1), "rung 2": _rung(2)}
+
+
+SCORE_RUNS = HERE / "fidelity-score-runs.json"
+SEEDS_MAX = 5  # seeds a setting can be scored with
 
 
 def score(args) -> dict:
-    """Each proxy setting (and each zero-cost score) ranked against the truth's mean accuracies:
-    the top-k metrics with bootstrap intervals, and CPU seconds per trial for the cost table."""
+    """Each proxy setting (and each zero-cost score) ranked against the truth's mean accuracies: the top-k
+    metrics with bootstrap intervals, and CPU seconds per trial for the cost table. `--variants` names the
+    settings to train (`--seeds` seeds each); every setting kept for every measured genotype is reported:
+    on seed 0, and where it holds more seeds, on their mean and seed against seed (its own noise)."""
     measured = truth.assemble(truth.plan(None))
-    rows = [r for r in measured["rows"] if r["truth"] is not None]
+    rows = [(i, r) for i, r in enumerate(measured["rows"]) if r["truth"] is not None]
     if len(rows) < 5:
         sys.exit(f"the truth has {len(rows)} genotypes measured; run `python benchmarks/fidelity.py truth` further")
-    truths = [r["truth"] for r in rows]
-    out = {"truth_complete": measured["complete"], "genotypes": len(rows), "ceiling": _ceiling(rows), "proxies": {}}
-    names = args.variants or list(TRUTH_VARIANTS)
-    tasks = [(space.load(json.loads(r["genotype"])), TRUTH_VARIANTS[n], 0, i)
-             for n in names for i, r in enumerate(rows)]
-    results = run_all(tasks, args.jobs)
-    for k, name in enumerate(names):
-        runs = results[k * len(rows):(k + 1) * len(rows)]
-        out["proxies"][name] = {"spec": asdict(TRUTH_VARIANTS[name]), "cpu_s_per_trial":
-                                statistics.fmean(r["cpu_s"] for r in runs), "accuracies": [r["accuracy"] for r in runs],
-                                "metrics": topk.report([r["accuracy"] for r in runs], truths)}
-    zero = [scores(space.load(json.loads(r["genotype"])), ProxySpec()) for r in rows]
+    truths = [r["truth"] for _, r in rows]
+    out = {"truth_complete": measured["complete"], "genotypes": len(rows),
+           "ceiling": _ceiling([r for _, r in rows]), "proxies": {}}
+    kept = _proxy_runs(rows, args.variants or list(TRUTH_VARIANTS), args.seeds, args.jobs)
+    for name, setting in kept.items():
+        seeds = [s for s in range(SEEDS_MAX) if all(f"{r['digest']}/{s}" in setting["runs"] for _, r in rows)]
+        if name not in TRUTH_VARIANTS or setting["spec"] != asdict(TRUTH_VARIANTS[name]) or not seeds:
+            continue  # a setting no longer defined, or not yet trained on every measured genotype
+        by_seed = [[setting["runs"][f"{r['digest']}/{s}"] for _, r in rows] for s in seeds]
+        accuracies = [[run["accuracy"] for run in runs] for runs in by_seed]
+        out["proxies"][name] = {"spec": setting["spec"], "seeds": len(seeds), "accuracies": accuracies,
+                                "cpu_s_per_trial": statistics.fmean(run["cpu_s"] for run in by_seed[0]),
+                                "metrics": topk.report(accuracies[0], truths)}
+        if len(seeds) > 1:
+            out["proxies"][name]["mean_of_seeds"] = topk.report([_mean(a) for a in zip(*accuracies)], truths)
+            out["proxies"][name]["seed_vs_seed"] = topk.report(accuracies[0], accuracies[1])
+    zero = [scores(space.load(json.loads(r["genotype"])), ProxySpec()) for _, r in rows]
     out["scores"] = {name: topk.report([z[name] for z in zero], truths) for name in zero_cost.SCORES}
-    _print_metrics({**{n: row["metrics"] for n, row in out["proxies"].items()}, **out["scores"]})
+    _print_score(out)
     return out
+
+
+def _mean(values) -> float | None:
+    finite = [v for v in values if v is not None]
+    return statistics.fmean(finite) if finite else None
+
+
+def _print_score(out: dict) -> None:
+    for name, row in out["proxies"].items():
+        print(f"{name:20s} {row['cpu_s_per_trial']:6.1f} cpu s/trial, {row['seeds']} seed(s)", flush=True)
+    named = {n: row["metrics"] for n, row in out["proxies"].items()}
+    for n, row in out["proxies"].items():
+        if "mean_of_seeds" in row:
+            named |= {f"{n}, mean of {row['seeds']}": row["mean_of_seeds"], f"{n}, seed vs seed": row["seed_vs_seed"]}
+    _print_metrics({**named, **out["scores"]})
+
+
+def _proxy_runs(rows: list[tuple[int, dict]], names: list[str], seeds: int, jobs: int) -> dict:
+    """Each setting's proxy runs of each measured genotype with seeds 0..seeds-1, trained once and kept in
+    SCORE_RUNS (by setting, then `digest/seed`, with the seed offset it trained with), so a score after the
+    truth has grown trains only the genotypes it added. A setting whose spec has changed is trained afresh."""
+    kept = json.loads(SCORE_RUNS.read_text()) if SCORE_RUNS.exists() else {}
+    for name in names:
+        if kept.get(name, {}).get("spec") != asdict(TRUTH_VARIANTS[name]):
+            kept[name] = {"spec": asdict(TRUTH_VARIANTS[name]), "runs": {}}
+    for name in names:  # kept after each setting, so an interrupted score loses one setting's runs at most
+        todo = [(i, r, s) for s in range(seeds) for i, r in rows if f"{r['digest']}/{s}" not in kept[name]["runs"]]
+        print(f"score: {name}: {len(todo)} proxy runs to train, {seeds * len(rows) - len(todo)} kept", flush=True)
+        results = run_all([(space.load(json.loads(r["genotype"])), TRUTH_VARIANTS[name], s, i)
+                           for i, r, s in todo], jobs)
+        for (i, r, s), result in zip(todo, results):
+            kept[name]["runs"][f"{r['digest']}/{s}"] = {"label": r["label"], "number": i, **result}
+        SCORE_RUNS.write_text(json.dumps(kept, indent=1))
+    return kept
 
 
 def topk_on_reference(args) -> dict:
@@ -260,7 +318,7 @@ def topk_on_reference(args) -> dict:
 
 def _print_metrics(named: dict[str, dict]) -> None:
     for name, metrics in named.items():
-        print(f"{name:10s} " + "  ".join(f"{m} {topk.shown(v)}" for m, v in metrics.items()), flush=True)
+        print(f"{name:20s} " + "  ".join(f"{m} {topk.shown(v)}" for m, v in metrics.items()), flush=True)
 
 
 def _ceiling(rows: list[dict]) -> dict:
@@ -280,7 +338,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=("ranking", "noise", "cost", "truth", "score", "topk"))
     parser.add_argument("--jobs", type=int, default=2, help="single-threaded training processes at once")
-    parser.add_argument("--variants", nargs="*", help="cost: which proxy variants [default: all]")
+    parser.add_argument("--variants", nargs="*", help="cost, score: which proxy variants to train [default: all]")
+    parser.add_argument("--seeds", type=int, default=1, choices=range(1, SEEDS_MAX + 1),
+                        help="score: seeds each variant trains (their mean is scored too)")
     parser.add_argument("--pool", help="truth: the storage URL of a default-seed union search (for a new plan)")
     parser.add_argument("--minutes", type=float, default=85, help="truth: start no run after this many minutes")
     args = parser.parse_args()
