@@ -535,13 +535,13 @@ def fidelity(study: str = typer.Argument(..., help="the study whose ranking to c
         corr.add_row(name, str(c["n"]), _num(c["kendall_tau"], 3), _num(c["kendall_p"], 3),
                      _num(c["spearman_rho"], 3), _num(c["spearman_p"], 3), style="bold" if name == fid.PROXY else None)
     out.print(corr)
-    _print_top_k(record)
+    _print_top_k(record, bold=fid.PROXY)
     out.print(f"stored in study '{study}' as user attr {fid.FIDELITY_KEY}", highlight=False)
 
 
-def _print_top_k(record) -> None:
-    """What the overall tau hides: whether each ranking's best are the longer training's best."""
-    from explorer.analysis import fidelity as fid
+def _print_top_k(record, bold: str) -> None:
+    """What the overall tau hides: whether each ranking's best are the longer training's best (`bold`: the
+    proxy's row)."""
     from explorer.analysis import topk
     names = topk.telling(len(record.trials))
     table = Table(title="the top of each ranking against the longer training (the reference), with bootstrap 95% "
@@ -549,7 +549,7 @@ def _print_top_k(record) -> None:
     for col in ("ranked by", *names):
         table.add_column(col, justify="left" if col == "ranked by" else "right", no_wrap=True)
     for name, metrics in record.top_k.items():
-        table.add_row(name, *(topk.shown(metrics[m]) for m in names), style="bold" if name == fid.PROXY else None)
+        table.add_row(name, *(topk.shown(metrics[m]) for m in names), style="bold" if name == bold else None)
     out.print(table)
 
 

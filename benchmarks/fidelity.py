@@ -221,14 +221,15 @@ def cost(args) -> dict:
     return table
 
 
+_BASE = ProxySpec()
+
+
 def _rung(number: int) -> ProxySpec:
     """The default ladder's rung `number` (`explore search --rungs 3`) as a proxy setting, one seed."""
-    base = ProxySpec()
-    rung = default_ladder(Rung(base.epochs, base.train_images, base.resolution, base.width), 3)[number]
-    return replace(base, epochs=rung.epochs, train_images=rung.train_images)
+    rung = default_ladder(Rung(_BASE.epochs, _BASE.train_images, _BASE.resolution, _BASE.width), 3)[number]
+    return replace(_BASE, epochs=rung.epochs, train_images=rung.train_images)
 
 
-_BASE = ProxySpec()
 TRUTH_VARIANTS = {"default": _BASE, "16 px": replace(_BASE, resolution=16), "20 px": replace(_BASE, resolution=20),
                   "28 px": replace(_BASE, resolution=28), "width x1": replace(_BASE, width=1.0),
                   "epochs x2": replace(_BASE, epochs=2 * _BASE.epochs),
