@@ -235,7 +235,10 @@ TRUTH_VARIANTS = {"default": _BASE, "16 px": replace(_BASE, resolution=16), "20 
                   "epochs x2": replace(_BASE, epochs=2 * _BASE.epochs),
                   # the default's cost spent on more steps: twice the epochs on half the images
                   "epochs x2, images /2": replace(_BASE, epochs=2 * _BASE.epochs, train_images=_BASE.train_images // 2),
-                  "rung 1": _rung(1), "rung 2": _rung(2)}
+                  "rung 1": _rung(1), "rung 2": _rung(2), "repeats <= 2": replace(_BASE, depth=2),
+                  # the truth's network at the default's training: is the default's bias its shape or its length?
+                  "truth's shape": replace(_BASE, resolution=truth.TRUTH.resolution, width=truth.TRUTH.width,
+                                           depth=truth.TRUTH.depth)}
 
 
 SCORE_RUNS = HERE / "fidelity-score-runs.json"
@@ -253,7 +256,8 @@ def score(args) -> dict:
         sys.exit(f"the truth has {len(rows)} genotypes measured; run `python benchmarks/fidelity.py truth` further")
     truths = [r["truth"] for _, r in rows]
     out = {"truth_complete": measured["complete"], "genotypes": len(rows),
-           "ceiling": _ceiling([r for _, r in rows]), "proxies": {}}
+           "ceiling": _ceiling([r for _, r in rows]), "truth_by_epoch": _truth_by_epoch([r for _, r in rows]),
+           "proxies": {}}
     kept = _proxy_runs(rows, args.variants or list(TRUTH_VARIANTS), args.seeds, args.jobs)
     for name, setting in kept.items():
         seeds = [s for s in range(SEEDS_MAX) if all(f"{r['digest']}/{s}" in setting["runs"] for _, r in rows)]
@@ -285,7 +289,7 @@ def _print_score(out: dict) -> None:
     for n, row in out["proxies"].items():
         if "mean_of_seeds" in row:
             named |= {f"{n}, mean of {row['seeds']}": row["mean_of_seeds"], f"{n}, seed vs seed": row["seed_vs_seed"]}
-    _print_metrics({**named, **out["scores"]})
+    _print_metrics({**named, **out["scores"], **out["truth_by_epoch"]})
 
 
 def _proxy_runs(rows: list[tuple[int, dict]], names: list[str], seeds: int, jobs: int) -> dict:
@@ -326,6 +330,14 @@ def _ceiling(rows: list[dict]) -> dict:
     """The truth against itself: seed 0 against seed 1 where both exist, the bound on any proxy."""
     both = [r for r in rows if {"0", "1"} <= set(r["accuracies"])]
     return topk.report([r["accuracies"]["0"] for r in both], [r["accuracies"]["1"] for r in both])
+
+
+def _truth_by_epoch(rows: list[dict]) -> dict:
+    """Seed 0's truth run after each of its epochs against the final truth: how much of the truth's order
+    its last epochs still decide. The same run as the truth, so an upper bound on a proxy of that length."""
+    return {f"truth's epoch {epoch + 1} of {truth.TRUTH.epochs}": topk.report(
+        [r["histories"]["0"][epoch] if r["histories"].get("0") else None for r in rows], [r["truth"] for r in rows])
+        for epoch in range(truth.TRUTH.epochs - 1)}
 
 
 def _stored(part: str) -> dict:

@@ -187,6 +187,7 @@ def assemble(entries: list[dict]) -> dict:
         accs = [r["accuracy"] for r in runs if r["accuracy"] is not None]
         rows.append({k: e[k] for k in ("label", "group", "family", "digest", "genotype")} | {
             "accuracies": {str(r["seed"]): r["accuracy"] for r in runs},
+            "histories": {str(r["seed"]): r["history"] for r in runs},
             "diverged_seeds": [r["seed"] for r in runs if r["accuracy"] is None],
             "truth": statistics.fmean(accs) if accs else None,
             "std": statistics.stdev(accs) if len(accs) > 1 else None,
