@@ -334,7 +334,7 @@ def _ceiling(rows: list[dict]) -> dict:
 
 def _truth_by_epoch(rows: list[dict]) -> dict:
     """Seed 0's truth run after each of its epochs against the final truth: how much of the truth's order
-    its last epochs still decide. The same run as the truth, so an upper bound on a proxy of that length."""
+    its last epochs still decide. Mid-schedule snapshots of the truth's own run, sharing its seed."""
     return {f"truth's epoch {epoch + 1} of {truth.TRUTH.epochs}": topk.report(
         [r["histories"]["0"][epoch] if r["histories"].get("0") else None for r in rows], [r["truth"] for r in rows])
         for epoch in range(truth.TRUTH.epochs - 1)}
