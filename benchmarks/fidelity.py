@@ -254,10 +254,10 @@ def score(args) -> dict:
     rows = [(i, r) for i, r in enumerate(measured["rows"]) if r["truth"] is not None]
     if len(rows) < 5:
         sys.exit(f"the truth has {len(rows)} genotypes measured; run `python benchmarks/fidelity.py truth` further")
-    truths = [r["truth"] for _, r in rows]
-    out = {"truth_complete": measured["complete"], "genotypes": len(rows),
-           "ceiling": _ceiling([r for _, r in rows]), "truth_by_epoch": _truth_by_epoch([r for _, r in rows]),
-           "proxies": {}}
+    truth_rows = [r for _, r in rows]
+    truths = [r["truth"] for r in truth_rows]
+    out = {"truth_complete": measured["complete"], "genotypes": len(rows), "ceiling": _ceiling(truth_rows),
+           "truth_by_epoch": _truth_by_epoch(truth_rows), "proxies": {}}
     kept = _proxy_runs(rows, args.variants or list(TRUTH_VARIANTS), args.seeds, args.jobs)
     for name, setting in kept.items():
         seeds = [s for s in range(SEEDS_MAX) if all(f"{r['digest']}/{s}" in setting["runs"] for _, r in rows)]
