@@ -81,6 +81,15 @@ def test_snip_and_grad_norm_are_positive_and_deterministic(digits):
     assert a == Z.score_proxy(g, digits, ("snip", "grad_norm"), batch_size=32, seed=3)
 
 
+def test_scores_of_a_network_with_dropout_ignore_the_callers_random_state(digits):
+    g = make_proxy(named("alexnet"), 8, 0.25, 1, 1, 10)  # dropout in its head, active in training mode
+    names = ("snip", "grad_norm", "naswot")
+    torch.manual_seed(1)
+    a = Z.score_proxy(g, digits, names, batch_size=32, seed=3)
+    torch.manual_seed(2)
+    assert a == Z.score_proxy(g, digits, names, batch_size=32, seed=3)
+
+
 def test_naswot_is_finite_and_grows_with_width(digits):
     """More rectified units separate the images' codes further: log|K_H| is higher for a wider net."""
     x, y = Z.minibatch(digits, 32, seed=0)

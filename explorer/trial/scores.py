@@ -174,13 +174,15 @@ def compute(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names=SCORES) ->
 
 def score_proxy(proxy: space.Genotype, data, names=SCORES, batch_size: int = SCORE_BATCH, seed: int = 0,
                 device: torch.device | str = "cpu") -> dict[str, float]:
-    """Build the proxy with a seeded initialisation and score it on a seeded minibatch."""
+    """Build the proxy with a seeded initialisation and score it on a seeded minibatch. The scores run
+    under the same seed too: snip, grad_norm and naswot forward in training mode, so a network with
+    dropout would otherwise draw its masks from whatever state the caller's generator is in."""
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[]):
+    x, y = minibatch(data, batch_size, seed, device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = space.build(proxy, data.num_classes, data.in_channels).to(device)
-    x, y = minibatch(data, batch_size, seed, device)
-    return compute(model, x, y, names)
+        return compute(model, x, y, names)
 
 
 def clean(value):
