@@ -188,10 +188,11 @@ def test_arbitrary_text_loads_or_refuses(text):
 
 
 def test_the_generators_make_valid_documents_too():
-    """Not every generated document is refused: the property also exercises documents that load."""
+    """Not every generated document is refused: the property also exercises documents that load. About a
+    third load: 150 examples gave 40-69 over 12 seeds, so 10 is far in the tail (60 gave 9 once in 15)."""
     loaded = 0
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(genotypes())
     def count(doc):
         nonlocal loaded
