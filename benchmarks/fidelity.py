@@ -267,7 +267,8 @@ def score(args) -> dict:
         accuracies = [[run["accuracy"] for run in runs] for runs in by_seed]
         out["proxies"][name] = {"spec": setting["spec"], "seeds": len(seeds), "accuracies": accuracies,
                                 "cpu_s_per_trial": statistics.fmean(run["cpu_s"] for run in by_seed[0]),
-                                "metrics": topk.report(accuracies[0], truths)}
+                                "metrics": topk.report(accuracies[0], truths),
+                                "size_bias": _size_bias([_mean(a) for a in zip(*accuracies)], truth_rows)}
         if len(seeds) > 1:
             out["proxies"][name]["mean_of_seeds"] = topk.report([_mean(a) for a in zip(*accuracies)], truths)
             out["proxies"][name]["seed_vs_seed"] = topk.report(accuracies[0], accuracies[1])
@@ -282,9 +283,24 @@ def _mean(values) -> float | None:
     return statistics.fmean(finite) if finite else None
 
 
+def _size_bias(pred: list, rows: list[dict]) -> dict:
+    """Within the truth's top half, does a setting rank the bigger networks too high? Kendall tau (and p)
+    between the places it ranks each genotype above its truth rank and its truth network's multiply-adds."""
+    def places(values: list) -> list[int]:
+        order = sorted(range(len(values)), key=lambda i: -values[i] if values[i] is not None else float("inf"))
+        return [order.index(i) for i in range(len(values))]
+    truths = [r["truth"] for r in rows]
+    by_truth, by_pred = places(truths), places(pred)
+    top = [i for i in range(len(rows)) if by_truth[i] < max(2, len(rows) // 2)]
+    return correlation([by_truth[i] - by_pred[i] for i in top], [rows[i]["flops"] for i in top])
+
+
 def _print_score(out: dict) -> None:
     for name, row in out["proxies"].items():
-        print(f"{name:20s} {row['cpu_s_per_trial']:6.1f} cpu s/trial, {row['seeds']} seed(s)", flush=True)
+        bias = row["size_bias"]
+        print(f"{name:20s} {row['cpu_s_per_trial']:6.1f} cpu s/trial, {row['seeds']} seed(s); top half, places"
+              f" ranked too high against truth MMAC: tau {_fmt(bias['kendall_tau'])} (p {_fmt(bias['kendall_p'])})",
+              flush=True)
     named = {n: row["metrics"] for n, row in out["proxies"].items()}
     for n, row in out["proxies"].items():
         if "mean_of_seeds" in row:
