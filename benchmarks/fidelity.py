@@ -249,7 +249,8 @@ def score(args) -> dict:
     """Each proxy setting (and each zero-cost score) ranked against the truth's mean accuracies: the top-k
     metrics with bootstrap intervals, and CPU seconds per trial for the cost table. `--variants` names the
     settings to train (`--seeds` seeds each); every setting kept for every measured genotype is reported:
-    on seed 0, and where it holds more seeds, on their mean and seed against seed (its own noise)."""
+    on seed 0, and where it holds more seeds, on their mean and seed against seed (its own noise); and, on the
+    mean, whether it ranks the bigger networks too high within the truth's top half (its size bias)."""
     measured = truth.assemble(truth.plan(None))
     rows = [(i, r) for i, r in enumerate(measured["rows"]) if r["truth"] is not None]
     if len(rows) < 5:
@@ -265,12 +266,13 @@ def score(args) -> dict:
             continue  # a setting no longer defined, or not yet trained on every measured genotype
         by_seed = [[setting["runs"][f"{r['digest']}/{s}"] for _, r in rows] for s in seeds]
         accuracies = [[run["accuracy"] for run in runs] for runs in by_seed]
+        means = [_mean(a) for a in zip(*accuracies)]
         out["proxies"][name] = {"spec": setting["spec"], "seeds": len(seeds), "accuracies": accuracies,
                                 "cpu_s_per_trial": statistics.fmean(run["cpu_s"] for run in by_seed[0]),
                                 "metrics": topk.report(accuracies[0], truths),
-                                "size_bias": _size_bias([_mean(a) for a in zip(*accuracies)], truth_rows)}
+                                "size_bias": _size_bias(means, truth_rows)}
         if len(seeds) > 1:
-            out["proxies"][name]["mean_of_seeds"] = topk.report([_mean(a) for a in zip(*accuracies)], truths)
+            out["proxies"][name]["mean_of_seeds"] = topk.report(means, truths)
             out["proxies"][name]["seed_vs_seed"] = topk.report(accuracies[0], accuracies[1])
     zero = [scores(space.load(json.loads(r["genotype"])), ProxySpec()) for _, r in rows]
     out["scores"] = {name: topk.report([z[name] for z in zero], truths) for name in zero_cost.SCORES}
