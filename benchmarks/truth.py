@@ -11,7 +11,8 @@ training seed). The genotypes (plan.json, made once and never rewritten) are:
   FLOPs), of a default-seed `explore search` of the union space (--pool);
 - seeded union draws, round-robin over the families, up to at least GENOTYPES in all.
 The good region trains with two seeds, the rest with one. Each run writes its own JSON beside the
-plan as it finishes, so the work resumes where it stopped and splits into parts (--minutes);
+plan as it finishes, and a checkpoint after each epoch until then, so the work resumes where it
+stopped, mid-run included, and splits into parts (--minutes);
 fidelity-truth.json is assembled from whatever runs exist and says whether it is complete.
 """
 from __future__ import annotations
@@ -125,21 +126,24 @@ def train_one(index: int, entry: dict, seed: int) -> dict:
     net = make_proxy(g, TRUTH.resolution, TRUTH.width, TRUTH.depth, data.in_channels, data.num_classes)
     torch.manual_seed(trial_seed(seed, index))
     model = space.build(net, data.num_classes, data.in_channels)
+    path = run_path(index, entry, seed)
+    checkpoint = path.with_suffix(".ckpt")  # git-ignored; lets a run longer than a session span several
+    resumed = len(torch.load(checkpoint, weights_only=True)["history"]) if checkpoint.exists() else 0
     cpu, wall = time.process_time(), time.perf_counter()
     try:
-        result = train(model, data, TRUTH.recipe(seed), torch.device("cpu"))
-        accuracy, history, diverged = result.val_accuracy, result.history, None
+        result = train(model, data, TRUTH.recipe(seed), torch.device("cpu"), checkpoint=checkpoint)
+        accuracy, history, diverged, cpu = result.val_accuracy, result.history, None, result.cpu_time
     except Diverged as e:  # kept as a finding of the fixed recipe, with its epoch, never retried at other settings
-        accuracy, history, diverged = None, [], str(e)
+        accuracy, history, diverged, cpu = None, [], str(e), time.process_time() - cpu
     out = {"index": index, "label": entry["label"], "digest": entry["digest"], "seed": seed,
-           "accuracy": accuracy, "diverged": diverged, "history": history, "cpu_s": time.process_time() - cpu,
-           "wall_s": time.perf_counter() - wall, "threads": torch.get_num_threads(),
+           "accuracy": accuracy, "diverged": diverged, "history": history, "cpu_s": cpu,
+           "wall_s": time.perf_counter() - wall, "resumed_after_epoch": resumed, "threads": torch.get_num_threads(),
            "flops": space.complexity(net, breakdown=False, in_channels=data.in_channels).flops,
            "date": time.strftime("%Y-%m-%d %H:%M")}
-    path = run_path(index, entry, seed)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, path)
+    checkpoint.unlink(missing_ok=True)
     print(f"  truth {entry['label']} seed {seed}: accuracy {accuracy}, {out['cpu_s']:.0f} cpu s", flush=True)
     return out
 

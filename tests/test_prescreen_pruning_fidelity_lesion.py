@@ -164,7 +164,7 @@ def test_dominated_trials_are_stopped_and_recorded(tmp_path, monkeypatch):
         accuracies = next(script)
         for epoch, acc in enumerate(accuracies[:recipe.epochs], 1):
             on_epoch(epoch, acc)
-        return Result(accuracies[-1], accuracies, recipe.epochs, 0.01, 1.0, "cpu")
+        return Result(accuracies[-1], accuracies, recipe.epochs, 0.01, 0.01, 1.0, "cpu")
 
     monkeypatch.setattr(search, "train", scripted)
     explicit = dict(budget="2GFLOPs", dataset="digits", space="fixed.yaml", trials=4, epochs=3, proxy_resolution=8, sampler="random",

@@ -58,6 +58,10 @@ def tiny_cnn(num_classes=10) -> nn.Module:
     )
 
 
+def dropout_cnn() -> nn.Module:
+    return nn.Sequential(*tiny_cnn()[:-1], nn.Dropout(0.3), nn.Linear(32 * 4 * 4, 10))
+
+
 class AuxNet(nn.Module):
     """Returns (logits, [aux_logits]) in training mode, plain logits in eval mode."""
 
@@ -154,6 +158,42 @@ def test_same_seed_and_weights_give_identical_runs(data, monkeypatch):
         assert torch.equal(a, b)
     weights = [m[0].weight for m in models]
     assert not torch.equal(weights[0], weights[2])  # the seed really drives order and augmentation
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_bitwise(data, monkeypatch, tmp_path):
+    """Dropout draws from the global stream and augmentation from the run's, so both must be restored."""
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    torch.manual_seed(0)
+    initial = dropout_cnn()
+    recipe, checkpoint = Recipe(epochs=3, batch_size=64, seed=7), tmp_path / "run.ckpt"
+    whole = copy.deepcopy(initial)
+    torch.manual_seed(1)
+    expected = train(whole, data, recipe, CPU)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, acc):
+        raise Killed
+
+    torch.manual_seed(1)
+    with pytest.raises(Killed):
+        train(copy.deepcopy(initial), data, recipe, CPU, on_epoch=kill_after_first, checkpoint=checkpoint)
+    first_part_cpu = torch.load(checkpoint, weights_only=True)["cpu_s"]
+    torch.manual_seed(99)  # a new process: other weights, another global stream
+    resumed = dropout_cnn()
+    result = train(resumed, data, recipe, CPU, checkpoint=checkpoint)
+    assert result.history == expected.history
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert result.cpu_time > first_part_cpu > 0
+
+
+def test_a_checkpoint_of_another_recipe_is_refused(data, tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    train(tiny_cnn(), data, Recipe(epochs=1, batch_size=64, seed=7), CPU, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="another recipe or model; delete it"):
+        train(tiny_cnn(), data, Recipe(epochs=1, batch_size=64, seed=8), CPU, checkpoint=checkpoint)
 
 
 def test_aux_logits_are_trained(data):

@@ -42,6 +42,7 @@ class Result:
     history: list[float]  # validation accuracy after each epoch
     epochs_run: int
     wall_time: float  # seconds, the whole call including evaluation
+    cpu_time: float  # this process's CPU seconds for the run, a checkpoint's earlier parts included
     train_images_per_s: float  # training steps at steady state: evaluation and (of 2+ epochs) the first excluded
     device: str
 
@@ -202,6 +203,7 @@ def train(
     on_epoch: Callable[[int, float], None] | None = None,
     precision: str | None = None,
     autotune: bool = CUDNN_BENCHMARK,
+    checkpoint: Path | None = None,
 ) -> Result:
     """Train ``model`` in place and report validation accuracy after each epoch.
 
@@ -211,23 +213,30 @@ def train(
     ``recipe.seed`` (bitwise reproducible on CPU given the same initial weights and the same number of
     threads, which follows the machine's load unless OMP_NUM_THREADS pins it). ``precision``: fp32, bf16
     or fp16 (default: the device's, explorer.trial.device.precision_for); ``autotune``: cudnn.benchmark
-    for this run only.
+    for this run only. ``checkpoint``: a file that holds the run's state after each finished epoch, so a
+    killed run resumes where it stopped, bitwise as if never stopped (the caller deletes it when done);
+    a file written by another recipe or model is refused.
     """
     with cudnn_benchmark(autotune):
-        return _train(model, data, recipe, device, on_epoch, precision or precision_for(device))
+        return _train(model, data, recipe, device, on_epoch, precision or precision_for(device), checkpoint)
 
 
-def _train(model, data, recipe: Recipe, device: torch.device, on_epoch, precision: str) -> Result:
-    start = time.perf_counter()
+def _train(model, data, recipe: Recipe, device: torch.device, on_epoch, precision: str, checkpoint) -> Result:
+    start, cpu_start = time.perf_counter(), time.process_time()
     run = _set_up(model, data, recipe, device, precision)
     history: list[float] = []
+    if checkpoint is not None and Path(checkpoint).exists():
+        history = _resume(Path(checkpoint), model, run, recipe)
+    cpu_start -= run.earlier_cpu_s  # so CPU time counts the resumed parts too
     epoch_seconds: list[float] = []
-    for epoch in range(1, recipe.epochs + 1):
+    for epoch in range(len(history) + 1, recipe.epochs + 1):
         epoch_start = time.perf_counter()
         _train_epoch(model, run, recipe, epoch)
         epoch_seconds.append(time.perf_counter() - epoch_start)
         val_acc = _evaluate(model, run.val_x, run.val_y, run.scale, run.shift, device, 1024, precision)
         history.append(val_acc)
+        if checkpoint is not None:
+            _save(Path(checkpoint), model, run, recipe, history, time.process_time() - cpu_start)
         if on_epoch is not None:
             on_epoch(epoch, val_acc)
     steady = epoch_seconds[1:] or epoch_seconds  # the first epoch pays for warm-up (CUDA start, autotuning)
@@ -237,6 +246,7 @@ def _train(model, data, recipe: Recipe, device: torch.device, on_epoch, precisio
         history=history,
         epochs_run=recipe.epochs,
         wall_time=time.perf_counter() - start,
+        cpu_time=time.process_time() - cpu_start,
         train_images_per_s=images / train_seconds if train_seconds > 0 else float("inf"),
         device=str(device),
     )
@@ -259,6 +269,7 @@ class _Run:
     criterion: nn.Module
     steps_per_epoch: int
     step: int = 0
+    earlier_cpu_s: float = 0.0  # spent by the parts a checkpoint resumed from
 
 
 def _set_up(model: nn.Module, data, recipe: Recipe, device: torch.device, precision: str) -> _Run:
@@ -273,6 +284,39 @@ def _set_up(model: nn.Module, data, recipe: Recipe, device: torch.device, precis
                 scale, shift, bool(data.flip), torch.Generator(device=device).manual_seed(recipe.seed),
                 _make_optimizer(model, recipe), grad_scaler(device, precision), precision,
                 nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), steps_per_epoch)
+
+
+def _identity(model: nn.Module, recipe: Recipe) -> dict:
+    """What a checkpoint must match to be resumed: the recipe and every tensor's name and shape."""
+    return {"recipe": repr(recipe), "shapes": [(k, list(v.shape)) for k, v in model.state_dict().items()]}
+
+
+def _save(path: Path, model: nn.Module, run: _Run, recipe: Recipe, history: list[float], cpu_s: float) -> None:
+    """Everything the next epoch reads, random streams included; written atomically."""
+    device = run.train_x.device
+    state = {"identity": _identity(model, recipe), "history": history, "step": run.step, "cpu_s": cpu_s,
+             "model": model.state_dict(), "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+             "generator": run.generator.get_state(), "cpu_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path, model: nn.Module, run: _Run, recipe: Recipe) -> list[float]:
+    """Load a checkpoint into the model and the run; returns the finished epochs' history."""
+    state = torch.load(path, map_location=run.train_x.device, weights_only=True)
+    if state["identity"] != _identity(model, recipe):
+        raise ValueError(f"checkpoint {path} was written by another recipe or model; delete it to start afresh")
+    model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.generator.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["cpu_rng"].cpu())
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), run.train_x.device)
+    run.step, run.earlier_cpu_s = state["step"], state["cpu_s"]
+    return list(state["history"])
 
 
 def _train_epoch(model: nn.Module, run: _Run, recipe: Recipe, epoch: int) -> None:
