@@ -878,7 +878,8 @@ def train(genotype: str = typer.Argument(..., help="a named genotype (see `explo
 
     With --study, the genotype's proxy trains with the study's recipe and is stored as a trial with user attr
     `reference=NAME`: a labelled star on the plots, a row in the report. With -o, the genotype itself trains
-    (full width and depth) on --dataset with search's recipe, and its weights are saved.
+    (full width and depth) on --dataset with search's recipe, and its weights are saved; each finished epoch
+    is kept in FILE.ckpt, so the same command after an interruption resumes where it stopped.
     """
     g = resolve_genotype(genotype)
     name = g.name or Path(genotype).stem
@@ -926,11 +927,21 @@ def _train_weights(name: str, g, output: Path, given: dict, seed: int, device: s
         raise UserError(f"recipe: {e}") from None
     _device(device)
 
+    checkpoint = output.with_name(output.name + ".ckpt")  # written from the first epoch on, beside the weights
+    files.make_parent(output, "-o")
+    resuming = checkpoint.exists()  # said at the first epoch, once the checkpoint proved to be this run's
+
     def on_epoch(epoch: int, accuracy: float) -> None:
+        nonlocal resuming
+        if resuming and epoch > 1:
+            err.print(f"resumed from {checkpoint} after epoch {epoch - 1}, where an interrupted run stopped",
+                      highlight=False)
+        resuming = False
         err.print(f"epoch {epoch}/{recipe.epochs}: validation accuracy {accuracy:.4f}", highlight=False)
 
-    model, meta, result = W.train_genotype(g, dataset, recipe, resolution, device, data_dir, on_epoch)
+    model, meta, result = W.train_genotype(g, dataset, recipe, resolution, device, data_dir, on_epoch, checkpoint)
     files.write(output, lambda tmp: torch.save(W.state_with_meta(model, meta), tmp), "-o", force)
+    checkpoint.unlink(missing_ok=True)
     out.print(f"{name}: trained on {dataset} at {resolution}px for {recipe.epochs} epoch(s), validation accuracy "
               f"{result.val_accuracy:.4f}; weights in {output} (load with space.build(GENOTYPE, {meta.classes}, "
               f"{meta.in_channels}), or embed with `explore export {name} --weights {output} -f onnx -o ...`)",

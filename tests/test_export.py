@@ -2,6 +2,10 @@
 and exported ONNX checked against torch in onnxruntime."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -84,6 +88,38 @@ def test_export_any_genotype_at_its_own_resolution_and_overrides(tmp_path):
     assert traced(torch.randn(1, 1, 24, 24)).shape == (1, 7)
     assert run("export", tmp_path / "tiny.yaml", "-f", "yaml", "-o", tmp_path / "t.yaml").exit_code == 0
     assert space.digest(space.load(tmp_path / "t.yaml")) == space.digest(space.load(TINY))
+
+
+def test_an_interrupted_train_resumes_from_its_checkpoint_and_refuses_another_runs(tmp_path):
+    """Killed (SIGKILL) after its first epoch, the same command resumes, and ends bitwise where an
+    uninterrupted run does; another run's checkpoint is refused in one line and kept."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # bitwise equality needs the same threads
+    command = [sys.executable, "-m", "cli", "train", "tiny.yaml", "--dataset", "digits", "--epochs", "3",
+               "--batch-size", "32", "--device", "cpu", "--seed", "3", "-o"]
+    subprocess.run(command + ["whole.pt"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    killed = subprocess.Popen(command + ["part.pt"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    for line in killed.stderr:
+        if line.startswith("epoch 1/3"):
+            killed.kill()
+            break
+    killed.wait()
+    assert not (tmp_path / "part.pt").exists()
+    kept = (tmp_path / "part.pt.ckpt").read_bytes()
+    resumed = subprocess.run(command + ["part.pt"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resumed from part.pt.ckpt after epoch 1" in resumed.stderr, resumed.stderr
+    assert "epoch 1/3" not in resumed.stderr and "epoch 2/3" in resumed.stderr
+    whole, part = (torch.load(tmp_path / f, weights_only=True) for f in ("whole.pt", "part.pt"))
+    assert all(torch.equal(whole[k], part[k]) for k in whole)
+    assert not (tmp_path / "part.pt.ckpt").exists()
+
+    (tmp_path / "other.pt.ckpt").write_bytes(kept)  # the killed run's checkpoint, read by another seed
+    result = subprocess.run(command[:-2] + ["4", "-o", "other.pt"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: -o: checkpoint other.pt.ckpt was written by another recipe, model or "
+                                    "dataset; delete it"), result.stderr
+    assert not (tmp_path / "other.pt").exists() and (tmp_path / "other.pt.ckpt").read_bytes() == kept
 
 
 def test_train_outside_a_study_saves_weights_that_load_strictly_and_export(tmp_path, monkeypatch):

@@ -189,11 +189,15 @@ def test_a_killed_run_resumes_from_its_checkpoint_bitwise(data, monkeypatch, tmp
     assert result.cpu_time > first_part_cpu > 0
 
 
-def test_a_checkpoint_of_another_recipe_is_refused(data, tmp_path):
-    checkpoint = tmp_path / "run.ckpt"
-    train(tiny_cnn(), data, Recipe(epochs=1, batch_size=64, seed=7), CPU, checkpoint=checkpoint)
-    with pytest.raises(ValueError, match="another recipe or model; delete it"):
-        train(tiny_cnn(), data, Recipe(epochs=1, batch_size=64, seed=8), CPU, checkpoint=checkpoint)
+def test_a_checkpoint_of_another_recipe_or_dataset_or_unreadable_is_refused(data, tmp_path):
+    checkpoint, recipe = tmp_path / "run.ckpt", Recipe(epochs=1, batch_size=64, seed=7)
+    train(tiny_cnn(), data, recipe, CPU, checkpoint=checkpoint)
+    for other_data, other_recipe in ((data, Recipe(epochs=1, batch_size=64, seed=8)), (make_data(seed=1), recipe)):
+        with pytest.raises(ValueError, match="another recipe, model or dataset; delete it"):
+            train(tiny_cnn(), other_data, other_recipe, CPU, checkpoint=checkpoint)
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="can't be read as a training checkpoint .*; delete it"):
+        train(tiny_cnn(), data, recipe, CPU, checkpoint=checkpoint)
 
 
 def test_aux_logits_are_trained(data):

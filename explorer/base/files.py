@@ -56,13 +56,21 @@ def _umask() -> int:
     return mask
 
 
+def make_parent(path: Path, flag: str) -> None:
+    """Create `path`'s folder, as every write does, or say in one line why it can't be."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag}: can't write {path} ({e.strerror or e})") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, flag: str) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix, for writers that infer the format from it), renamed
     onto `path` when the block succeeds and removed when it fails."""
     path = Path(path)
+    make_parent(path, flag)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".partial{path.suffix}")
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result gets the usual mode

@@ -36,6 +36,11 @@ class Diverged(Exception):
     """The training loss became NaN or inf; the message says in which epoch."""
 
 
+class UnusableCheckpoint(ValueError):
+    """A checkpoint file is unreadable or holds another run (recipe, model or data): resuming it would mix
+    two runs, and deleting it is the user's call."""
+
+
 @dataclass
 class Result:
     val_accuracy: float  # final-epoch validation accuracy in [0, 1]
@@ -286,15 +291,18 @@ def _set_up(model: nn.Module, data, recipe: Recipe, device: torch.device, precis
                 nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), steps_per_epoch)
 
 
-def _identity(model: nn.Module, recipe: Recipe) -> dict:
-    """What a checkpoint must match to be resumed: the recipe and every tensor's name and shape."""
-    return {"recipe": repr(recipe), "shapes": [(k, list(v.shape)) for k, v in model.state_dict().items()]}
+def _identity(model: nn.Module, run: _Run, recipe: Recipe) -> dict:
+    """What a checkpoint must match to be resumed: the recipe, every tensor's name and shape, and the data
+    (its shape and a cheap checksum: the same model and recipe on another dataset must not resume)."""
+    return {"recipe": repr(recipe), "shapes": [(k, list(v.shape)) for k, v in model.state_dict().items()],
+            "data": [list(run.train_x.shape), int(run.train_x[::97].sum()), int(run.train_y.sum()),
+                     list(run.val_x.shape), int(run.val_y.sum())]}
 
 
 def _save(path: Path, model: nn.Module, run: _Run, recipe: Recipe, history: list[float], cpu_s: float) -> None:
     """Everything the next epoch reads, random streams included; written atomically."""
     device = run.train_x.device
-    state = {"identity": _identity(model, recipe), "history": history, "step": run.step, "cpu_s": cpu_s,
+    state = {"identity": _identity(model, run, recipe), "history": history, "step": run.step, "cpu_s": cpu_s,
              "model": model.state_dict(), "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
              "generator": run.generator.get_state(), "cpu_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
@@ -305,9 +313,15 @@ def _save(path: Path, model: nn.Module, run: _Run, recipe: Recipe, history: list
 
 def _resume(path: Path, model: nn.Module, run: _Run, recipe: Recipe) -> list[float]:
     """Load a checkpoint into the model and the run; returns the finished epochs' history."""
-    state = torch.load(path, map_location=run.train_x.device, weights_only=True)
-    if state["identity"] != _identity(model, recipe):
-        raise ValueError(f"checkpoint {path} was written by another recipe or model; delete it to start afresh")
+    try:
+        state = torch.load(path, map_location=run.train_x.device, weights_only=True)
+        identity = state["identity"]
+    except Exception as e:  # noqa: BLE001 - torch.load raises whatever its unpickler met
+        raise UnusableCheckpoint(f"checkpoint {path} can't be read as a training checkpoint ({type(e).__name__}); "
+                                 "delete it to start afresh") from None
+    if identity != _identity(model, run, recipe):
+        raise UnusableCheckpoint(f"checkpoint {path} was written by another recipe, model or dataset; "
+                         "delete it to start afresh")
     model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])

@@ -19,7 +19,7 @@ import space
 from ..base.errors import UserError
 from ..base.settings import Recipe
 from . import data as datasets
-from .trainer import Result, resolve_device, train
+from .trainer import Result, UnusableCheckpoint, resolve_device, train
 
 META_KEY = "explore"
 
@@ -36,8 +36,10 @@ class Trained:
 
 
 def train_genotype(g: space.Genotype, dataset: str, recipe: Recipe, resolution: int, device: str,
-                   data_dir: Path | None = None, on_epoch=None) -> tuple[torch.nn.Module, Trained, Result]:
-    """The genotype itself (not a proxy) trained on `dataset` at `resolution` with `recipe`."""
+                   data_dir: Path | None = None, on_epoch=None,
+                   checkpoint: Path | None = None) -> tuple[torch.nn.Module, Trained, Result]:
+    """The genotype itself (not a proxy) trained on `dataset` at `resolution` with `recipe`; with a
+    `checkpoint` file, resumed from its last finished epoch (explorer.trial.trainer.train)."""
     dev = resolve_device(device)
     data = datasets.load(dataset, resolution=resolution, data_dir=data_dir, seed=recipe.seed)
     try:
@@ -46,7 +48,12 @@ def train_genotype(g: space.Genotype, dataset: str, recipe: Recipe, resolution: 
         raise UserError(f"--resolution: {g.name or 'the genotype'} can't run at {resolution}px ({e})") from None
     torch.manual_seed(recipe.seed)
     model = space.build(g, data.num_classes, data.in_channels, resolution)
-    result = train(model, data, recipe, dev, on_epoch=on_epoch)
+    try:
+        result = train(model, data, recipe, dev, on_epoch=on_epoch, checkpoint=checkpoint)
+    except UnusableCheckpoint as e:
+        raise UserError(f"-o: {e}") from None
+    except OSError as e:  # the only file the training writes
+        raise UserError(f"-o: can't write the checkpoint {checkpoint} ({e.strerror or e})") from None
     meta = Trained(space.schema.canonical_json(g), data.num_classes, data.in_channels, resolution, dataset,
                    result.val_accuracy)
     return model, meta, result
