@@ -373,7 +373,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, choices=range(1, SEEDS_MAX + 1),
                         help="score: seeds each variant trains (their mean is scored too)")
     parser.add_argument("--pool", help="truth: the storage URL of a default-seed union search (for a new plan)")
-    parser.add_argument("--minutes", type=float, default=85, help="truth: start no run after this many minutes")
+    parser.add_argument("--minutes", type=float, default=85, help="truth: end this part within about this many "
+                        "minutes (no run starts after them; a running one pauses at its last epoch's checkpoint)")
     args = parser.parse_args()
     set_cpu_threads()
     started = time.perf_counter()

@@ -119,8 +119,13 @@ def _splits() -> datasets.Splits:
     return _DATA[0]
 
 
-def train_one(index: int, entry: dict, seed: int) -> dict:
-    """Train one genotype's truth network with one seed, and write its JSON (atomically)."""
+class _OutOfTime(Exception):
+    """The next epoch would end past the part's deadline: the run stops at its checkpoint instead."""
+
+
+def train_one(index: int, entry: dict, seed: int, deadline: float | None = None) -> dict | None:
+    """Train one genotype's truth network with one seed and write its JSON (atomically); None when it
+    paused at its checkpoint because the next epoch would end past `deadline` (time.time())."""
     data = _splits()
     g = space.load(json.loads(entry["genotype"]))
     net = make_proxy(g, TRUTH.resolution, TRUTH.width, TRUTH.depth, data.in_channels, data.num_classes)
@@ -130,9 +135,21 @@ def train_one(index: int, entry: dict, seed: int) -> dict:
     checkpoint = path.with_suffix(".ckpt")  # git-ignored; lets a run longer than a session span several
     resumed = len(torch.load(checkpoint, weights_only=True)["history"]) if checkpoint.exists() else 0
     cpu, wall = time.process_time(), time.perf_counter()
+    epoch_start = time.time()
+
+    def pause_if_late(epoch: int, accuracy: float) -> None:
+        nonlocal epoch_start
+        now = time.time()
+        if deadline is not None and epoch < TRUTH.epochs and now + (now - epoch_start) > deadline:
+            raise _OutOfTime
+        epoch_start = now
+
     try:
-        result = train(model, data, TRUTH.recipe(seed), torch.device("cpu"), checkpoint=checkpoint)
+        result = train(model, data, TRUTH.recipe(seed), torch.device("cpu"), pause_if_late, checkpoint=checkpoint)
         accuracy, history, diverged, cpu = result.val_accuracy, result.history, None, result.cpu_time
+    except _OutOfTime:
+        print(f"  truth {entry['label']} seed {seed}: paused at its checkpoint for the next part", flush=True)
+        return None
     except Diverged as e:  # kept as a finding of the fixed recipe, with its epoch, never retried at other settings
         accuracy, history, diverged, cpu = None, [], str(e), time.process_time() - cpu
     out = {"index": index, "label": entry["label"], "digest": entry["digest"], "seed": seed,
@@ -156,29 +173,31 @@ def _flops(entry: dict) -> int:
     return space.complexity(net, breakdown=False, in_channels=1).flops
 
 
-def _train_star(task: tuple) -> dict:
+def _train_star(task: tuple) -> dict | None:
     return train_one(*task)
 
 
 def run(pool: str | None, jobs: int, minutes: float) -> dict:
-    """Train the runs still missing, starting none after `minutes`; then assemble what exists."""
+    """Train the runs still missing within about `minutes`: none starts after them, and a running one
+    pauses at its last epoch's checkpoint when its next epoch would end past them (the next part resumes
+    it, first); then assemble what exists."""
     entries = plan(pool)
     todo = sorted(((i, e, s) for s in (0, 1) for i, e in enumerate(entries)
                    if s in e["seeds"] and not run_path(i, e, s).exists()),
-                  key=lambda task: (task[2], _flops(task[1])))
+                  key=lambda task: (not run_path(*task).with_suffix(".ckpt").exists(), task[2], _flops(task[1])))
     print(f"truth: {len(todo)} runs to go", flush=True)
-    deadline = time.monotonic() + 60 * minutes
+    deadline = time.time() + 60 * minutes
     os.environ["OMP_NUM_THREADS"] = "1"
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as workers:
         running = set()
         while todo or running:
-            while todo and len(running) < jobs and time.monotonic() < deadline:
-                running.add(workers.submit(_train_star, todo.pop(0)))
+            while todo and len(running) < jobs and time.time() < deadline:
+                running.add(workers.submit(_train_star, todo.pop(0) + (deadline,)))
             if not running:
                 break
             done, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                future.result()
+            if any(future.result() is None for future in done):
+                todo = []  # a run paused: this part's time is up
     return assemble(entries)
 
 
