@@ -220,7 +220,7 @@ def train(
     or fp16 (default: the device's, explorer.trial.device.precision_for); ``autotune``: cudnn.benchmark
     for this run only. ``checkpoint``: a file that holds the run's state after each finished epoch, so a
     killed run resumes where it stopped, bitwise as if never stopped (the caller deletes it when done);
-    a file written by another recipe or model is refused.
+    an unreadable one, or one of another recipe, model or dataset, raises UnusableCheckpoint.
     """
     with cudnn_benchmark(autotune):
         return _train(model, data, recipe, device, on_epoch, precision or precision_for(device), checkpoint)
@@ -321,7 +321,7 @@ def _resume(path: Path, model: nn.Module, run: _Run, recipe: Recipe) -> list[flo
                                  "delete it to start afresh") from None
     if identity != _identity(model, run, recipe):
         raise UnusableCheckpoint(f"checkpoint {path} was written by another recipe, model or dataset; "
-                         "delete it to start afresh")
+                                 "delete it to start afresh")
     model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])
