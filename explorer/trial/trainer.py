@@ -229,10 +229,11 @@ def train(
 def _train(model, data, recipe: Recipe, device: torch.device, on_epoch, precision: str, checkpoint) -> Result:
     start, cpu_start = time.perf_counter(), time.process_time()
     run = _set_up(model, data, recipe, device, precision)
+    checkpoint = None if checkpoint is None else Path(checkpoint)
     history: list[float] = []
-    if checkpoint is not None and Path(checkpoint).exists():
-        history = _resume(Path(checkpoint), model, run, recipe)
-    cpu_start -= run.earlier_cpu_s  # so CPU time counts the resumed parts too
+    if checkpoint is not None and checkpoint.exists():
+        history, earlier_cpu_s = _resume(checkpoint, model, run, recipe)
+        cpu_start -= earlier_cpu_s  # so CPU time counts the resumed parts too
     epoch_seconds: list[float] = []
     for epoch in range(len(history) + 1, recipe.epochs + 1):
         epoch_start = time.perf_counter()
@@ -241,7 +242,7 @@ def _train(model, data, recipe: Recipe, device: torch.device, on_epoch, precisio
         val_acc = _evaluate(model, run.val_x, run.val_y, run.scale, run.shift, device, 1024, precision)
         history.append(val_acc)
         if checkpoint is not None:
-            _save(Path(checkpoint), model, run, recipe, history, time.process_time() - cpu_start)
+            _save(checkpoint, model, run, recipe, history, time.process_time() - cpu_start)
         if on_epoch is not None:
             on_epoch(epoch, val_acc)
     steady = epoch_seconds[1:] or epoch_seconds  # the first epoch pays for warm-up (CUDA start, autotuning)
@@ -274,7 +275,6 @@ class _Run:
     criterion: nn.Module
     steps_per_epoch: int
     step: int = 0
-    earlier_cpu_s: float = 0.0  # spent by the parts a checkpoint resumed from
 
 
 def _set_up(model: nn.Module, data, recipe: Recipe, device: torch.device, precision: str) -> _Run:
@@ -311,8 +311,9 @@ def _save(path: Path, model: nn.Module, run: _Run, recipe: Recipe, history: list
     os.replace(tmp, path)
 
 
-def _resume(path: Path, model: nn.Module, run: _Run, recipe: Recipe) -> list[float]:
-    """Load a checkpoint into the model and the run; returns the finished epochs' history."""
+def _resume(path: Path, model: nn.Module, run: _Run, recipe: Recipe) -> tuple[list[float], float]:
+    """Load a checkpoint into the model and the run; returns the finished epochs' history and the CPU
+    seconds they took."""
     try:
         state = torch.load(path, map_location=run.train_x.device, weights_only=True)
         identity = state["identity"]
@@ -329,8 +330,8 @@ def _resume(path: Path, model: nn.Module, run: _Run, recipe: Recipe) -> list[flo
     torch.set_rng_state(state["cpu_rng"].cpu())
     if state["cuda_rng"] is not None:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), run.train_x.device)
-    run.step, run.earlier_cpu_s = state["step"], state["cpu_s"]
-    return list(state["history"])
+    run.step = state["step"]
+    return list(state["history"]), state["cpu_s"]
 
 
 def _train_epoch(model: nn.Module, run: _Run, recipe: Recipe, epoch: int) -> None:
