@@ -9,9 +9,9 @@ from __future__ import annotations
 
 class GenotypeError(ValueError):
     def __init__(self, path: str, reason: str):
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = printable(path)
+        self.reason = printable(reason)
+        super().__init__(f"{self.path}: {self.reason}" if path else self.reason)
 
     def within(self, prefix: str) -> "GenotypeError":
         """The same error seen from an enclosing document (`prefix` + own path)."""
@@ -30,3 +30,9 @@ def join(path: str, key: str | int) -> str:
         return f"{path}[{key}]"
     key = key if len(key) <= 40 else key[:37] + "..."
     return f"{path}.{key}" if path else key
+
+
+def printable(text: str) -> str:
+    """`text` with each unprintable character written as its escape: a document may name a field with a
+    line break in it, and the message must still be one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

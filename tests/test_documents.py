@@ -231,6 +231,7 @@ CONV = "stages: [{blocks: [{branches: [[{op: conv, out: 8, %s}]]}]}]"
     ("name: 2020-13-45\n", "document", "a value can't be read"),
     ("stages: [{blocks: [{scale: 0.2, branches: [[{op: conv, out: 8}]]}]}]", "stages[0].blocks[0].scale",
      "is a residual scale"),
+    ('"\\n": 0\n' + CONV % "kernel: 3", "\\n", "unknown field"),  # a line break in a field's name, escaped
     ("stages: []", "stages", "is empty; it needs at least 1 item"),
     ("stages: {a: 1}", "stages", "expected a list, got a mapping"),
     ("stages: [{blocks: [{branches: [[{op: conv, out: 8}]], repeat: yes}]}]", "stages[0].blocks[0].repeat",
