@@ -134,7 +134,7 @@ def train_one(index: int, entry: dict, seed: int, deadline: float | None = None)
     path = run_path(index, entry, seed)
     checkpoint = path.with_suffix(".ckpt")  # git-ignored; lets a run longer than a session span several
     resumed = len(torch.load(checkpoint, weights_only=True)["history"]) if checkpoint.exists() else 0
-    cpu_start, wall = time.process_time(), time.perf_counter()
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
     epoch_start = time.time()
 
     def pause_if_late(epoch: int, accuracy: float) -> None:
@@ -154,7 +154,8 @@ def train_one(index: int, entry: dict, seed: int, deadline: float | None = None)
         accuracy, history, diverged, cpu = None, [], str(e), time.process_time() - cpu_start
     out = {"index": index, "label": entry["label"], "digest": entry["digest"], "seed": seed,
            "accuracy": accuracy, "diverged": diverged, "history": history, "cpu_s": cpu,
-           "wall_s": time.perf_counter() - wall, "resumed_after_epoch": resumed, "threads": torch.get_num_threads(),
+           "wall_s": time.perf_counter() - wall_start, "resumed_after_epoch": resumed,
+           "threads": torch.get_num_threads(),
            "flops": space.complexity(net, breakdown=False, in_channels=data.in_channels).flops,
            "date": time.strftime("%Y-%m-%d %H:%M")}
     tmp = path.with_suffix(".tmp")

@@ -11,7 +11,7 @@ class GenotypeError(ValueError):
     def __init__(self, path: str, reason: str):
         self.path = printable(path)
         self.reason = printable(reason)
-        super().__init__(f"{self.path}: {self.reason}" if path else self.reason)
+        super().__init__(f"{self.path}: {self.reason}" if self.path else self.reason)
 
     def within(self, prefix: str) -> "GenotypeError":
         """The same error seen from an enclosing document (`prefix` + own path)."""
